@@ -1,0 +1,48 @@
+"""vsstar: STARnet space-time video super-resolution for VapourSynth and GStreamer."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+VERSION = next(
+    line.split('"')[1]
+    for line in (ROOT / "vsstar" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+# VapourSynth R74+ wheels exist only for Python >= 3.12; the torch-only parts of the
+# library (model, flow, engine) also run on 3.11 for the GStreamer element.
+VS = "python_version >= '3.12'"
+
+setup(
+    name="vsstar",
+    version=VERSION,
+    description="Space-time video super-resolution (STARnet) for VapourSynth and GStreamer",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["vsstar", "vsstar.*", "training", "training.*"]),
+    package_data={"vsstar": ["weights/*.safetensors", "weights/*.json"]},
+    install_requires=[
+        "torch>=2.2",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "pillow>=9.0",
+        "opencv-python-headless>=4.8",
+        f"vapoursynth>=74; {VS}",
+        f"vapoursynth-bestsource; {VS}",
+    ],
+    extras_require={
+        "cuda": ["cupy-cuda13x"],
+        "train": ["tensorboard", "scikit-image", "matplotlib"],
+        "dev": ["pytest>=8", "pytest-timeout"],
+    },
+    entry_points={"console_scripts": ["vsstar = vsstar.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Multimedia :: Video",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
