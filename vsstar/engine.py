@@ -1,0 +1,519 @@
+"""Device-side STARnet pipeline shared by the VapourSynth filter, the GStreamer element and the CLI.
+
+:class:`StarEngine` turns batches of frame pairs into STARnet outputs: it loads the model, picks
+the device, computes the optical flow of both directions of every pair in one batched call,
+runs the network (fp16 autocast on CUDA), tiles large frames with overlapping, blended tiles, and
+hands back CPU float32 tensors. It has no VapourSynth dependency.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "MODES",
+    "PairOutput",
+    "EngineStats",
+    "StarEngine",
+    "resolve_device",
+    "resolve_model",
+    "default_model_name",
+    "tile_grid",
+]
+
+#: Output modes: space-time ("st"), space only ("s"), time only ("t").
+MODES = ("st", "s", "t")
+
+# Objectives of the paper models that suit each mode, in order of preference (for model=None).
+_MODE_OBJECTIVES = {
+    "st": ("STAR-ST", "STAR"),
+    "s": ("STAR-S", "STAR-ST", "STAR"),
+    "t": ("STAR-T_HR", "STAR-T_LR", "STAR", "STAR-ST"),
+}
+
+
+class PairOutput(NamedTuple):
+    """Outputs for a batch of pairs (CPU float32, [0, 1], (N, 3, H, W)).
+
+    sr_first / sr_second: the two input frames super-resolved (None in mode "t").
+    mid: the frame between them, at the high resolution in mode "st", at the input size in mode "t",
+    None in mode "s".
+    """
+
+    sr_first: Tensor | None
+    mid: Tensor | None
+    sr_second: Tensor | None
+
+
+@dataclass
+class EngineStats:
+    """Counters of the work done (read by tests and the benchmark)."""
+
+    pairs: int = 0
+    calls: int = 0
+    flow_s: float = 0.0
+    net_s: float = 0.0
+    tiles: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> CUDA when available, else CPU. Asking for CUDA without one is a ValueError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but CUDA is not available here "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
+def _bundled() -> dict[str, Any]:
+    from .model import bundled_models
+
+    return dict(bundled_models())
+
+
+def _info_get(info: Any, key: str) -> Any:
+    """Read `key` from a bundled-model record (dict, object or a StarConfig inside it)."""
+    for obj in (info, getattr(info, "config", None), info.get("config") if isinstance(info, dict) else None):
+        if obj is None:
+            continue
+        if isinstance(obj, dict) and key in obj:
+            return obj[key]
+        if hasattr(obj, key):
+            return getattr(obj, key)
+    return None
+
+
+def default_model_name(scale: int, mode: str = "st") -> str:
+    """Name of the bundled weights used when model=None (ValueError when none fits)."""
+    models = _bundled()
+    for objective in _MODE_OBJECTIVES[mode]:
+        for name, info in models.items():
+            if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective:
+                return name
+    # Fall back to any bundled model of the scale (its outputs all exist, just trained differently).
+    for name, info in models.items():
+        if _info_get(info, "scale") == scale:
+            return name
+    have = ", ".join(f"{n} (x{_info_get(i, 'scale')})" for n, i in models.items()) or "none"
+    raise ValueError(
+        f"model=None: no bundled weights for scale={scale} (bundled: {have}); "
+        "pass model= a bundled name, a .safetensors file or an official .pth checkpoint"
+    )
+
+
+def resolve_model(model: Any, scale: int, mode: str = "st") -> nn.Module:
+    """Build the user-level `Star` wrapper from a name, a path, a StarNet, a Star, or None."""
+    from .model import Star, StarNet, load_model
+
+    if model is None:
+        model = default_model_name(scale, mode)
+    if isinstance(model, Star):
+        star = model
+    elif isinstance(model, StarNet):
+        star = Star(model)
+    elif isinstance(model, (str, os.PathLike)):
+        try:
+            net = load_model(os.fspath(model))
+        except FileNotFoundError as exc:
+            raise ValueError(f"model={os.fspath(model)!r}: not a bundled name nor an existing file ({exc})") from exc
+        except ValueError as exc:
+            raise ValueError(f"model={os.fspath(model)!r}: {exc}") from exc
+        except Exception as exc:  # unreadable/corrupt files surface as many exception types
+            raise ValueError(f"model={os.fspath(model)!r}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        star = Star(net)
+    else:
+        raise ValueError(f"model must be None, a bundled name, a path or a StarNet, got {type(model).__name__}")
+    cfg = _config_of(star)
+    if cfg is not None and cfg.scale != scale:
+        raise ValueError(f"scale={scale} but the model is a x{cfg.scale} model; pass scale={cfg.scale}")
+    return star
+
+
+def _config_of(star: nn.Module) -> Any:
+    net = getattr(star, "net", None)
+    for obj in (star, net):
+        cfg = getattr(obj, "config", None)
+        if cfg is not None:
+            return cfg
+    return None
+
+
+def tile_grid(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Start/stop of overlapping tiles covering [0, size) (the last tile is flush with the end)."""
+    if tile >= size:
+        return [(0, size)]
+    step = max(1, tile - overlap)
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    out: list[tuple[int, int]] = []
+    for s in starts:
+        if not out or out[-1][0] != s:
+            out.append((s, s + tile))
+    return out
+
+
+def _ramp(length: int, lo_overlap: int, hi_overlap: int, device: torch.device) -> Tensor:
+    """1-D blending weight: linear ramps over the overlaps shared with neighbouring tiles."""
+    w = torch.ones(length, device=device)
+    if lo_overlap > 0:
+        n = min(lo_overlap, length)
+        w[:n] = torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1)
+    if hi_overlap > 0:
+        n = min(hi_overlap, length)
+        w[length - n:] = torch.minimum(
+            w[length - n:], torch.arange(n, 0, -1, device=device, dtype=torch.float32) / (n + 1)
+        )
+    return w
+
+
+def _as_tensor(x: Any, name: str) -> Tensor:
+    """numpy / torch / DLPack (CuPy) batch of RGB frames -> float tensor (N, 3, H, W), no copy when possible."""
+    if isinstance(x, Tensor):
+        t = x
+    elif isinstance(x, np.ndarray):
+        t = torch.from_numpy(x)
+    elif hasattr(x, "__dlpack__"):
+        t = torch.from_dlpack(x)  # CuPy arrays and other DLPack producers, zero-copy
+    else:
+        raise ValueError(f"{name} must be a torch tensor, numpy array or DLPack array, got {type(x).__name__}")
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4 or t.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3, H, W) or (3, H, W), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be float RGB in [0, 1], got dtype {t.dtype}")
+    return t
+
+
+class StarEngine:
+    """STARnet inference on batches of frame pairs.
+
+    Args:
+        model: bundled weights name, path to our .safetensors or an official .pth checkpoint, a
+            ``StarNet``/``Star`` module, or None for the bundled weights of ``scale`` (and ``mode``).
+        scale: 2, 4 or 8; must match the model.
+        mode: "st" (super-resolved frames + HR in-between), "s" (super-resolution only) or "t"
+            (in-between frame at the input size).
+        device: None (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
+        fp16: autocast the network to float16 (default: True on CUDA; CPU needs False).
+        batch_size: pairs per network call (default 1 on CPU, 4 on CUDA).
+        tile: LR tile size (int or (h, w)); None = automatic (tiles only when the estimated memory
+            would not fit), 0 = never tile.
+        tile_overlap: LR pixels shared by neighbouring tiles (blended with linear ramps).
+        flow_options: keyword overrides for ``coarse2fine_flow_batch`` (e.g. fewer iterations in tests).
+        memory_budget: bytes the network may use for activations (default: 80% of free CUDA memory,
+            50% of available RAM on CPU); drives automatic tiling.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        scale: int = 4,
+        mode: str = "st",
+        device: str | torch.device | None = None,
+        fp16: bool | None = None,
+        batch_size: int | None = None,
+        tile: int | Sequence[int] | None = None,
+        tile_overlap: int = 16,
+        flow_options: dict[str, Any] | None = None,
+        memory_budget: int | None = None,
+    ) -> None:
+        if scale not in (2, 4, 8) or isinstance(scale, bool):
+            raise ValueError(f"scale must be 2, 4 or 8, got {scale!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.scale = int(scale)
+        self.mode = mode
+        self.device = resolve_device(device)
+        if fp16 is None:
+            fp16 = self.device.type == "cuda"
+        if not isinstance(fp16, bool):
+            raise ValueError(f"fp16 must be None, True or False, got {fp16!r}")
+        if fp16 and self.device.type != "cuda":
+            raise ValueError("fp16=True needs a CUDA device (CPU half precision is slower than float32)")
+        self.fp16 = fp16
+        if batch_size is None:
+            batch_size = 4 if self.device.type == "cuda" else 1
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.tile = self._check_tile(tile)
+        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be an int >= 0, got {tile_overlap!r}")
+        self.tile_overlap = tile_overlap
+        self.flow_options = self._check_flow_options(flow_options)
+        if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
+            raise ValueError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
+        self.memory_budget = memory_budget
+
+        star = resolve_model(model, self.scale, mode)
+        self.star = star.to(self.device).eval()
+        self.config = _config_of(self.star)
+        self.stats = EngineStats()
+        # One device, one stream of work: calls from several threads are serialised.
+        self._lock = threading.Lock()
+        # Tile size learnt after an out-of-memory error (CUDA), reused for later calls.
+        self._oom_tile: tuple[int, int] | None = None
+        self._pinned: dict[tuple[int, ...], Tensor] = {}
+
+    # ---------------------------------------------------------------- argument checks
+    @staticmethod
+    def _check_tile(tile: Any) -> tuple[int, int] | None | int:
+        if tile is None:
+            return None
+        if isinstance(tile, bool):
+            raise ValueError(f"tile must be None, 0, an int >= 16 or (h, w), got {tile!r}")
+        if isinstance(tile, int):
+            if tile == 0:
+                return 0
+            tile = (tile, tile)
+        try:
+            th, tw = (int(v) for v in tile)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tile must be None, 0, an int >= 16 or (h, w), got {tile!r}") from exc
+        if th < 16 or tw < 16:
+            raise ValueError(f"tile must be at least 16 LR pixels per side, got {tile!r}")
+        return (th, tw)
+
+    @staticmethod
+    def _check_flow_options(opts: dict[str, Any] | None) -> dict[str, Any]:
+        allowed = {"alpha", "ratio", "min_width", "n_outer", "n_inner", "n_sor", "col_type"}
+        opts = dict(opts or {})
+        bad = sorted(set(opts) - allowed)
+        if bad:
+            raise ValueError(f"flow_options has unknown keys {bad}; allowed: {sorted(allowed)}")
+        return opts
+
+    # ---------------------------------------------------------------- buffers
+    def host_buffer(self, n: int, height: int, width: int) -> Tensor:
+        """A reusable CPU float32 (n, 3, H, W) buffer to fill with frames (pinned on CUDA).
+
+        Callers copy frame planes straight into it (the one unavoidable copy); on CUDA, pinned
+        memory lets the host-to-device transfer run asynchronously. Not thread-safe: use it under
+        your own lock, and only until the next call with the same shape.
+        """
+        key = (n, height, width)
+        buf = self._pinned.get(key)
+        if buf is None:
+            buf = torch.empty((n, 3, height, width), dtype=torch.float32)
+            if self.device.type == "cuda":
+                buf = buf.pin_memory()
+            if len(self._pinned) > 8:
+                self._pinned.clear()
+            self._pinned[key] = buf
+        return buf
+
+    def _to_device(self, t: Tensor) -> Tensor:
+        if t.device == self.device:
+            return t.float()
+        if self.device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(self.device, dtype=torch.float32, non_blocking=True)
+
+    # ---------------------------------------------------------------- memory / tiling
+    def bytes_per_pixel(self) -> float:
+        """Rough peak activation bytes per LR pixel of one pair (used to decide automatic tiling)."""
+        cfg = self.config
+        feat = getattr(cfg, "feat", 64)
+        base = getattr(cfg, "base_filter", 256)
+        s2 = self.scale * self.scale
+        floats = 12 * feat * s2 + 10 * base + 30 * feat
+        if getattr(cfg, "flow_refine", False):
+            floats += 3 * max(getattr(cfg, "fr_widths", (64,)))
+        # Measured peaks run ~1.5x above the count of live feature maps (allocator, temporaries).
+        bytes_ = 4 * 1.5 * floats
+        return bytes_ * (0.6 if self.fp16 else 1.0)
+
+    def _budget(self) -> int:
+        if self.memory_budget is not None:
+            return self.memory_budget
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return int(free * 0.8)
+        avail = _available_ram()
+        return int(avail * 0.5) if avail else 8 << 30
+
+    def plan_tile(self, n: int, height: int, width: int) -> tuple[int, int] | None:
+        """LR tile (h, w) for a batch of n pairs of this size, or None for whole frames."""
+        if self.tile == 0:
+            return None
+        if isinstance(self.tile, tuple):
+            th, tw = self.tile
+            return None if th >= height and tw >= width else (min(th, height), min(tw, width))
+        if self._oom_tile is not None:
+            return self._oom_tile
+        need = self.bytes_per_pixel() * n * height * width
+        budget = self._budget()
+        if need <= budget:
+            return None
+        # Square tiles whose padded area (overlap on both sides) fits the budget.
+        px = budget / (self.bytes_per_pixel() * n)
+        side = int(math.sqrt(px)) - 2 * self.tile_overlap
+        side = max(32, side // 8 * 8)
+        return (min(side, height), min(side, width))
+
+    # ---------------------------------------------------------------- processing
+    def process(self, first: Any, second: Any) -> PairOutput:
+        """Run flow + network on a batch of pairs; see :class:`PairOutput` for the result.
+
+        first, second: (N, 3, H, W) (or (3, H, W)) float RGB in [0, 1]: torch tensors (any device),
+        numpy arrays or DLPack arrays (CuPy). Batches larger than ``batch_size`` are split.
+        """
+        a = _as_tensor(first, "first")
+        b = _as_tensor(second, "second")
+        if a.shape != b.shape:
+            raise ValueError(f"first and second must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        n, _, h, w = a.shape
+        min_side = max(8, getattr(self.config, "min_size", 1))
+        if h < min_side or w < min_side:
+            raise ValueError(f"frames must be at least {min_side}x{min_side} pixels, got {w}x{h}")
+        parts = []
+        with self._lock:
+            for i in range(0, n, self.batch_size):
+                parts.append(self._process_batch(a[i:i + self.batch_size], b[i:i + self.batch_size]))
+        if len(parts) == 1:
+            return parts[0]
+        return PairOutput(*(None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(3)))
+
+    @torch.no_grad()
+    def _process_batch(self, a: Tensor, b: Tensor) -> PairOutput:
+        from .flow import coarse2fine_flow_batch
+
+        n = a.shape[0]
+        a = self._to_device(a)
+        b = self._to_device(b)
+        t0 = time.perf_counter()
+        # Both directions of every pair in one batched solve: forward = first -> second.
+        flows = coarse2fine_flow_batch(torch.cat([a, b]), torch.cat([b, a]), **self.flow_options)
+        flow_f, flow_b = flows[:n], flows[n:]
+        self._sync()
+        t1 = time.perf_counter()
+        outs = self._network(a, b, flow_f, flow_b)
+        result = self._to_host(outs)
+        t2 = time.perf_counter()
+        st = self.stats
+        st.pairs += n
+        st.calls += 1
+        st.flow_s += t1 - t0
+        st.net_s += t2 - t1
+        st.batch_sizes.append(n)
+        return result
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _wanted(self) -> tuple[str, ...]:
+        return {"st": ("h1", "ht", "h2"), "s": ("h1", "h2"), "t": ("l",)}[self.mode]
+
+    def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
+        if self.fp16:
+            with torch.autocast("cuda", dtype=torch.float16):
+                out = self.star(a, b, ff, fb)
+        else:
+            out = self.star(a, b, ff, fb)
+        return {k: getattr(out, k).float() for k in self._wanted()}
+
+    def _network(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
+        n, _, h, w = a.shape
+        tile = self.plan_tile(n, h, w)
+        while True:
+            try:
+                if tile is None:
+                    return self._run_star(a, b, ff, fb)
+                return self._run_tiled(a, b, ff, fb, tile)
+            except torch.cuda.OutOfMemoryError:
+                # Retry with smaller tiles rather than failing the whole clip.
+                torch.cuda.empty_cache()
+                cur = tile or (h, w)
+                if max(cur) <= 32 or self.tile == 0:
+                    raise
+                tile = (max(32, cur[0] // 2), max(32, cur[1] // 2))
+                self._oom_tile = tile
+
+    def _run_tiled(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, tile: tuple[int, int]) -> dict[str, Tensor]:
+        n, _, h, w = a.shape
+        ov = self.tile_overlap
+        ys = tile_grid(h, tile[0], ov)
+        xs = tile_grid(w, tile[1], ov)
+        acc: dict[str, Tensor] = {}
+        wsum: dict[str, Tensor] = {}
+        for iy, (y0, y1) in enumerate(ys):
+            for ix, (x0, x1) in enumerate(xs):
+                sl = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+                out = self._run_star(a[sl], b[sl], ff[sl], fb[sl])
+                self.stats.tiles += 1
+                # Overlap with the previous / next tile along each axis (0 at the frame border).
+                oy0 = ys[iy - 1][1] - y0 if iy > 0 else 0
+                oy1 = y1 - ys[iy + 1][0] if iy + 1 < len(ys) else 0
+                ox0 = xs[ix - 1][1] - x0 if ix > 0 else 0
+                ox1 = x1 - xs[ix + 1][0] if ix + 1 < len(xs) else 0
+                for k, o in out.items():
+                    f = o.shape[-1] // (x1 - x0)
+                    wy = _ramp((y1 - y0) * f, oy0 * f, oy1 * f, o.device)
+                    wx = _ramp((x1 - x0) * f, ox0 * f, ox1 * f, o.device)
+                    wgt = wy[:, None] * wx[None, :]
+                    if k not in acc:
+                        acc[k] = o.new_zeros(n, 3, h * f, w * f)
+                        wsum[k] = o.new_zeros(h * f, w * f)
+                    acc[k][..., y0 * f:y1 * f, x0 * f:x1 * f] += o * wgt
+                    wsum[k][y0 * f:y1 * f, x0 * f:x1 * f] += wgt
+        return {k: acc[k] / wsum[k] for k in acc}
+
+    def _to_host(self, outs: dict[str, Tensor]) -> PairOutput:
+        def host(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            t = t.clamp(0.0, 1.0)
+            if t.device.type == "cpu":
+                return t.contiguous()
+            dst = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+            dst.copy_(t, non_blocking=True)
+            return dst
+
+        res = PairOutput(host(outs.get("h1")), host(outs.get("ht", outs.get("l"))), host(outs.get("h2")))
+        self._sync()
+        return res
+
+    def __repr__(self) -> str:
+        return (f"StarEngine(scale={self.scale}, mode={self.mode!r}, device={str(self.device)!r}, "
+                f"fp16={self.fp16}, batch_size={self.batch_size}, tile={self.tile!r})")
+
+
+def _available_ram() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def to_cupy(t: Tensor) -> Any:
+    """Zero-copy view of a CUDA tensor as a CuPy array (needs the `cuda` extra)."""
+    import cupy  # noqa: PLC0415 - optional dependency
+
+    return cupy.from_dlpack(t)
