@@ -1,0 +1,206 @@
+"""StarNet parity with the authors' code, the Star wrapper (padding, encodings) and the global skip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsstar.model import (Star, StarConfig, StarNet, StarOutput, blend_middle, encode_flow, load_official,
+                          normalize, upscale)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+ROOT = Path(__file__).resolve().parent
+
+
+def fixture_path(name: str) -> Path:
+    """tests/data/starnet first (a fresh clone), ../shared/reference/starnet otherwise."""
+    for base in (ROOT / "data" / "starnet", ROOT.parent.parent / "shared" / "reference" / "starnet"):
+        if (base / name).exists():
+            return base / name
+    pytest.skip(f"fixture {name} not found")
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return torch.load(fixture_path("star_v4_small_x4.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def small_net(fixture):
+    return load_official(fixture["state_dict"])
+
+
+def _inputs(fx, dtype=torch.float32):
+    i = fx["inputs"]
+    return tuple(i[k].to(dtype) for k in ("im1", "im2", "flow_f", "flow_b"))
+
+
+def test_parity_float32(fixture, small_net):
+    with torch.inference_mode():
+        out = small_net(*_inputs(fixture))
+    assert isinstance(out, tuple) and len(out) == 4
+    for name, o in zip(("ht", "h1", "h2", "l"), out):
+        ref = fixture["outputs"][name]
+        assert o.shape == ref.shape
+        rel = ((o - ref).abs().max() / ref.abs().max()).item()
+        assert rel < 1e-4, (name, rel)
+
+
+def test_parity_float64(fixture, small_net):
+    net = StarNet(small_net.config).double().eval()
+    net.load_state_dict(small_net.state_dict())
+    with torch.inference_mode():
+        out = net(*_inputs(fixture, torch.float64))
+    for name, o in zip(("ht", "h1", "h2", "l"), out):
+        ref = fixture["outputs_f64"][name]
+        rel = ((o - ref).abs().max() / ref.abs().max()).item()
+        assert rel < 1e-9, (name, rel)
+
+
+def test_parity_train_mode(fixture, small_net):
+    net = StarNet(small_net.config).double().train()
+    net.load_state_dict(small_net.state_dict())
+    out = net(*_inputs(fixture, torch.float64))
+    assert set(out) == {"ht", "h1", "h2", "l", "ht_s1", "h1_s1", "h2_s1", "l_s1"}
+    for name in ("ht", "h1", "h2", "l"):
+        stage1, stage2 = fixture["train_outputs"][name]
+        for ours, ref in ((out[name + "_s1"], stage1), (out[name], stage2)):
+            ref = ref.double()
+            rel = ((ours - ref).abs().max() / ref.abs().max()).item()
+            assert rel < 1e-4, (name, rel)
+    # Gradients reach every parameter the forward pass uses (res_feat3 is never used).
+    sum(v.sum() for v in out.values()).backward()
+    unused = {n for n, p in net.named_parameters() if p.grad is None}
+    assert unused and all(n.startswith("sr.res_feat3.") for n in unused)
+
+
+def test_res_feat3_optional(fixture, small_net):
+    cfg = small_net.config.replace(keep_res_feat3=False)
+    net = StarNet(cfg).eval()
+    sd = {k: v for k, v in small_net.state_dict().items() if not k.startswith("sr.res_feat3.")}
+    net.load_state_dict(sd)
+    with torch.inference_mode():
+        a = net(*_inputs(fixture))
+        b = small_net(*_inputs(fixture))
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_inference_mode_matches_no_grad(fixture, small_net):
+    """The in-place inference path gives the same numbers as the autograd-safe one."""
+    with torch.inference_mode():
+        a = small_net(*_inputs(fixture))
+    with torch.enable_grad():
+        b = small_net(*(t.clone().requires_grad_(True) for t in _inputs(fixture)))
+    for x, y in zip(a, b):
+        assert torch.allclose(x, y.detach(), rtol=0, atol=1e-6 * y.abs().max().item())
+
+
+def _rgb_pair(h, w, n=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, max(2, h // 4), max(2, w // 4), generator=g)
+    im1 = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
+    im2 = im1.roll(1, 3)
+    flow = torch.zeros(n, 2, h, w)
+    flow[:, 0] = 1.0
+    return im1, im2, flow, -flow
+
+
+@pytest.mark.parametrize("scale,flow_refine,h,w", [(4, False, 7, 9), (2, False, 5, 7), (8, False, 3, 5),
+                                                   (4, True, 5, 11), (2, True, 33, 6)])
+def test_wrapper_pads_and_crops_any_size(scale, flow_refine, h, w):
+    cfg = StarConfig(scale=scale, base_filter=8, feat=4, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=1, flow_refine=flow_refine, fr_widths=(4, 4, 4, 4, 4, 4))
+    torch.manual_seed(0)
+    star = Star(StarNet(cfg))
+    out = star(*_rgb_pair(h, w))
+    assert isinstance(out, StarOutput)
+    for name in ("ht", "h1", "h2"):
+        assert getattr(out, name).shape == (1, 3, h * scale, w * scale)
+    assert out.l.shape == (1, 3, h, w)
+    for t in out:
+        assert t.min() >= 0 and t.max() <= 1 and torch.isfinite(t).all()
+        assert not t.requires_grad
+
+
+def test_wrapper_padding_is_reflection_of_the_input():
+    """A padded run equals running the network on the reflected input and cropping."""
+    cfg = StarConfig(scale=2, base_filter=8, feat=4, n_resblock=1, s_resblocks=1)
+    torch.manual_seed(1)
+    net = StarNet(cfg).eval()
+    star = Star(net)
+    im1, im2, ff, fb = _rgb_pair(5, 7)
+    out = star(im1, im2, ff, fb)
+    pad = lambda t: torch.nn.functional.pad(t, (0, 1, 0, 1), mode="reflect")  # noqa: E731
+    with torch.inference_mode():
+        ref = net(pad(normalize(im1)), pad(normalize(im2)), pad(encode_flow(ff)), pad(encode_flow(fb)))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(out.ht, (ref[0] * std + mean).clamp(0, 1)[..., :10, :14], atol=1e-6)
+    assert torch.allclose(out.l, (ref[3] * std + mean).clamp(0, 1)[..., :5, :7], atol=1e-6)
+
+
+def test_wrapper_encodes_flow_like_the_original():
+    flow = torch.tensor([-400.0, -150.0, -15.0, 0.0, 75.0, 300.0]).view(1, 1, 1, 6)
+    assert torch.allclose(encode_flow(flow), torch.tensor([1.0, 1.0, 0.1, 0.0, -0.5, -1.0]).view(1, 1, 1, 6))
+
+
+def test_net_rejects_sizes_it_cannot_process():
+    net = StarNet(StarConfig(scale=2, base_filter=8, feat=4, n_resblock=1)).eval()
+    with pytest.raises(ValueError, match="multiple of 2"):
+        net(torch.zeros(1, 3, 5, 6), torch.zeros(1, 3, 5, 6), torch.zeros(1, 2, 5, 6), torch.zeros(1, 2, 5, 6))
+    with pytest.raises(ValueError, match="flow_f"):
+        net(torch.zeros(1, 3, 4, 6), torch.zeros(1, 3, 4, 6), torch.zeros(1, 3, 4, 6), torch.zeros(1, 2, 4, 6))
+    star = Star(net)
+    with pytest.raises(ValueError, match="im2"):
+        star(torch.zeros(1, 3, 4, 6), torch.zeros(1, 3, 4, 5), torch.zeros(1, 2, 4, 6), torch.zeros(1, 2, 4, 6))
+
+
+@pytest.mark.parametrize("flow_refine", [False, True])
+def test_global_skip_starts_at_the_baseline(flow_refine):
+    cfg = StarConfig(base_filter=16, feat=8, n_resblock=1, s_resblocks=1, global_skip=True,
+                     flow_refine=flow_refine, fr_widths=(8, 8, 8))
+    torch.manual_seed(0)
+    net = StarNet(cfg)
+    im1, im2, ff, fb = _rgb_pair(8, 12, n=2)
+    a, b, ef, eb = normalize(im1), normalize(im2), encode_flow(ff), encode_flow(fb)
+    mid = blend_middle(a, b, ef, eb)
+    net.eval()
+    with torch.inference_mode():
+        ht, h1, h2, l = net(a, b, ef, eb)
+    assert torch.equal(h1, upscale(a, 4)) and torch.equal(h2, upscale(b, 4))
+    assert torch.equal(l, mid) and torch.equal(ht, upscale(mid, 4))
+    net.train()
+    out = net(a, b, ef, eb)
+    assert torch.equal(out["h1_s1"], upscale(a, 4)) and torch.equal(out["l_s1"], mid)
+    if flow_refine:
+        assert out["flow_f"].shape == ef.shape
+    # The residual path is trainable: the zero output convs get gradients at once.
+    out["ht"].mean().backward()
+    assert net.rec_h.conv.weight.grad.abs().sum() > 0
+
+
+def test_blend_middle_compensates_motion():
+    """A pattern shifted by 2 px: the blend equals the pattern shifted by 1 px (the temporal middle)."""
+    x = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 3, 6, 16).contiguous()
+    im1 = x
+    im2 = torch.roll(x, 2, 3)
+    ff = torch.zeros(1, 2, 6, 16)
+    ff[:, 0] = 2.0  # im2(x+2) ~ im1(x)
+    mid = blend_middle(im1, im2, encode_flow(ff), encode_flow(-ff))
+    expected = torch.roll(x, 1, 3)
+    assert torch.allclose(mid[..., 3:13], expected[..., 3:13], atol=1e-5)
+
+
+def test_global_skip_activations_stay_bounded():
+    cfg = StarConfig(base_filter=32, feat=16, n_resblock=2, global_skip=True)
+    torch.manual_seed(0)
+    net = StarNet(cfg).eval()
+    seen = []
+    net.interp.register_forward_hook(lambda m, i, o: seen.append(o.abs().max().item()))
+    net.up_f.register_forward_hook(lambda m, i, o: seen.append(o.abs().max().item()))
+    im1, im2, ff, fb = _rgb_pair(16, 16)
+    with torch.inference_mode():
+        net(normalize(im1), normalize(im2), encode_flow(ff), encode_flow(fb))
+    assert 1e-3 < max(seen) < 100

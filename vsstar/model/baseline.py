@@ -1,0 +1,47 @@
+"""Classical baselines for the global skip: bicubic upscaling and flow-compensated blending."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+from .config import FLOW_CLIP
+
+__all__ = ["decode_flow", "encode_flow", "backward_warp", "blend_middle", "upscale"]
+
+
+def encode_flow(flow_px: Tensor) -> Tensor:
+    """Pixels -> the network's encoding: -clip(px, -150, 150) / 150."""
+    return flow_px.clamp(-FLOW_CLIP, FLOW_CLIP).div(-FLOW_CLIP)
+
+
+def decode_flow(flow_enc: Tensor) -> Tensor:
+    """The network's encoding -> pixels (inverse of encode_flow inside the clip range)."""
+    return flow_enc * -FLOW_CLIP
+
+
+def backward_warp(image: Tensor, flow_px: Tensor) -> Tensor:
+    """out(x) = image(x + flow(x)), bilinear, border values outside (flow channel 0 horizontal)."""
+    n, _, h, w = image.shape
+    ys = torch.arange(h, device=image.device, dtype=image.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=image.device, dtype=image.dtype).view(1, 1, w)
+    gx = (xs + flow_px[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + flow_px[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((gx, gy), dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def blend_middle(im1: Tensor, im2: Tensor, flow_f_enc: Tensor, flow_b_enc: Tensor) -> Tensor:
+    """Flow-compensated middle frame: 0.5 * (im1(x + F_b/2) + im2(x + F_f/2)), flows given encoded.
+
+    flow_f maps im1's grid into im2 (im2(x+u) ~ im1(x)), flow_b the other way; halving them lands on the
+    temporal middle. Works in any affine colour space (here the normalised one).
+    """
+    a = backward_warp(im1, decode_flow(flow_b_enc) * 0.5)
+    b = backward_warp(im2, decode_flow(flow_f_enc) * 0.5)
+    return (a + b) * 0.5
+
+
+def upscale(image: Tensor, scale: int) -> Tensor:
+    """Bicubic upscaling by an integer factor (align_corners=False)."""
+    return F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False)

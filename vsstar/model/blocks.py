@@ -1,0 +1,174 @@
+"""Building blocks shared by the STARnet sub-networks (pure torch, no I/O)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+__all__ = ["make_act", "Conv", "ResBlock", "ResStack", "UpProjection", "DownProjection", "BackProjectionBody",
+           "PyramidRefiner", "leaky_bp"]
+
+LEAKY_SLOPE = 0.1
+
+
+def make_act(kind: str | None) -> nn.Module | None:
+    """'prelu' (one shared slope, 0.25 init), 'lrelu' (slope 0.1) or None."""
+    if kind is None:
+        return None
+    if kind == "prelu":
+        return nn.PReLU()
+    if kind == "lrelu":
+        # In place is safe: the activation always acts on a fresh conv/add result.
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    raise ValueError(f"activation must be 'prelu', 'lrelu' or None, got {kind!r}")
+
+
+def leaky_bp(x: Tensor) -> Tensor:
+    """The refinement non-linearity sigma = LeakyReLU(0.1), applied in place to a fresh difference tensor."""
+    return F.leaky_relu_(x, LEAKY_SLOPE)
+
+
+class Conv(nn.Module):
+    """Convolution (or transposed convolution) followed by an optional activation."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
+                 act: str | None = None, transposed: bool = False) -> None:
+        super().__init__()
+        cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+        self.conv = cls(cin, cout, kernel, stride, padding)
+        self.act = make_act(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return y if self.act is None else self.act(y)
+
+
+class ResBlock(nn.Module):
+    """conv3x3 -> act -> conv3x3 -> + input -> act, one activation module used at both places."""
+
+    def __init__(self, channels: int, act: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.act = make_act(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv2(self.act(self.conv1(x)))
+        # In place: conv2's output is not needed by its own backward pass.
+        out += x
+        return self.act(out)
+
+
+class ResStack(nn.Module):
+    """`depth` residual blocks followed by a tail (conv or deconv) block."""
+
+    def __init__(self, channels: int, depth: int, act: str, tail: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*[ResBlock(channels, act) for _ in range(depth)])
+        self.tail = tail
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.tail(self.blocks(x))
+
+
+class UpProjection(nn.Module):
+    """DBPN up-projection unit: h0 = Up(x); l0 = Down(h0); out = h0 + Up(l0 - x)."""
+
+    def __init__(self, channels: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.expand = Conv(channels, channels, kernel, stride, padding, "prelu", transposed=True)
+        self.contract = Conv(channels, channels, kernel, stride, padding, "prelu")
+        self.correct = Conv(channels, channels, kernel, stride, padding, "prelu", transposed=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h0 = self.expand(x)
+        l0 = self.contract(h0)
+        l0 -= x
+        h1 = self.correct(l0)
+        del l0
+        h1 += h0
+        return h1
+
+
+class DownProjection(nn.Module):
+    """DBPN down-projection unit: l0 = Down(x); h0 = Up(l0); out = l0 + Down(h0 - x)."""
+
+    def __init__(self, channels: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.contract = Conv(channels, channels, kernel, stride, padding, "prelu")
+        self.expand = Conv(channels, channels, kernel, stride, padding, "prelu", transposed=True)
+        self.correct = Conv(channels, channels, kernel, stride, padding, "prelu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        l0 = self.contract(x)
+        h0 = self.expand(l0)
+        h0 -= x
+        l1 = self.correct(h0)
+        del h0
+        l1 += l0
+        return l1
+
+
+class BackProjectionBody(nn.Module):
+    """DBPN body of Net_S: 1x1 reduce, alternating up/down projections, 1x1 fusion of all up outputs."""
+
+    def __init__(self, cin: int, feat: int, stages: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.reduce = Conv(cin, feat, 1, 1, 0, "prelu")
+        self.ups = nn.ModuleList([UpProjection(feat, kernel, stride, padding) for _ in range(stages)])
+        self.downs = nn.ModuleList([DownProjection(feat, kernel, stride, padding) for _ in range(stages - 1)])
+        self.fuse = Conv(stages * feat, feat, 1, 1, 0, None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.ups[0](self.reduce(x))
+        highs = [h]
+        for up, down in zip(self.ups[1:], self.downs):
+            h = up(down(h))
+            highs.append(h)
+        # The original concatenates the up outputs newest first.
+        return self.fuse(torch.cat(highs[::-1], 1))
+
+
+class PyramidRefiner(nn.Module):
+    """Three-level pyramid of residual blocks (widths c, 2c, 4c) with 4x4 stride-2 (de)convs between levels.
+
+    Used by Net_ST's T_HR branch; the HR size must be divisible by 4.
+    """
+
+    def __init__(self, channels: int, act: str = "lrelu") -> None:
+        super().__init__()
+        c = channels
+        self.level1 = nn.ModuleList([ResBlock(c, act) for _ in range(5)])
+        self.level2 = nn.ModuleList([ResBlock(2 * c, act) for _ in range(4)])
+        self.level3 = nn.ModuleList([ResBlock(4 * c, act) for _ in range(3)])
+        self.down1 = Conv(c, 2 * c, 4, 2, 1, act)
+        self.down2 = Conv(2 * c, 4 * c, 4, 2, 1, act)
+        self.up1 = Conv(2 * c, c, 4, 2, 1, act, transposed=True)
+        self.up2 = Conv(4 * c, 2 * c, 4, 2, 1, act, transposed=True)
+        self.out = Conv(c, c, 3, 1, 1, act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a1, a2, a3 = self.level1, self.level2, self.level3
+        x1 = a1[0](x)
+        x2 = a2[0](self.down1(x1))
+        x3 = a3[0](self.down2(x2))
+        # Sums are written left to right as in the original so float rounding matches.
+        x1 = a1[1](x1 + self.up1(x2))
+        x2 = a2[1](x2 + self.down1(x1) + self.up2(x3))
+        x3 = a3[1](x3 + self.down2(x2))
+        x1 = a1[2](x1 + self.up1(x2))
+        x2 = a2[2](x2 + self.down1(x1) + self.up2(x3))
+        x3 = a3[2](x3 + self.down2(x2))
+        x1 = a1[3](x1 + self.up1(x2))
+        x2 = a2[3](x2 + self.down1(x1) + self.up2(x3))
+        del x3
+        x1 = a1[4](x1 + self.up1(x2))
+        del x2
+        return self.out(x1)
+
+
+def conv_layers(module: nn.Module) -> Sequence[nn.Module]:
+    """Every Conv2d / ConvTranspose2d inside `module`."""
+    return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]

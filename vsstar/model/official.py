@@ -1,0 +1,268 @@
+"""The authors' checkpoints: layout detection, configuration inference and key mapping onto StarNet."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import zipfile
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .config import StarConfig
+
+__all__ = ["load_official", "official_to_ours", "ours_to_official", "infer_official_config",
+           "read_official_checkpoint", "CheckpointError"]
+
+_SCALE_OF_KERNEL = {6: 2, 8: 4, 12: 8}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or state dict that cannot be loaded (one-line message naming the problem)."""
+
+
+# ----------------------------------------------------------------------------------------- reading
+def read_official_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read an authors' .pth safely (weights_only=True, mapped to CPU) and return its state dict."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint (refused unsafe or invalid pickle: "
+                              f"{first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint or truncated ({msg[:160]})") from None
+    return extract_state_dict(obj, source=path)
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
+    """The tensor dict inside a loaded checkpoint (plain state dict, or under 'state_dict'/'model')."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{source}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{source}: entry {bad[0]!r} is not a tensor")
+    return dict(obj)
+
+
+# ------------------------------------------------------------------------------- configuration
+def _strip_prefixes(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], bool]:
+    """Remove DataParallel's 'module.' prefix and return (state dict, has flow refinement)."""
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    has_fr = any(k.startswith("flow_net.") for k in sd)
+    has_model = any(k.startswith("model.") for k in sd)
+    if has_fr or has_model:
+        if not (has_fr and has_model):
+            raise CheckpointError("unknown checkpoint layout: V4_REF needs both 'model.*' and 'flow_net.*' keys")
+        out = {}
+        for k, v in sd.items():
+            if k.startswith("model."):
+                out[k[len("model."):]] = v
+            elif k.startswith("flow_net."):
+                out[k] = v
+            else:
+                raise CheckpointError(f"unexpected key {k!r} in a V4_REF checkpoint")
+        return out, True
+    return dict(sd), False
+
+
+def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
+    if key not in sd:
+        raise CheckpointError(f"unknown checkpoint layout: missing key {key!r}")
+    return tuple(sd[key].shape)
+
+
+def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    idx = {int(m.group(1)) for k in sd for m in [rx.match(k)] if m}
+    return max(idx) + 1 if idx else 0
+
+
+def infer_official_config(state_dict: Mapping[str, Tensor], objective: str = "STAR") -> StarConfig:
+    """StarConfig of an authors' state dict, from its key names and shapes."""
+    sd, has_fr = _strip_prefixes(state_dict)
+    if "RBPN.feat0.conv.weight" not in sd or "motion_feat.conv.weight" not in sd:
+        sample = next(iter(sd))
+        raise CheckpointError(f"unknown checkpoint layout: not a STARnet (FBPNSR_RBPN_V4[_REF]) state dict "
+                              f"(first key {sample!r})")
+    base_filter = _shape(sd, "RBPN.feat0.conv.weight")[0]
+    feat = _shape(sd, "RBPN.output.conv.weight")[1]
+    kernel = _shape(sd, "motion_down.{}.conv.weight".format(_count(sd, r"motion_down\.(\d+)\.") - 1))[-1]
+    if kernel not in _SCALE_OF_KERNEL:
+        raise CheckpointError(f"unknown checkpoint layout: projection kernel {kernel} (expected 6, 8 or 12)")
+    stages = len({m.group(1) for k in sd for m in [re.match(r"RBPN\.DBPN\.up(\d+)\.", k)] if m})
+    fr_widths = None
+    if has_fr:
+        n_down = len({m.group(1) for k in sd for m in [re.match(r"flow_net\.down(\d+)\.", k)] if m})
+        widths = [_shape(sd, "flow_net.inc.conv.conv.0.weight")[0]]
+        for i in range(1, n_down + 1):
+            widths.append(_shape(sd, f"flow_net.down{i}.mpconv.1.conv.0.weight")[0])
+        fr_widths = tuple(widths)
+    try:
+        cfg = StarConfig(
+            scale=_SCALE_OF_KERNEL[kernel], base_filter=base_filter, feat=feat, num_stages=stages,
+            n_resblock=_count(sd, r"interp_block\.(\d+)\.") - 1,
+            s_resblocks=_count(sd, r"RBPN\.res_feat1\.(\d+)\.") - 1,
+            down_resblocks=_count(sd, r"motion_down\.(\d+)\.") - 1,
+            motion_resblocks=_count(sd, r"motion\.(\d+)\.") - 1,
+            t_lr_resblocks=_count(sd, r"t_net_lr\.(\d+)\.") - 1,
+            flow_refine=has_fr, fr_widths=fr_widths or StarConfig().fr_widths,
+            keep_res_feat3=any(k.startswith("RBPN.res_feat3.") for k in sd), objective=objective)
+    except ValueError as exc:
+        raise CheckpointError(f"unknown checkpoint layout: {exc}") from None
+    return cfg
+
+
+# ------------------------------------------------------------------------------------- mapping
+def _blk(old: str, new: str, deconv: bool = False) -> list[tuple[str, str]]:
+    """ConvBlock/DeconvBlock (conv|deconv, act) -> our Conv (conv, act)."""
+    return [(old + ("deconv." if deconv else "conv."), new + "conv."), (old + "act.", new + "act.")]
+
+
+def _stack(old: str, new: str, depth: int, deconv_tail: bool = False) -> list[tuple[str, str]]:
+    """nn.Sequential(res blocks..., tail block) -> ResStack(blocks, tail); res blocks keep conv1/conv2/act."""
+    rules = [(f"{old}.{i}.", f"{new}.blocks.{i}.") for i in range(depth)]
+    return rules + _blk(f"{old}.{depth}.", f"{new}.tail.", deconv_tail)
+
+
+def _rules(cfg: StarConfig) -> list[tuple[str, str]]:
+    """Bijective (official prefix, our prefix) table for a configuration, down to the leaf layers."""
+    r: list[tuple[str, str]] = []
+    r += _blk("RBPN.feat0.", "sr.feat_target.") + _blk("RBPN.feat1.", "sr.feat_pair.")
+    r += _blk("RBPN.DBPN.feat1.", "sr.dbpn.reduce.") + _blk("RBPN.DBPN.output.", "sr.dbpn.fuse.")
+    for i in range(cfg.num_stages):
+        o, n = f"RBPN.DBPN.up{i + 1}.", f"sr.dbpn.ups.{i}."
+        r += _blk(o + "up_conv1.", n + "expand.", True) + _blk(o + "up_conv2.", n + "contract.")
+        r += _blk(o + "up_conv3.", n + "correct.", True)
+    for i in range(cfg.num_stages - 1):
+        o, n = f"RBPN.DBPN.down{i + 1}.", f"sr.dbpn.downs.{i}."
+        r += _blk(o + "down_conv1.", n + "contract.") + _blk(o + "down_conv2.", n + "expand.", True)
+        r += _blk(o + "down_conv3.", n + "correct.")
+    r += _stack("RBPN.res_feat1", "sr.pair_branch", cfg.s_resblocks, deconv_tail=True)
+    r += _stack("RBPN.res_feat2", "sr.error_branch", cfg.s_resblocks)
+    r += _stack("RBPN.res_feat3", "sr.res_feat3", cfg.s_resblocks)
+    r += _blk("RBPN.output.", "sr.to_rgb.")
+    r += _stack("motion_down", "down", cfg.down_resblocks)
+    r += _blk("motion_feat.", "motion_head.")
+    r += _stack("motion", "motion", cfg.motion_resblocks)
+    r += _stack("interp_block", "interp", cfg.n_resblock, deconv_tail=True)
+    r += _blk("t_net_hr.0.", "t_hr.reduce.") + _blk("t_net_hr.2.", "t_hr.tail.")
+    p = "t_net_hr.1."
+    for lvl, n in ((1, 5), (2, 4), (3, 3)):
+        r += [(f"{p}l{lvl}_{j + 1}.", f"t_hr.pyramid.level{lvl}.{j}.") for j in range(n)]
+    r += _blk(p + "down1.", "t_hr.pyramid.down1.") + _blk(p + "down2.", "t_hr.pyramid.down2.")
+    r += _blk(p + "up1.", "t_hr.pyramid.up1.", True) + _blk(p + "up2.", "t_hr.pyramid.up2.", True)
+    r += _blk(p + "final.", "t_hr.pyramid.out.")
+    r += _stack("t_net_lr", "t_lr", cfg.t_lr_resblocks)
+    r += _stack("motion_up_f", "up_f", cfg.n_resblock, deconv_tail=True)
+    r += _stack("motion_up_b", "up_b", cfg.n_resblock, deconv_tail=True)
+    r += _blk("reconstruction_h.", "rec_h.") + _blk("reconstruction_l.", "rec_l.")
+    if cfg.flow_refine:
+        n = len(cfg.fr_widths) - 1
+        olds = ["flow_net.inc.conv.conv."] + [f"flow_net.down{i}.mpconv.1.conv." for i in range(1, n + 1)]
+        olds += [f"flow_net.up{i}.conv.conv." for i in range(1, n + 1)]
+        news = [f"flow_refiner.enc.{i}." for i in range(n + 1)] + [f"flow_refiner.dec.{i}." for i in range(n)]
+        for o, nw in zip(olds, news):
+            r += [(o + "0.", nw + "conv1."), (o + "1.", nw + "bn1."), (o + "3.", nw + "conv2."), (o + "4.", nw + "bn2.")]
+        r.append(("flow_net.outc.conv.", "flow_refiner.head."))
+    return r
+
+
+def _rename(key: str, table: list[tuple[str, str]]) -> str | None:
+    """Longest matching prefix wins (the table must be sorted longest first)."""
+    for a, b in table:
+        if key.startswith(a):
+            return b + key[len(a):]
+    return None
+
+
+def official_to_ours(state_dict: Mapping[str, Tensor], config: StarConfig | None = None
+                     ) -> tuple[dict[str, Tensor], StarConfig]:
+    """Rename an authors' state dict to StarNet keys. Returns (our state dict, inferred config)."""
+    cfg = infer_official_config(state_dict) if config is None else config
+    sd, _ = _strip_prefixes(state_dict)
+    table = sorted(_rules(cfg), key=lambda r: -len(r[0]))
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        new = _rename(key, table)
+        if new is None:
+            raise CheckpointError(f"unexpected key {key!r} for a {cfg.variant} x{cfg.scale} checkpoint")
+        out[new] = value
+    return out, cfg
+
+
+def ours_to_official(state_dict: Mapping[str, Tensor], config: StarConfig, prefix: str = "module."
+                     ) -> dict[str, Tensor]:
+    """Inverse of official_to_ours: StarNet keys -> the authors' keys ('model.'/'flow_net.' for V4_REF)."""
+    table = sorted(((b, a) for a, b in _rules(config)), key=lambda r: -len(r[0]))
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        name = _rename(key, table)
+        if name is None:
+            raise CheckpointError(f"key {key!r} has no official counterpart")
+        if config.flow_refine and not name.startswith("flow_net."):
+            name = "model." + name
+        out[prefix + name] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], *, objective: str = "STAR",
+                  strict: bool = True):
+    """Build a StarNet from an authors' checkpoint (path or state dict); returns it in eval mode.
+
+    Keys with or without 'module.'; V4 and V4_REF; x2/x4/x8; the configuration comes from the key names
+    and shapes. Every key must match (missing, unexpected or mis-shaped keys raise CheckpointError).
+    """
+    from .star import StarNet
+
+    if isinstance(path_or_state_dict, Mapping):
+        sd = extract_state_dict(path_or_state_dict, source="state dict")
+        source = "state dict"
+    elif isinstance(path_or_state_dict, (str, os.PathLike)):
+        source = os.fspath(path_or_state_dict)
+        sd = read_official_checkpoint(source)
+    else:
+        raise ValueError(f"path_or_state_dict must be a path or a state dict, got {type(path_or_state_dict).__name__}")
+    try:
+        ours, cfg = official_to_ours(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    cfg = cfg.replace(objective=objective)
+    with torch.device("meta"):
+        net = StarNet(cfg)
+    check_state_dict(net, ours, source=source, strict=strict)
+    net = net.to_empty(device="cpu")
+    net.load_state_dict(ours, strict=strict)
+    return net.eval()
+
+
+def check_state_dict(net: torch.nn.Module, sd: Mapping[str, Tensor], source: str = "state dict",
+                     strict: bool = True) -> None:
+    """Raise CheckpointError naming the first missing / unexpected / mis-shaped key."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in sd]
+    extra = [k for k in sd if k not in expected]
+    if strict and missing:
+        raise CheckpointError(f"{source}: {len(missing)} missing key(s), e.g. {missing[0]!r}")
+    if strict and extra:
+        raise CheckpointError(f"{source}: {len(extra)} unexpected key(s), e.g. {extra[0]!r}")
+    for k, v in sd.items():
+        if k in expected and tuple(expected[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected "
+                                  f"{tuple(expected[k].shape)}")
+        if k in expected and v.is_floating_point() != expected[k].is_floating_point():
+            raise CheckpointError(f"{source}: key {k!r} has dtype {v.dtype}, expected a "
+                                  f"{'floating' if expected[k].is_floating_point() else 'integer'} tensor")

@@ -1,0 +1,148 @@
+"""Our weight format (safetensors, configuration in the metadata) and the bundled-model registry."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import StarConfig
+from .official import CheckpointError, check_state_dict, load_official
+from .star import StarNet
+
+__all__ = ["save_weights", "load_weights", "load_model", "bundled_models", "read_metadata", "FORMAT",
+           "DEFAULT_FLOW_PARAMS", "BUNDLED_DIR"]
+
+#: Identifies our files; bumped on incompatible changes.
+FORMAT = "vsstar-star-1"
+#: The flow settings STARnet was trained with (pyflow's Coarse2Fine parameters).
+DEFAULT_FLOW_PARAMS = {"alpha": 0.012, "ratio": 0.75, "min_width": 20, "n_outer": 7, "n_inner": 1,
+                       "n_sor": 30, "col_type": 0}
+#: Bundled weights live in vsstar/weights/ (one <name>.safetensors each).
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+_SAFETENSORS_MAGIC_MAX = 100 * 1024 * 1024  # a header larger than this is corrupt
+
+
+def save_weights(net: StarNet, path: str | os.PathLike, **metadata: Any) -> None:
+    """Write `net` as safetensors with its StarConfig and `metadata` (JSON-able values) in the header.
+
+    Recorded: format, config (every knob: variant, scale, widths, depths, flow_refine, global_skip,
+    objective), variant, scale, objective, global_skip, flow (the flow parameters; STARnet's by default)
+    and anything passed in `metadata` (e.g. description, psnr, steps).
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(net, StarNet):
+        raise ValueError(f"net must be a StarNet, got {type(net).__name__}")
+    cfg = net.config
+    meta: dict[str, Any] = {"format": FORMAT, "config": cfg.to_dict(), "variant": cfg.variant,
+                            "scale": cfg.scale, "objective": cfg.objective, "global_skip": cfg.global_skip,
+                            "flow": dict(DEFAULT_FLOW_PARAMS)}
+    for key, value in metadata.items():
+        if key in ("format", "config"):
+            raise ValueError(f"metadata key {key!r} is reserved")
+        meta[key] = value
+    try:
+        header = {k: json.dumps(v) for k, v in meta.items()}
+    except TypeError as exc:
+        raise ValueError(f"metadata values must be JSON-serialisable: {exc}") from None
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, os.fspath(path), metadata=header)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of one of our safetensors files (CheckpointError if it is not one)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights file not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (too short)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > _SAFETENSORS_MAGIC_MAX:
+            raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
+        raw = fh.read(n)
+    if len(raw) < n:
+        raise CheckpointError(f"{path}: truncated safetensors header")
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON)") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") is None:
+        raise CheckpointError(f"{path}: safetensors file without vsstar metadata (no 'format' entry)")
+    try:
+        out = {k: json.loads(v) for k, v in meta.items()}
+    except ValueError:
+        raise CheckpointError(f"{path}: unreadable vsstar metadata") from None
+    if out.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported weights format {out.get('format')!r} (expected {FORMAT!r})")
+    return out
+
+
+def load_weights(path: str | os.PathLike) -> StarNet:
+    """Load one of our safetensors files into a StarNet (eval mode, CPU, float32)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    meta = read_metadata(path)
+    try:
+        cfg = StarConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad config in metadata ({exc})") from None
+    try:
+        sd = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated safetensors ({str(exc)[:160]})") from None
+    with torch.device("meta"):
+        net = StarNet(cfg)
+    check_state_dict(net, sd, source=path)
+    net = net.to_empty(device="cpu")
+    net.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()})
+    return net.eval()
+
+
+def bundled_models() -> dict[str, dict[str, Any]]:
+    """Bundled weights: name -> {'path': str, **metadata} (name = file stem in vsstar/weights/)."""
+    out: dict[str, dict[str, Any]] = {}
+    if BUNDLED_DIR.is_dir():
+        for f in sorted(BUNDLED_DIR.glob("*.safetensors")):
+            try:
+                meta = read_metadata(f)
+            except CheckpointError:
+                continue  # not ours (or damaged): not offered as a bundled model
+            out[f.stem] = {"path": str(f), **meta}
+    return out
+
+
+def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None) -> StarNet:
+    """A StarNet (eval mode, CPU) from a bundled name, our safetensors file or an authors' checkpoint.
+
+    `objective` overrides the paper model an authors' checkpoint was trained as (default STAR); our files
+    record theirs.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"name_or_path must be a model name or a path, got {type(name_or_path).__name__}")
+    key = os.fspath(name_or_path)
+    bundled = bundled_models()
+    if key in bundled:
+        net = load_weights(bundled[key]["path"])
+    elif os.path.isfile(key):
+        with open(key, "rb") as fh:
+            head = fh.read(16)
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # zip (torch.save) or legacy pickle
+            net = load_official(key, objective=objective or "STAR")
+            return net
+        net = load_weights(key)
+    else:
+        names = ", ".join(sorted(bundled)) or "none"
+        raise ValueError(f"name_or_path must be a bundled model ({names}) or an existing file, got {key!r}")
+    if objective is not None and objective != net.config.objective:
+        net.config = net.config.replace(objective=objective)
+    return net

@@ -1,0 +1,120 @@
+"""User-facing wrapper: RGB in [0, 1] and pixel flows in, RGB in [0, 1] out, any frame size."""
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+from .baseline import encode_flow
+from .config import IMAGENET_MEAN, IMAGENET_STD
+from .star import StarNet
+
+__all__ = ["Star", "StarOutput", "normalize", "denormalize", "pad_reflect", "padded_size"]
+
+
+class StarOutput(NamedTuple):
+    """ht: HR middle, h1: HR t, h2: HR t+1 (N,3,H*s,W*s); l: LR middle (N,3,H,W); RGB in [0, 1]."""
+
+    ht: Tensor
+    h1: Tensor
+    h2: Tensor
+    l: Tensor
+
+
+def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return mean, std
+
+
+def normalize(rgb: Tensor) -> Tensor:
+    """RGB in [0, 1] -> the ImageNet-normalised space the network works in."""
+    mean, std = _stats(rgb)
+    return (rgb - mean) / std
+
+
+def denormalize(x: Tensor, clamp: bool = True) -> Tensor:
+    """Inverse of normalize, clamped to [0, 1] by default."""
+    mean, std = _stats(x)
+    y = x * std + mean
+    return y.clamp_(0.0, 1.0) if clamp else y
+
+
+def padded_size(size: int, multiple: int, minimum: int) -> int:
+    """Smallest size >= max(size, minimum) that is a multiple of `multiple`."""
+    target = max(size, minimum)
+    return -(-target // multiple) * multiple
+
+
+def pad_reflect(x: Tensor, height: int, width: int) -> Tensor:
+    """Pad at the bottom/right to (height, width) by reflection (repeated when the pad exceeds the size)."""
+    while x.shape[2] < height or x.shape[3] < width:
+        h, w = x.shape[2], x.shape[3]
+        ph, pw = min(height - h, h - 1), min(width - w, w - 1)
+        if (ph <= 0 and height > h) or (pw <= 0 and width > w):
+            # A 1-pixel side cannot be reflected: repeat its edge instead.
+            return F.pad(x, (0, width - w, 0, height - h), mode="replicate")
+        x = F.pad(x, (0, max(pw, 0), 0, max(ph, 0)), mode="reflect")
+    return x
+
+
+class Star(nn.Module):
+    """Wraps a StarNet for RGB [0, 1] frames and pixel flows of any size.
+
+    forward(im1, im2, flow_f_px, flow_b_px): im1/im2 (N,3,H,W) RGB in [0, 1]; flows (N,2,H,W) in pixels,
+    channel 0 horizontal (flow_f: im2(x+u) ~ im1(x); flow_b: im1(x+u) ~ im2(x)). Pads by reflection to the
+    size the network needs, normalises, encodes the flows, runs the network and returns StarOutput with
+    the padding cropped away, RGB clamped to [0, 1]. In eval mode (the default) it runs under
+    torch.inference_mode.
+    """
+
+    def __init__(self, net: StarNet) -> None:
+        super().__init__()
+        if not isinstance(net, StarNet):
+            raise ValueError(f"net must be a StarNet, got {type(net).__name__}")
+        self.net = net
+        self.eval()
+
+    @property
+    def config(self):
+        """The wrapped network's StarConfig."""
+        return self.net.config
+
+    @property
+    def scale(self) -> int:
+        """Spatial upscaling factor of the HR outputs."""
+        return self.net.config.scale
+
+    def forward(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor) -> StarOutput:
+        for name, t, c in (("im1", im1, 3), ("im2", im2, 3), ("flow_f_px", flow_f_px, 2),
+                           ("flow_b_px", flow_b_px, 2)):
+            if not isinstance(t, Tensor) or t.dim() != 4 or t.shape[1] != c:
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"{name} must be a (N,{c},H,W) tensor, got {got}")
+            if t.shape[0] != im1.shape[0] or t.shape[2:] != im1.shape[2:]:
+                raise ValueError(f"{name} must match im1's batch and size {tuple(im1.shape[2:])}, "
+                                 f"got {tuple(t.shape)}")
+            if not t.is_floating_point():
+                raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        cfg = self.net.config
+        h, w = im1.shape[2:]
+        ph = padded_size(h, cfg.size_multiple, cfg.min_size)
+        pw = padded_size(w, cfg.size_multiple, cfg.min_size)
+        ctx = torch.inference_mode() if not self.training else contextlib.nullcontext()
+        with ctx:
+            x1, x2 = normalize(im1), normalize(im2)
+            ff, fb = encode_flow(flow_f_px), encode_flow(flow_b_px)
+            if (ph, pw) != (h, w):
+                x1, x2, ff, fb = (pad_reflect(t, ph, pw) for t in (x1, x2, ff, fb))
+            out = self.net(x1, x2, ff, fb)
+            del x1, x2, ff, fb
+            if isinstance(out, dict):
+                out = (out["ht"], out["h1"], out["h2"], out["l"])
+            s = cfg.scale
+            ht, h1, h2, l = out
+            return StarOutput(
+                denormalize(ht[..., : h * s, : w * s]), denormalize(h1[..., : h * s, : w * s]),
+                denormalize(h2[..., : h * s, : w * s]), denormalize(l[..., :h, :w]))
