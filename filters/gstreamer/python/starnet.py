@@ -1,0 +1,636 @@
+"""starnet: STARnet space-time video super-resolution as a GStreamer element.
+
+Loaded by the gst-python plugin loader (Debian: ``gstreamer1.0-python3-plugin-loader``) from
+``$GST_PLUGIN_PATH/python/``. The loader embeds the system Python 3.11, so torch and vsstar come
+from a venv made with ``--system-site-packages`` (see ``filters/gstreamer/setup.sh``): this file
+adds that venv's site-packages to ``sys.path`` itself (``$VSSTAR_GST_VENV``, else ``.venv-gst`` of
+the repository it sits in), so ``GST_PLUGIN_PATH`` is the only thing a user has to set.
+
+Semantics follow the VapourSynth filter ``vsstar.STAR``:
+
+* ``mode=st``: every input frame k gives its super-resolved frame at k's time, then the frame
+  synthesised between k and k+1 at the midpoint time; width and height x ``scale``, frame rate x 2.
+* ``mode=s``: super-resolution only, one output per input, same timestamps.
+* ``mode=t``: interpolation only at the input size, frame rate x 2 (the input frame, then the
+  synthesised one).
+* At a scene cut no frame is synthesised across it: the in-between frame repeats the left frame.
+* The last frame is flushed at EOS (the in-between slot repeats it, as VapourSynth doublers do);
+  a flush or seek drops held frames; new caps mid-stream drain the held frames under the old caps
+  and start again.
+
+Inference is :class:`vsstar.engine.StarEngine` (one flow + network pass per frame pair, batched);
+nothing of it is duplicated here. This module imports torch and vsstar only when the element
+starts, so the plugin scan stays fast and a missing install becomes a clear bus error.
+
+The scheduling logic (:class:`PairScheduler`) has no GStreamer dependency, so it can be tested
+on any Python; the element class is defined only where PyGObject with GStreamer is present.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import site
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+MODES = ("st", "s", "t")
+SCALES = (2, 4, 8)
+CLOCK_TIME_NONE = 2**64 - 1  # GST_CLOCK_TIME_NONE
+
+
+# --------------------------------------------------------------------------------------------
+# Finding torch and vsstar from the embedded system Python
+# --------------------------------------------------------------------------------------------
+def _repo_root() -> Optional[Path]:
+    """The vsstar checkout this file lives in (filters/gstreamer/python/starnet.py), if any."""
+    here = Path(__file__).resolve()
+    if len(here.parents) > 3:
+        root = here.parents[3]
+        if (root / "vsstar" / "__init__.py").is_file():
+            return root
+    return None
+
+
+def _add_venv_paths() -> None:
+    """Put the element venv's site-packages (and the checkout) on sys.path.
+
+    The plugin loader starts the system Python, which does not see a venv; when the host is
+    already a Python (an application using gi), whatever it has wins and this only appends.
+    """
+    root = _repo_root()
+    venvs = []
+    if os.environ.get("VSSTAR_GST_VENV"):
+        venvs.append(Path(os.environ["VSSTAR_GST_VENV"]))
+    if root is not None:
+        venvs.append(root / ".venv-gst")
+    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for venv in venvs:
+        for sp in sorted(glob.glob(str(venv / "lib" / pyver / "site-packages"))):
+            if sp not in sys.path:
+                site.addsitedir(sp)
+    if root is not None and str(root) not in sys.path:
+        # Fall back to the checkout's own package when vsstar is not installed in the venv.
+        sys.path.append(str(root))
+
+
+_add_venv_paths()
+
+try:
+    import numpy as np
+except ImportError:  # reported as a bus error when the element starts
+    np = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduling: frames in, timed output frames out (no GStreamer here)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class InFrame:
+    """One input frame: RGB (H, W, 3) uint8, its timestamp and duration in ns (None if unknown)."""
+
+    rgb: Any
+    pts: Optional[int]
+    dur: Optional[int]
+
+
+@dataclass
+class OutFrame:
+    """One output frame: RGB (H', W', 3) uint8 with its timestamp and duration in ns."""
+
+    rgb: Any
+    pts: Optional[int]
+    dur: Optional[int]
+    interpolated: bool
+
+
+@dataclass
+class PairResult:
+    """What the engine gives for one pair, as uint8 HWC arrays (sr_* None in mode t)."""
+
+    sr_first: Any
+    mid: Any
+    sr_second: Any
+
+
+RunPairs = Callable[[Sequence[Tuple[Any, Any]]], List[PairResult]]
+IsCut = Callable[[Any, Any], bool]
+
+
+class PairScheduler:
+    """Turns a frame stream into timed output frames, batching frame pairs for the engine.
+
+    ``run_pairs`` runs flow + network on a list of (first, second) uint8 frames at once;
+    ``is_cut`` says whether two consecutive frames straddle a scene cut (None: never).
+    Holds at most ``batch + 1`` frames. As in ``vsstar.STAR``, the super-resolved frame k comes
+    from the pair (k, k+1), or, when a cut follows k, from (k-1, k), or, between two cuts, from
+    (k, k): it never sees the other scene; the in-between frame at a cut repeats frame k. Every
+    pair runs once; in mode t a cut needs no network at all.
+    """
+
+    def __init__(self, run_pairs: RunPairs, mode: str = "st", batch: int = 1,
+                 is_cut: Optional[IsCut] = None, frame_duration: Optional[int] = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch!r}")
+        self.run_pairs = run_pairs
+        self.mode = mode
+        self.batch = batch
+        self.is_cut = is_cut
+        self.frame_duration = frame_duration
+        self.frames: List[InFrame] = []
+        # super-resolved copy of frames[0], left over from the pair that ended on it
+        self._sr_of_first: Any = None
+        self._last_interval: Optional[int] = None
+
+    def reset(self) -> None:
+        """Drop held frames (flush, seek, stop)."""
+        self.frames = []
+        self._sr_of_first = None
+        self._last_interval = None
+
+    @property
+    def held(self) -> int:
+        return len(self.frames)
+
+    def push(self, frame: InFrame) -> List[OutFrame]:
+        """Add a frame; returns the output frames that became ready (possibly none)."""
+        self.frames.append(frame)
+        if len(self.frames) < self.batch + 1:
+            return []
+        return self._process(self.batch)
+
+    def drain(self) -> List[OutFrame]:
+        """Output everything held (EOS, caps change); the scheduler is empty afterwards."""
+        out: List[OutFrame] = []
+        if len(self.frames) > 1:
+            out += self._process(len(self.frames) - 1)
+        if self.frames:
+            out += self._last(self.frames[0])
+        self.reset()
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+    def _process(self, n: int) -> List[OutFrame]:
+        """Run the first n pairs, output frames 0..n-1 and keep frame n."""
+        frames = self.frames
+        cuts = [bool(self.is_cut(frames[i].rgb, frames[i + 1].rgb)) if self.is_cut else False
+                for i in range(n)]
+        jobs: List[Tuple[int, Any, Any]] = []
+        for i in range(n):
+            if not cuts[i]:
+                jobs.append((i, frames[i].rgb, frames[i + 1].rgb))
+            elif self.mode != "t" and not self._sr_from_previous(i, cuts):
+                # isolated between two cuts: pair the frame with itself
+                jobs.append((i, frames[i].rgb, frames[i].rgb))
+        results = self.run_pairs([(a, b) for _, a, b in jobs]) if jobs else []
+        if len(results) != len(jobs):
+            raise RuntimeError(f"engine returned {len(results)} results for {len(jobs)} pairs")
+        by_index = {i: r for (i, _, _), r in zip(jobs, results)}
+
+        out: List[OutFrame] = []
+        for i in range(n):
+            a, b = frames[i], frames[i + 1]
+            r = by_index.get(i)
+            if self.mode == "t":
+                left = a.rgb
+            elif r is not None:
+                left = r.sr_first
+            elif i == 0:
+                left = self._sr_of_first
+            else:
+                left = by_index[i - 1].sr_second
+            if a.pts is not None and b.pts is not None and b.pts >= a.pts:
+                self._last_interval = b.pts - a.pts
+            if self.mode == "s":
+                dur = a.dur if a.dur is not None else self._interval(a, b)
+                out.append(OutFrame(left, a.pts, dur, False))
+                continue
+            mid = left if cuts[i] else r.mid
+            t_mid, d_left, d_mid = self._split(a, b)
+            out.append(OutFrame(left, a.pts, d_left, False))
+            out.append(OutFrame(mid, t_mid, d_mid, not cuts[i]))
+
+        # SR of frame n from the last pair, unless that pair straddled a cut
+        last = by_index.get(n - 1)
+        self._sr_of_first = None
+        if self.mode != "t" and last is not None and not cuts[n - 1]:
+            self._sr_of_first = last.sr_second
+        del self.frames[:n]
+        return out
+
+    def _sr_from_previous(self, i: int, cuts: Sequence[bool]) -> bool:
+        """Whether frame i's SR comes from the pair (i-1, i) (no cut there, pair already run)."""
+        if i == 0:
+            return self._sr_of_first is not None
+        return not cuts[i - 1]
+
+    def _last(self, f: InFrame) -> List[OutFrame]:
+        """The final frame: its SR (reused from the last pair when possible), repeated."""
+        if self.mode == "t":
+            img = f.rgb
+        elif self._sr_of_first is not None:
+            img = self._sr_of_first
+        else:
+            img = self.run_pairs([(f.rgb, f.rgb)])[0].sr_first
+        dur = f.dur if f.dur is not None else (self.frame_duration or self._last_interval)
+        if self.mode == "s":
+            return [OutFrame(img, f.pts, dur, False)]
+        if dur is None:
+            # no way to know when the repeated frame is due: show it at the same time
+            return [OutFrame(img, f.pts, None, False), OutFrame(img, f.pts, None, False)]
+        half = dur // 2
+        t_mid = None if f.pts is None else f.pts + half
+        return [OutFrame(img, f.pts, half, False), OutFrame(img, t_mid, dur - half, False)]
+
+    def _interval(self, a: InFrame, b: InFrame) -> Optional[int]:
+        if a.pts is not None and b.pts is not None and b.pts >= a.pts:
+            return b.pts - a.pts
+        return self.frame_duration
+
+    def _split(self, a: InFrame, b: InFrame) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+        """Midpoint time and the two durations that tile [a.pts, b.pts) exactly."""
+        if a.pts is not None and b.pts is not None and b.pts >= a.pts:
+            t_mid = a.pts + (b.pts - a.pts) // 2
+            return t_mid, t_mid - a.pts, b.pts - t_mid
+        dur = a.dur if a.dur is not None else self.frame_duration
+        if dur is None:
+            return None, None, None
+        half = dur // 2
+        return (None if a.pts is None else a.pts + half), half, dur - half
+
+
+def validate_settings(scale: int, mode: str, batch_size: int, sc_threshold: float) -> None:
+    """Raise ValueError naming the property when a setting is out of range."""
+    if scale not in SCALES:
+        raise ValueError(f"property 'scale' must be 2, 4 or 8, got {scale}")
+    if mode not in MODES:
+        raise ValueError(f"property 'mode' must be one of st, s, t, got {mode!r}")
+    if batch_size < 1 or batch_size > 64:
+        raise ValueError(f"property 'batch-size' must be in 1..64, got {batch_size}")
+    if not (sc_threshold < 0 or 0.0 <= sc_threshold <= 1.0):
+        raise ValueError(f"property 'sc-threshold' must be in [0, 1] (or -1 for the default), "
+                         f"got {sc_threshold}")
+
+
+# --------------------------------------------------------------------------------------------
+# The GStreamer element
+# --------------------------------------------------------------------------------------------
+try:
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstVideo", "1.0")
+    from gi.repository import GLib, GObject, Gst, GstVideo
+except (ImportError, ValueError):  # plain Python: only the scheduler above is usable
+    Gst = None  # type: ignore[assignment]
+
+
+if Gst is not None:
+    _FORMATS = "{ RGB, RGBx, BGRx }"
+    _CAPS = Gst.Caps.from_string(
+        f"video/x-raw, format=(string){_FORMATS}, width=(int)[1, 2147483647], "
+        "height=(int)[1, 2147483647], framerate=(fraction)[0/1, 2147483647/1]")
+    _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+    _RW = GObject.ParamFlags.READWRITE
+
+    def _time_or_none(t: int) -> Optional[int]:
+        return None if t == Gst.CLOCK_TIME_NONE else int(t)
+
+    class StarNetElement(Gst.Element):
+        """STARnet space-time super-resolution (see the module docstring)."""
+
+        __gtype_name__ = "GstStarnet"  # default instance names: starnet0, starnet1, ...
+
+        __gstmetadata__ = (
+            "STARnet space-time video super-resolution",
+            "Filter/Effect/Video",
+            "Upscales video x2/x4/x8 and doubles its frame rate with STARnet (vsstar)",
+            "vsstar",
+        )
+        __gsttemplates__ = (
+            Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
+            Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
+        )
+        # Ranges are deliberately wide: GLib would silently ignore an out-of-range value with a
+        # warning, so the element checks values itself and stops with a bus error instead.
+        __gproperties__ = {
+            "scale": (int, "Scale", "Upscaling factor: 2, 4 or 8 (must match the model)",
+                      _INT_MIN, _INT_MAX, 4, _RW),
+            "mode": (str, "Mode", "st: upscale + double the frame rate; s: upscale only; "
+                     "t: double the frame rate at the input size", "st", _RW),
+            "model": (str, "Model", "Bundled weights name, path to vsstar safetensors or an "
+                      "official checkpoint; empty: the bundled weights for the scale", "", _RW),
+            "device": (str, "Device", "torch device (cpu, cuda, cuda:1); empty: CUDA when "
+                       "available, else CPU", "", _RW),
+            "batch-size": (int, "Batch size", "Frame pairs run through the network at once "
+                           "(adds as many frames of latency), 1..64", _INT_MIN, _INT_MAX, 1, _RW),
+            "scene-change": (bool, "Scene change", "Do not synthesise frames across scene cuts",
+                             True, _RW),
+            "sc-threshold": (float, "Scene-change threshold", "Cut score threshold in [0, 1]; "
+                             "-1: the vsstar.scene default", -1e9, 1e9, -1.0, _RW),
+        }
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.props_store = {"scale": 4, "mode": "st", "model": "", "device": "",
+                                "batch-size": 1, "scene-change": True, "sc-threshold": -1.0}
+            self.sinkpad = Gst.Pad.new_from_template(self.__gsttemplates__[0], "sink")
+            self.sinkpad.set_chain_function_full(self._chain, None)
+            self.sinkpad.set_event_function_full(self._sink_event, None)
+            self.sinkpad.set_query_function_full(self._sink_query, None)
+            self.add_pad(self.sinkpad)
+            self.srcpad = Gst.Pad.new_from_template(self.__gsttemplates__[1], "src")
+            self.srcpad.set_query_function_full(self._src_query, None)
+            self.add_pad(self.srcpad)
+            self.engine: Any = None
+            self.sched: Optional[PairScheduler] = None
+            self.in_info: Any = None
+            self.out_info: Any = None
+            self.in_caps: Any = None
+            self.discont = True
+            self.failed = False
+
+        # -- properties ----------------------------------------------------------------------
+        def do_get_property(self, prop: GObject.ParamSpec) -> Any:
+            return self.props_store[prop.name]
+
+        def do_set_property(self, prop: GObject.ParamSpec, value: Any) -> None:
+            if prop.name in ("mode", "model", "device"):
+                value = (value or "").strip()
+                if prop.name == "mode":
+                    value = value.lower()
+            self.props_store[prop.name] = value
+
+        # -- errors --------------------------------------------------------------------------
+        def _error(self, text: str, debug: Optional[str] = None,
+                   domain: Any = None, code: Any = None) -> None:
+            """Post a GStreamer error message (gst-launch prints it and stops)."""
+            if domain is None:
+                domain, code = Gst.LibraryError, Gst.LibraryError.SETTINGS
+            err = GLib.Error.new_literal(domain.quark(), text, int(code))
+            self.post_message(Gst.Message.new_error(self, err, debug or text))
+            self.failed = True
+
+        # -- state ---------------------------------------------------------------------------
+        def do_change_state(self, transition: Gst.StateChange) -> Gst.StateChangeReturn:
+            if transition == Gst.StateChange.NULL_TO_READY:
+                if not self._start():
+                    return Gst.StateChangeReturn.FAILURE
+            ret = Gst.Element.do_change_state(self, transition)
+            if transition == Gst.StateChange.PAUSED_TO_READY:
+                if self.sched is not None:
+                    self.sched.reset()
+                self.sched, self.in_info, self.out_info, self.in_caps = None, None, None, None
+                self.discont = True
+            elif transition == Gst.StateChange.READY_TO_NULL:
+                self.engine = None
+            return ret
+
+        def _start(self) -> bool:
+            """Check the properties and build the engine; posts an error and returns False."""
+            p = self.props_store
+            self.failed = False
+            try:
+                validate_settings(p["scale"], p["mode"], p["batch-size"], p["sc-threshold"])
+            except ValueError as e:
+                self._error(f"starnet: {e}")
+                return False
+            try:
+                global np
+                import numpy as np  # noqa: F811  (re-import after a late venv)
+                from vsstar.engine import StarEngine
+            except ImportError as e:
+                self._error(
+                    "starnet: cannot import vsstar/torch in the plugin loader's Python "
+                    f"({sys.executable or 'embedded'} {sys.version.split()[0]}): {e}. Run "
+                    "filters/gstreamer/setup.sh, or set VSSTAR_GST_VENV to a venv made with "
+                    "--system-site-packages that holds torch and vsstar.",
+                    debug=f"sys.path={sys.path}", domain=Gst.CoreError, code=Gst.CoreError.MISSING_PLUGIN)
+                return False
+            if p["scene-change"]:
+                from vsstar import scene
+                thr = p["sc-threshold"] if p["sc-threshold"] >= 0 else scene.DEFAULT_SC_THRESHOLD
+                self._cut = lambda a, b: scene.scene_change(
+                    a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0, thr)
+            else:
+                self._cut = None
+            try:
+                self.engine = StarEngine(
+                    p["model"] or None, scale=p["scale"], mode=p["mode"],
+                    device=p["device"] or None, batch_size=p["batch-size"])
+            except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
+                self._error(f"starnet: {e}", debug=repr(e))
+                return False
+            return True
+
+        # -- frames --------------------------------------------------------------------------
+        def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]]) -> List[PairResult]:
+            """Engine call on uint8 HWC pairs -> uint8 HWC results."""
+            first = np.stack([a for a, _ in pairs]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+            second = np.stack([b for _, b in pairs]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+            res = self.engine.process(first, second)
+
+            def u8(t: Any, i: int) -> Any:
+                if t is None:
+                    return None
+                x = t[i]
+                x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+                return np.ascontiguousarray(
+                    (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0))
+
+            return [PairResult(u8(res.sr_first, i), u8(res.mid, i), u8(res.sr_second, i))
+                    for i in range(len(pairs))]
+
+        def _read(self, buf: Gst.Buffer) -> Any:
+            """Input buffer -> dense RGB (H, W, 3) uint8 copy (honours the row stride)."""
+            info = self.in_info
+            w, h, stride = info.width, info.height, info.stride[0]
+            bpp = 3 if info.finfo.format == GstVideo.VideoFormat.RGB else 4
+            ok, m = buf.map(Gst.MapFlags.READ)
+            if not ok:
+                raise RuntimeError("cannot map input buffer")
+            try:
+                rows = np.frombuffer(m.data, np.uint8, count=stride * h).reshape(h, stride)
+                px = rows[:, : w * bpp].reshape(h, w, bpp)
+                if info.finfo.format == GstVideo.VideoFormat.BGRX:
+                    rgb = px[..., 2::-1].copy()
+                else:
+                    rgb = px[..., :3].copy()
+            finally:
+                buf.unmap(m)
+            return rgb
+
+        def _write(self, f: OutFrame) -> Gst.Buffer:
+            info = self.out_info
+            w, h, stride = info.width, info.height, info.stride[0]
+            if f.rgb.shape != (h, w, 3):
+                raise RuntimeError(f"engine gave a {f.rgb.shape[1]}x{f.rgb.shape[0]} frame, "
+                                   f"caps say {w}x{h}")
+            bpp = 3 if info.finfo.format == GstVideo.VideoFormat.RGB else 4
+            data = np.zeros((h, stride), np.uint8)
+            px = data[:, : w * bpp].reshape(h, w, bpp)
+            if info.finfo.format == GstVideo.VideoFormat.BGRX:
+                px[..., 2::-1] = f.rgb
+            else:
+                px[..., :3] = f.rgb
+            if bpp == 4:
+                px[..., 3] = 255
+            buf = Gst.Buffer.new_wrapped(data.tobytes())
+            buf.pts = Gst.CLOCK_TIME_NONE if f.pts is None else f.pts
+            buf.duration = Gst.CLOCK_TIME_NONE if f.dur is None else f.dur
+            if self.discont:
+                buf.set_flags(Gst.BufferFlags.DISCONT)
+                self.discont = False
+            return buf
+
+        def _push(self, frames: List[OutFrame]) -> Gst.FlowReturn:
+            ret = Gst.FlowReturn.OK
+            for f in frames:
+                r = self.srcpad.push(self._write(f))
+                if r != Gst.FlowReturn.OK and ret == Gst.FlowReturn.OK:
+                    ret = r
+                if r not in (Gst.FlowReturn.OK, Gst.FlowReturn.NOT_LINKED):
+                    break
+            return ret
+
+        def _chain(self, pad: Gst.Pad, parent: Any, buf: Gst.Buffer) -> Gst.FlowReturn:
+            if self.failed:
+                return Gst.FlowReturn.ERROR
+            if self.sched is None or self.out_info is None:
+                return Gst.FlowReturn.NOT_NEGOTIATED
+            if buf.has_flags(Gst.BufferFlags.DISCONT):
+                self.discont = True
+            try:
+                frame = InFrame(self._read(buf), _time_or_none(buf.pts),
+                                _time_or_none(buf.duration))
+                return self._push(self.sched.push(frame))
+            except Exception as e:
+                self._error(f"starnet: processing failed: {e}", debug=repr(e),
+                            domain=Gst.StreamError, code=Gst.StreamError.FAILED)
+                return Gst.FlowReturn.ERROR
+
+        def _drain(self) -> Gst.FlowReturn:
+            if self.sched is None or self.sched.held == 0 or self.failed:
+                return Gst.FlowReturn.OK
+            try:
+                return self._push(self.sched.drain())
+            except Exception as e:
+                self._error(f"starnet: processing failed: {e}", debug=repr(e),
+                            domain=Gst.StreamError, code=Gst.StreamError.FAILED)
+                return Gst.FlowReturn.ERROR
+
+        # -- caps ----------------------------------------------------------------------------
+        def _out_caps(self, caps: Gst.Caps) -> Gst.Caps:
+            """Output caps for fixed input caps."""
+            p = self.props_store
+            s = caps.get_structure(0).copy()
+            if p["mode"] in ("st", "s"):
+                info = GstVideo.VideoInfo.new_from_caps(caps)
+                s.set_value("width", info.width * p["scale"])
+                s.set_value("height", info.height * p["scale"])
+            if p["mode"] in ("st", "t"):
+                for field in ("framerate", "max-framerate"):
+                    ok, n, d = s.get_fraction(field)
+                    if ok and n > 0:
+                        s.set_value(field, Gst.Fraction(n * 2, d))
+            out = Gst.Caps.new_empty()
+            out.append_structure(s)
+            return out
+
+        def _set_caps(self, caps: Gst.Caps) -> bool:
+            if self.in_caps is not None and caps.is_equal(self.in_caps):
+                return True
+            if self._drain() != Gst.FlowReturn.OK and self.failed:
+                return False
+            info = GstVideo.VideoInfo.new_from_caps(caps)
+            if info is None:
+                return False
+            out = self._out_caps(caps)
+            out_info = GstVideo.VideoInfo.new_from_caps(out)
+            if not self.srcpad.push_event(Gst.Event.new_caps(out)):
+                return False
+            self.in_caps, self.in_info, self.out_info = caps, info, out_info
+            fd = None
+            if info.fps_n > 0:
+                fd = Gst.util_uint64_scale_int(Gst.SECOND, info.fps_d, info.fps_n)
+            p = self.props_store
+            self.sched = PairScheduler(self._run_pairs, p["mode"], p["batch-size"],
+                                       self._cut, fd)
+            return True
+
+        def _upstream_caps(self, caps: Gst.Caps) -> Gst.Caps:
+            """Caps downstream accepts, mapped to the sink side: size and rate are ours to set."""
+            up = Gst.Caps.new_empty()
+            for i in range(caps.get_size()):
+                s = caps.get_structure(i).copy()
+                for field in ("width", "height", "framerate", "max-framerate"):
+                    s.remove_field(field)
+                up.append_structure(s)
+            return up
+
+        def _sink_query(self, pad: Gst.Pad, parent: Any, query: Gst.Query) -> bool:
+            if query.type == Gst.QueryType.CAPS:
+                tmpl = pad.get_pad_template_caps()
+                peer = self.srcpad.peer_query_caps(None)
+                caps = tmpl
+                if peer is not None and not peer.is_any():
+                    caps = self._upstream_caps(peer).intersect(tmpl)
+                filt = query.parse_caps()
+                if filt is not None:
+                    caps = filt.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
+                query.set_caps_result(caps)
+                return True
+            if query.type == Gst.QueryType.ACCEPT_CAPS:
+                caps = query.parse_accept_caps()
+                query.set_accept_caps_result(caps.can_intersect(pad.get_pad_template_caps()))
+                return True
+            if query.type == Gst.QueryType.ALLOCATION:
+                return False  # our output has another size: upstream allocates its own
+            return pad.query_default(parent, query)
+
+        def _src_query(self, pad: Gst.Pad, parent: Any, query: Gst.Query) -> bool:
+            if query.type == Gst.QueryType.CAPS:
+                caps = pad.get_pad_template_caps()
+                if self.in_caps is not None:
+                    caps = self._out_caps(self.in_caps)
+                filt = query.parse_caps()
+                if filt is not None:
+                    caps = filt.intersect_full(caps, Gst.CapsIntersectMode.FIRST)
+                query.set_caps_result(caps)
+                return True
+            if query.type == Gst.QueryType.LATENCY:
+                # We hold batch-size frames before the first pair can run.
+                if not self.sinkpad.peer_query(query):
+                    return False
+                live, lo, hi = query.parse_latency()
+                extra = 0
+                if self.in_info is not None and self.in_info.fps_n > 0:
+                    extra = Gst.util_uint64_scale_int(
+                        Gst.SECOND * self.props_store["batch-size"], self.in_info.fps_d,
+                        self.in_info.fps_n)
+                hi = hi if hi == Gst.CLOCK_TIME_NONE else hi + extra
+                query.set_latency(live, lo + extra, hi)
+                return True
+            return pad.query_default(parent, query)
+
+        # -- events --------------------------------------------------------------------------
+        def _sink_event(self, pad: Gst.Pad, parent: Any, event: Gst.Event) -> bool:
+            t = event.type
+            if t == Gst.EventType.CAPS:
+                return self._set_caps(event.parse_caps())
+            if t == Gst.EventType.FLUSH_STOP:
+                if self.sched is not None:
+                    self.sched.reset()  # a seek: the held frames belong to the old position
+                self.discont = True
+                self.failed = False
+            elif t == Gst.EventType.EOS:
+                self._drain()
+            elif t == Gst.EventType.SEGMENT and self.sched is not None and self.sched.held:
+                self._drain()  # new segment without a flush: finish the old one first
+            return pad.event_default(parent, event)
+
+    GObject.type_register(StarNetElement)
+    __gstelementfactory__ = ("starnet", Gst.Rank.NONE, StarNetElement)

@@ -1,0 +1,203 @@
+"""Frame scheduling of the starnet GStreamer element (filters/gstreamer/python/starnet.py).
+
+The scheduler decides which frame pairs reach the engine and the timestamps of every output
+frame; it has no GStreamer dependency, so these tests run everywhere. The engine here is a
+stand-in that tags its outputs with the frame numbers it was given, which lets the tests check
+which pair produced which output frame. Pipelines with the real engine: test_gstreamer.py.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ELEMENT = Path(__file__).resolve().parents[1] / "filters" / "gstreamer" / "python" / "starnet.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("starnet_element_under_test", ELEMENT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sn = _load()
+NS = 1_000_000_000
+
+
+def frame(k: int) -> np.ndarray:
+    """A 2x2 RGB frame whose pixels hold the frame number k."""
+    return np.full((2, 2, 3), k, np.uint8)
+
+
+class TagEngine:
+    """Stand-in for run_pairs: SR of frame k is filled with 10+k, the in-between of (a, b) with
+    100 + 10*a + b; records every call so tests can count network passes."""
+
+    def __init__(self, mode: str = "st") -> None:
+        self.mode = mode
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def __call__(self, pairs):
+        ids = [(int(a[0, 0, 0]), int(b[0, 0, 0])) for a, b in pairs]
+        self.calls.append(ids)
+        out = []
+        for a, b in ids:
+            sr = (lambda v: np.full((4, 4, 3), 10 + v, np.uint8)) if self.mode != "t" else None
+            mid_shape = (2, 2, 3) if self.mode == "t" else (4, 4, 3)
+            out.append(sn.PairResult(sr(a) if sr else None, np.full(mid_shape, 100 + 10 * a + b, np.uint8),
+                                     sr(b) if sr else None))
+        return out
+
+    @property
+    def pairs(self):
+        return [p for call in self.calls for p in call]
+
+
+def feed(sched, n: int, fps: int = 30, with_dur: bool = True):
+    """Push n frames with videotestsrc-style timestamps (floor of k/fps s); return all outputs."""
+    out = []
+    for k in range(n):
+        pts = k * NS // fps
+        dur = (k + 1) * NS // fps - pts if with_dur else None
+        out += sched.push(sn.InFrame(frame(k), pts, dur))
+    out += sched.drain()
+    return out
+
+
+def tags(outs):
+    return [int(o.rgb[0, 0, 0]) for o in outs]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_st_mode_frames_timestamps_and_one_pass_per_pair(n, batch):
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", batch)
+    outs = feed(sched, n)
+    assert len(outs) == 2 * n
+    # even outputs: SR of frame k; odd: in-between of (k, k+1), the last one repeats the last frame
+    expect = []
+    for k in range(n):
+        expect += [10 + k, 100 + 10 * k + k + 1 if k < n - 1 else 10 + k]
+    assert tags(outs) == expect
+    assert [o.interpolated for o in outs] == [i % 2 == 1 and i < 2 * n - 1 for i in range(2 * n)]
+    # each consecutive pair runs exactly once; a lone frame runs as the pair (0, 0)
+    assert eng.pairs == ([(k, k + 1) for k in range(n - 1)] if n > 1 else [(0, 0)])
+    assert all(len(c) <= batch for c in eng.calls)
+    # timestamps: frame k keeps its time, the in-between sits at the (floored) midpoint, and the
+    # durations tile the input's timeline without gaps or overlaps
+    for k in range(n):
+        pts_k, pts_next = k * NS // 30, (k + 1) * NS // 30
+        assert outs[2 * k].pts == pts_k
+        assert outs[2 * k + 1].pts == pts_k + (pts_next - pts_k) // 2
+    for a, b in zip(outs, outs[1:]):
+        assert a.pts + a.dur == b.pts
+    assert outs[-1].pts + outs[-1].dur == n * NS // 30
+    assert sched.held == 0
+
+
+def test_batching_holds_at_most_batch_plus_one_frames():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", batch=4)
+    released = []
+    for k in range(9):
+        released.append(len(sched.push(sn.InFrame(frame(k), k * 1000, 1000))))
+        assert sched.held <= 5
+    assert released == [0, 0, 0, 0, 8, 0, 0, 0, 8]
+    assert eng.calls == [[(0, 1), (1, 2), (2, 3), (3, 4)], [(4, 5), (5, 6), (6, 7), (7, 8)]]
+    tail = sched.drain()
+    assert tags(tail) == [18, 18] and len(eng.calls) == 2  # SR of 8 reused, no new pass
+
+
+def test_scene_cut_runs_self_pair_and_repeats_left_frame():
+    eng = TagEngine()
+    cut_between = {2}  # cut between frames 2 and 3
+    sched = sn.PairScheduler(eng, "st", 1, is_cut=lambda a, b: int(a[0, 0, 0]) in cut_between)
+    outs = feed(sched, 5)
+    assert tags(outs) == [10, 101, 11, 112, 12, 12, 13, 134, 14, 14]
+    assert outs[5].interpolated is False
+    # frame 2 is super-resolved from the pair (1, 2): it never sees the other scene
+    assert eng.pairs == [(0, 1), (1, 2), (3, 4)]
+
+
+def test_scene_cut_before_last_frame_does_not_reuse_cross_cut_sr():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", 1, is_cut=lambda a, b: int(a[0, 0, 0]) == 1)
+    outs = feed(sched, 3)
+    assert tags(outs) == [10, 101, 11, 11, 12, 12]
+    assert eng.pairs == [(0, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_frame_between_two_cuts_pairs_with_itself(batch):
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", batch, is_cut=lambda a, b: int(a[0, 0, 0]) in (1, 2))
+    outs = feed(sched, 5)
+    assert tags(outs) == [10, 101, 11, 11, 12, 12, 13, 134, 14, 14]
+    assert sorted(eng.pairs) == [(0, 1), (2, 2), (3, 4)]
+
+
+def test_mode_t_passes_input_frames_and_skips_cut_pairs():
+    eng = TagEngine("t")
+    sched = sn.PairScheduler(eng, "t", 2, is_cut=lambda a, b: int(a[0, 0, 0]) == 1)
+    outs = feed(sched, 4)
+    assert tags(outs) == [0, 101, 1, 1, 2, 123, 3, 3]
+    assert eng.pairs == [(0, 1), (2, 3)]
+    assert all(o.rgb.shape == (2, 2, 3) for o in outs)
+
+
+def test_mode_s_keeps_input_timestamps():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "s", 1)
+    outs = feed(sched, 4)
+    assert tags(outs) == [10, 11, 12, 13]
+    assert [o.pts for o in outs] == [k * NS // 30 for k in range(4)]
+    assert [o.dur for o in outs] == [(k + 1) * NS // 30 - k * NS // 30 for k in range(4)]
+    assert eng.pairs == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_reset_drops_held_frames():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", 1)
+    assert sched.push(sn.InFrame(frame(0), 0, 10)) == []
+    sched.reset()  # a flushing seek
+    outs = sched.push(sn.InFrame(frame(7), 70, 10)) + sched.push(sn.InFrame(frame(8), 80, 10))
+    outs += sched.drain()
+    assert tags(outs) == [17, 178, 18, 18]
+    assert [o.pts for o in outs] == [70, 75, 80, 85]
+    assert all(0 not in p for p in eng.pairs)
+
+
+def test_unknown_durations_fall_back_to_frame_rate_then_interval():
+    eng = TagEngine()
+    outs = feed(sn.PairScheduler(eng, "st", 1, frame_duration=40), 2, with_dur=False)
+    assert outs[-1].pts == NS // 30 + 20 and outs[-1].dur == 20
+    outs = feed(sn.PairScheduler(TagEngine(), "st", 1), 3, with_dur=False)
+    step = 2 * NS // 30 - NS // 30
+    assert outs[-1].pts == 2 * NS // 30 + step // 2
+    lone = sn.PairScheduler(TagEngine(), "st", 1)
+    outs = lone.push(sn.InFrame(frame(0), None, None)) + lone.drain()
+    assert len(outs) == 2 and all(o.pts is None for o in outs)
+
+
+@pytest.mark.parametrize("kw, word", [({"mode": "x"}, "mode"), ({"batch": 0}, "batch")])
+def test_scheduler_rejects_bad_arguments(kw, word):
+    args = {"run_pairs": TagEngine(), "mode": "st", "batch": 1}
+    args.update(kw)
+    with pytest.raises(ValueError, match=word):
+        sn.PairScheduler(**args)
+
+
+@pytest.mark.parametrize("scale, mode, batch, thr, word", [
+    (3, "st", 1, -1.0, "'scale'"), (4, "slow", 1, -1.0, "'mode'"), (4, "st", 0, -1.0, "'batch-size'"),
+    (4, "st", 65, -1.0, "'batch-size'"), (4, "st", 1, 1.5, "'sc-threshold'"),
+])
+def test_property_validation_names_the_property(scale, mode, batch, thr, word):
+    with pytest.raises(ValueError, match=word):
+        sn.validate_settings(scale, mode, batch, thr)
+    sn.validate_settings(2, "t", 64, 0.3)  # and good values pass
