@@ -29,15 +29,22 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    # torch.save writes a zip archive; very old PyTorch wrote a raw pickle (protocol byte 0x80).
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        kind = "a safetensors file: use load_model" if head[8:9] == b"{" else "unrecognised file type"
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({kind})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint (refused unsafe or invalid pickle: "
-                              f"{first[:160]})") from None
+        raise CheckpointError(f"{path}: refused unsafe or invalid pickle ({first[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a PyTorch checkpoint or truncated ({msg[:160]})") from None
+    except Exception as exc:  # the unpickler raises assorted errors on garbage
+        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from None
     return extract_state_dict(obj, source=path)
 
 
@@ -220,11 +227,12 @@ def ours_to_official(state_dict: Mapping[str, Tensor], config: StarConfig, prefi
 
 # ----------------------------------------------------------------------------------------- loading
 def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], *, objective: str = "STAR",
-                  strict: bool = True):
-    """Build a StarNet from an authors' checkpoint (path or state dict); returns it in eval mode.
+                  device: str | torch.device = "cpu"):
+    """Build a StarNet from an authors' checkpoint (path or state dict); returns it in eval mode on `device`.
 
     Keys with or without 'module.'; V4 and V4_REF; x2/x4/x8; the configuration comes from the key names
     and shapes. Every key must match (missing, unexpected or mis-shaped keys raise CheckpointError).
+    Files are read with torch.load(weights_only=True, map_location='cpu'). device='meta' only validates.
     """
     from .star import StarNet
 
@@ -237,32 +245,41 @@ def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], 
     else:
         raise ValueError(f"path_or_state_dict must be a path or a state dict, got {type(path_or_state_dict).__name__}")
     try:
-        ours, cfg = official_to_ours(sd)
+        cfg = infer_official_config(sd, objective=objective)
     except CheckpointError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    cfg = cfg.replace(objective=objective)
     with torch.device("meta"):
         net = StarNet(cfg)
-    check_state_dict(net, ours, source=source, strict=strict)
-    net = net.to_empty(device="cpu")
-    net.load_state_dict(ours, strict=strict)
+    # Compare in the authors' key space so errors name the keys as they appear in the file.
+    given = {k[len("module."):]: v for k, v in sd.items()} if all(k.startswith("module.") for k in sd) else sd
+    expected = ours_to_official(net.state_dict(), cfg, prefix="")
+    compare_keys(expected, given, source=source, layout=f"{cfg.variant} x{cfg.scale}")
+    ours, _ = official_to_ours(given, cfg)
+    net = net.to_empty(device=device)
+    net.load_state_dict(ours)
     return net.eval()
 
 
-def check_state_dict(net: torch.nn.Module, sd: Mapping[str, Tensor], source: str = "state dict",
-                     strict: bool = True) -> None:
-    """Raise CheckpointError naming the first missing / unexpected / mis-shaped key."""
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in sd]
-    extra = [k for k in sd if k not in expected]
-    if strict and missing:
-        raise CheckpointError(f"{source}: {len(missing)} missing key(s), e.g. {missing[0]!r}")
-    if strict and extra:
-        raise CheckpointError(f"{source}: {len(extra)} unexpected key(s), e.g. {extra[0]!r}")
-    for k, v in sd.items():
-        if k in expected and tuple(expected[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected "
-                                  f"{tuple(expected[k].shape)}")
-        if k in expected and v.is_floating_point() != expected[k].is_floating_point():
-            raise CheckpointError(f"{source}: key {k!r} has dtype {v.dtype}, expected a "
-                                  f"{'floating' if expected[k].is_floating_point() else 'integer'} tensor")
+def compare_keys(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], source: str = "state dict",
+                 layout: str = "model") -> None:
+    """Raise CheckpointError naming the first missing / unexpected / mis-shaped / mistyped key."""
+    missing = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    if missing:
+        raise CheckpointError(f"{source}: {len(missing)} key(s) of a {layout} checkpoint missing, "
+                              f"e.g. {missing[0]!r}")
+    if extra:
+        raise CheckpointError(f"{source}: {len(extra)} unexpected key(s) for a {layout} checkpoint, "
+                              f"e.g. {extra[0]!r}")
+    for k, ref in expected.items():
+        v = given[k]
+        if tuple(v.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(ref.shape)}")
+        if v.is_floating_point() != ref.is_floating_point():
+            kind = "floating-point" if ref.is_floating_point() else "integer"
+            raise CheckpointError(f"{source}: key {k!r} has dtype {v.dtype}, expected a {kind} tensor")
+
+
+def check_state_dict(net: torch.nn.Module, sd: Mapping[str, Tensor], source: str = "state dict") -> None:
+    """Raise CheckpointError unless `sd` has exactly net's keys with the same shapes and kinds."""
+    compare_keys(net.state_dict(), sd, source=source, layout=getattr(getattr(net, "config", None), "variant", "model"))

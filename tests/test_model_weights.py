@@ -1,0 +1,157 @@
+"""Our safetensors format, load_model's three sources, the bundled registry and the converter."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import vsstar.model.weights as weights_mod
+from vsstar.model import (CheckpointError, Star, StarConfig, StarNet, bundled_models, load_model, load_official,
+                          read_metadata, save_weights)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+ROOT = Path(__file__).resolve().parent
+CONVERTER = ROOT.parent / "tools" / "convert_official.py"
+
+
+def fixture_path(name: str) -> Path:
+    for base in (ROOT / "data" / "starnet", ROOT.parent.parent / "shared" / "reference" / "starnet"):
+        if (base / name).exists():
+            return base / name
+    pytest.skip(f"fixture {name} not found")
+
+
+def _compact(**kw) -> StarNet:
+    cfg = StarConfig(scale=2, base_filter=8, feat=4, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=0, keep_res_feat3=False, **kw)
+    torch.manual_seed(0)
+    return StarNet(cfg).eval()
+
+
+def _pair(h=8, w=10):
+    g = torch.Generator().manual_seed(1)
+    return (torch.rand(1, 3, h, w, generator=g), torch.rand(1, 3, h, w, generator=g),
+            torch.randn(1, 2, h, w, generator=g), torch.randn(1, 2, h, w, generator=g))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    net = _compact(global_skip=True, objective="STAR-ST", flow_refine=True, fr_widths=(4, 4, 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "w.safetensors"
+    save_weights(net, path, description="test build", steps=12, flow={"alpha": 0.02})
+    meta = read_metadata(path)
+    assert meta["config"] == net.config.to_dict()
+    assert meta["variant"] == "FBPNSR_RBPN_V4_REF" and meta["scale"] == 2
+    assert meta["objective"] == "STAR-ST" and meta["global_skip"] is True
+    assert meta["description"] == "test build" and meta["steps"] == 12 and meta["flow"] == {"alpha": 0.02}
+    assert meta["config"]["t_lr_resblocks"] == 0 and meta["config"]["keep_res_feat3"] is False
+    loaded = load_model(path)
+    assert loaded.config == net.config and not loaded.training
+    a, b = Star(net)(*_pair()), Star(loaded)(*_pair())
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_default_flow_parameters_recorded(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(_compact(), path)
+    assert read_metadata(path)["flow"] == {"alpha": 0.012, "ratio": 0.75, "min_width": 20, "n_outer": 7,
+                                           "n_inner": 1, "n_sor": 30, "col_type": 0}
+
+
+def test_load_model_reads_official_checkpoints():
+    net = load_model(fixture_path("star_v4_small_x4.pt"), objective="STAR-S")
+    assert net.config.base_filter == 32 and net.config.objective == "STAR-S"
+
+
+def test_bundled_registry(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights_mod, "BUNDLED_DIR", tmp_path)
+    save_weights(_compact(), tmp_path / "tiny_x2.safetensors", description="tiny")
+    (tmp_path / "junk.safetensors").write_bytes(b"garbage")
+    models = bundled_models()
+    assert list(models) == ["tiny_x2"] and models["tiny_x2"]["description"] == "tiny"
+    assert load_model("tiny_x2").config.scale == 2
+    with pytest.raises(ValueError, match=r"bundled model \(tiny_x2\)"):
+        load_model("nonexistent")
+
+
+def test_save_rejects_bad_metadata(tmp_path):
+    with pytest.raises(ValueError, match="JSON"):
+        save_weights(_compact(), tmp_path / "x.safetensors", bad=object())
+    with pytest.raises(ValueError, match="reserved"):
+        save_weights(_compact(), tmp_path / "x.safetensors", config={})
+    with pytest.raises(ValueError, match="net must be a StarNet"):
+        save_weights(torch.nn.Linear(1, 1), tmp_path / "x.safetensors")
+
+
+def test_weights_errors(tmp_path):
+    good = tmp_path / "good.safetensors"
+    save_weights(_compact(), good)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(cut)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello world, not weights")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_model(text)
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"a": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="without vsstar metadata"):
+        load_model(plain)
+    other = tmp_path / "other.safetensors"
+    save_file({"a": torch.zeros(2)}, other, metadata={"format": json.dumps("something-else")})
+    with pytest.raises(CheckpointError, match="unsupported weights format"):
+        load_model(other)
+    # Keys that do not match the recorded config.
+    net = _compact()
+    sd = net.state_dict()
+    sd.pop("rec_h.conv.bias")
+    meta = {k: json.dumps(v) for k, v in read_metadata(good).items()}
+    broken = tmp_path / "broken.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, broken, metadata=meta)
+    with pytest.raises(CheckpointError, match="missing, e.g. 'rec_h.conv.bias'"):
+        load_model(broken)
+    with pytest.raises(ValueError, match="name_or_path"):
+        load_model(3)
+
+
+def test_converter_writes_our_format(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "small.safetensors"
+    monkeypatch.setattr(sys, "argv", ["convert_official.py", str(fixture_path("star_v4_small_x4.pt")), str(out),
+                                      "--objective", "STAR-T_LR", "--description", "fixture"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(CONVERTER), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "FBPNSR_RBPN_V4 x4 objective=STAR-T_LR" in capsys.readouterr().out
+    meta = read_metadata(out)
+    assert meta["objective"] == "STAR-T_LR" and meta["source"] == "star_v4_small_x4.pt"
+    ours = load_model(out)
+    ref = load_official(fixture_path("star_v4_small_x4.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), ref.state_dict().values()))
+
+
+def test_converter_reports_bad_input(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("nope")
+    monkeypatch.setattr(sys, "argv", ["convert_official.py", str(bad), str(tmp_path / "o.safetensors")])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(CONVERTER), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
+
+
+def test_converter_guesses_objective_from_the_authors_file_names():
+    guess = runpy.run_path(str(CONVERTER))["guess_objective"]
+    assert guess("FBPNSR_RBPN_V4_REF_Lr_STAR_ST.pth") == "STAR-ST"
+    assert guess("FBPNSR_RBPN_V4_REF_Lf_STAR_T_HR.pth") == "STAR-T_HR"
+    assert guess("FBPNSR_RBPN_V4_Lf_STAR.pth") == "STAR"
+    assert guess("whatever.pth") == "STAR"
