@@ -173,16 +173,18 @@ def tile_grid(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
 
 
 def _ramp(length: int, lo_overlap: int, hi_overlap: int, device: torch.device) -> Tensor:
-    """1-D blending weight: linear ramps over the overlaps shared with neighbouring tiles."""
+    """1-D blending weight of a tile along one axis.
+
+    Over an overlap of n pixels the weight is ~0 for the outer quarter (the pixels that saw the
+    truncated context), rises linearly over the middle half and is 1 for the inner quarter; the
+    neighbouring tile's mirror-image ramp makes the two sum to 1, so there is no seam.
+    """
     w = torch.ones(length, device=device)
-    if lo_overlap > 0:
-        n = min(lo_overlap, length)
-        w[:n] = torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1)
-    if hi_overlap > 0:
-        n = min(hi_overlap, length)
-        w[length - n:] = torch.minimum(
-            w[length - n:], torch.arange(n, 0, -1, device=device, dtype=torch.float32) / (n + 1)
-        )
+    d = torch.arange(length, device=device, dtype=torch.float32) + 0.5
+    for n, dist in ((lo_overlap, d), (hi_overlap, length - d)):
+        if n > 0:
+            r = ((dist - n / 4) / (n / 2)).clamp(1e-4, 1.0)
+            w = torch.minimum(w, r)
     return w
 
 
