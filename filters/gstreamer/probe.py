@@ -8,7 +8,9 @@ checking the element by hand. Run it with the element's venv so the starnet elem
 
 Prints one JSON object: ``buffers`` (pts, duration, size, width, height, format, flags of every
 buffer), ``eos`` (bool), ``error`` (text, debug, source of the first bus error, or null) and
-``seeked_at`` (index of the first buffer after a seek, when --seek-after is used).
+``seeked_at`` (index of the first buffer after a seek, when --seek-after is used) and
+``arrivals`` (pts of every buffer that reached the sink pad, before the sink clips to the
+segment, with "flush" where a flush ended).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any, Dict, List, Optional
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
+from gi.repository import GLib, Gst  # noqa: E402
 
 
 def _buffer_record(sample: Gst.Sample) -> Dict[str, Any]:
@@ -42,19 +44,35 @@ def _buffer_record(sample: Gst.Sample) -> Dict[str, Any]:
 
 
 def run(description: str, timeout: float = 120.0, seek_after: Optional[int] = None,
-        seek_to: int = 0, dump: Optional[str] = None) -> Dict[str, Any]:
-    """Play the pipeline to EOS or error; after ``seek_after`` buffers, flush-seek to ``seek_to`` ns."""
+        seek_to: int = 0, seek_stop: Optional[int] = None, dump: Optional[str] = None) -> Dict[str, Any]:
+    """Play the pipeline to EOS or error; after ``seek_after`` buffers, flush-seek to
+    [``seek_to``, ``seek_stop``) ns."""
     Gst.init(None)
     result: Dict[str, Any] = {"buffers": [], "eos": False, "error": None, "seeked_at": None,
                               "state_change": None}
     try:
         pipeline = Gst.parse_launch(description)
-    except GLib_Error as e:  # noqa: F821 - defined below
+    except GLib.Error as e:
         result["error"] = {"text": str(e), "debug": None, "source": "parse"}
         return result
     sink = pipeline.get_by_name("sink")
+    arrivals: List[Any] = []
+    result["arrivals"] = arrivals
     if sink is not None:
         sink.set_property("sync", False)
+        # Every buffer that reaches the sink, before it clips to the segment, and the flushes.
+        def on_pad(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            if info.type & Gst.PadProbeType.BUFFER:
+                pts = info.get_buffer().pts
+                arrivals.append(None if pts == Gst.CLOCK_TIME_NONE else int(pts))
+            else:
+                ev = info.get_event()
+                if ev is not None and ev.type == Gst.EventType.FLUSH_STOP:
+                    arrivals.append("flush")
+            return Gst.PadProbeReturn.OK
+
+        sink.get_static_pad("sink").add_probe(
+            Gst.PadProbeType.BUFFER | Gst.PadProbeType.EVENT_FLUSH, on_pad)
     bus = pipeline.get_bus()
     ret = pipeline.set_state(Gst.State.PLAYING)
     result["state_change"] = ret.value_nick
@@ -95,8 +113,10 @@ def run(description: str, timeout: float = 120.0, seek_after: Optional[int] = No
         _take(sample, buffers, dump)
         if seek_after is not None and not seeked and len(buffers) >= seek_after:
             seeked = True
-            ok = pipeline.seek_simple(Gst.Format.TIME,
-                                      Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE, seek_to)
+            ok = pipeline.seek(1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
+                               Gst.SeekType.SET, seek_to,
+                               Gst.SeekType.NONE if seek_stop is None else Gst.SeekType.SET,
+                               -1 if seek_stop is None else seek_stop)
             result["seek_ok"] = bool(ok)
             result["seeked_at"] = len(buffers)
     else:
@@ -120,20 +140,16 @@ def _take(sample: Gst.Sample, buffers: List[Dict[str, Any]], dump: Optional[str]
     buffers.append(rec)
 
 
-from gi.repository import GLib  # noqa: E402
-
-GLib_Error = GLib.Error
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("pipeline", help="gst-launch style description with 'appsink name=sink'")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--seek-after", type=int, default=None, help="seek after this many buffers")
     ap.add_argument("--seek-to", type=int, default=0, help="seek target in ns")
+    ap.add_argument("--seek-stop", type=int, default=None, help="seek stop position in ns")
     ap.add_argument("--dump", default=None, help="folder to write each buffer's bytes to")
     a = ap.parse_args(argv)
-    res = run(a.pipeline, a.timeout, a.seek_after, a.seek_to, a.dump)
+    res = run(a.pipeline, a.timeout, a.seek_after, a.seek_to, a.seek_stop, a.dump)
     json.dump(res, sys.stdout)
     sys.stdout.write("\n")
     return 0

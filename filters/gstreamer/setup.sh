@@ -38,19 +38,21 @@ SYSPY=/usr/bin/python3
 loader_py=$(grep -ao 'libpython3\.[0-9]*' /usr/lib/*/gstreamer-1.0/libgstpython.so 2>/dev/null | head -n 1 | sed 's/libpython//')
 if [ -n "$loader_py" ] && [ -x "/usr/bin/python$loader_py" ]; then SYSPY="/usr/bin/python$loader_py"; fi
 
-VENV=.venv-gst
+VENV="$PWD/.venv-gst"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "filters/gstreamer/setup.sh: creating $VENV with $SYSPY --system-site-packages"
   "$SYSPY" -m venv --system-site-packages "$VENV"
 fi
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+# Import checks run from / so that the checkout itself is not on sys.path.
+venv_has() { (cd / && "$VENV/bin/python" -c "import $1") >/dev/null 2>&1; }
+if ! venv_has torch; then
   # shellcheck disable=SC2086
   "${pip[@]}" ${VSSTAR_GST_PIP_ARGS:-} "${VSSTAR_GST_TORCH:-torch==2.13.0}"
 fi
-"$VENV/bin/python" -c 'import numpy, safetensors' >/dev/null 2>&1 || "${pip[@]}" "numpy>=1.24" "safetensors>=0.4"
+venv_has "numpy, safetensors" || "${pip[@]}" "numpy>=1.24" "safetensors>=0.4"
 # vsstar itself from this checkout, without its VapourSynth/OpenCV extras (the element needs none).
-"$VENV/bin/python" -c 'import vsstar.engine' >/dev/null 2>&1 || "${pip[@]}" --no-deps -e .
+venv_has vsstar.engine || "${pip[@]}" --no-deps -e .
 
 GST_PLUGIN_PATH="$PWD/filters/gstreamer" gst-inspect-1.0 starnet >/dev/null 2>&1 \
   || { echo "filters/gstreamer/setup.sh: gst-inspect-1.0 does not find the starnet element" >&2; exit 1; }

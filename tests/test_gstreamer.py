@@ -1,0 +1,357 @@
+"""The starnet GStreamer element end to end, with the real StarEngine and a small random-weight model.
+
+Pipelines run in subprocesses: ``gst-launch-1.0`` (the plugin loader's embedded system Python) and
+filters/gstreamer/probe.py under the element's venv (.venv-gst, made by filters/gstreamer/setup.sh),
+which drives an appsink and reports every buffer as JSON. Skipped, with the reason, where
+GStreamer, gst-python's plugin loader, the venv or the element are missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = ROOT / "filters" / "gstreamer"
+PROBE = PLUGIN_DIR / "probe.py"
+GST_PY = Path(os.environ.get("VSSTAR_GST_PYTHON", ROOT / ".venv-gst" / "bin" / "python"))
+NS = 1_000_000_000
+FORMATS_BPP = {"RGB": 3, "RGBx": 4, "BGRx": 4}
+
+
+def _skip_reason() -> str | None:
+    for tool in ("gst-launch-1.0", "gst-inspect-1.0"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (apt: gstreamer1.0-tools; run filters/gstreamer/setup.sh)"
+    if not GST_PY.exists():
+        return f"{GST_PY} missing (run filters/gstreamer/setup.sh)"
+    chk = subprocess.run([str(GST_PY), "-c", "import gi, torch, vsstar.engine; gi.require_version('Gst', '1.0')"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    if chk.returncode != 0:
+        return f"{GST_PY} cannot import gi/torch/vsstar.engine: {chk.stderr.strip().splitlines()[-1:]}"
+    ins = subprocess.run(["gst-inspect-1.0", "starnet"], capture_output=True, text=True, env=_env(), timeout=120)
+    if ins.returncode != 0:
+        return ("gst-inspect-1.0 does not find the starnet element (apt: gstreamer1.0-python3-plugin-loader, "
+                "python3-gst-1.0)")
+    return None
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(GST_PLUGIN_PATH=str(PLUGIN_DIR), OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    env.setdefault("GST_REGISTRY_1_0", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"vsstar-gst-registry-{os.getuid()}.bin"))
+    env.update(extra)
+    return env
+
+
+_REASON = _skip_reason()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+# ------------------------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A small random-weight x2 model (global skip, output convs perturbed so the net contributes)."""
+    import torch
+    from vsstar.model import StarConfig, StarNet, save_weights
+
+    torch.manual_seed(0)
+    cfg = StarConfig(scale=2, base_filter=8, feat=4, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True)
+    net = StarNet(cfg)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("conv.weight") and p.abs().max() == 0:
+                p.normal_(0.0, 0.05)
+    path = tmp_path_factory.mktemp("gst_model") / "tiny_x2.safetensors"
+    save_weights(net, path)
+    return path
+
+
+def probe(pipeline: str, *args: str, timeout: float = 240) -> dict:
+    cmd = [str(GST_PY), str(PROBE), pipeline, "--timeout", str(timeout - 20), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def launch(pipeline: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["gst-launch-1.0", *pipeline.split()], capture_output=True, text=True,
+                          env=env or _env(), timeout=timeout)
+
+
+def source(n: int, w: int, h: int, fmt: str, fps: str = "30/1") -> str:
+    # moving colour bars: real motion for the flow, and colours that expose any channel swap
+    return (f"videotestsrc num-buffers={n} pattern=smpte horizontal-speed=3 ! "
+            f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}")
+
+
+def read_frames(result: dict, fmt: str) -> list[np.ndarray]:
+    """Dumped buffers -> RGB (H, W, 3) uint8, honouring GStreamer's 4-byte row alignment."""
+    bpp = FORMATS_BPP[fmt]
+    out = []
+    for b in result["buffers"]:
+        w, h = b["width"], b["height"]
+        stride = (w * bpp + 3) // 4 * 4
+        raw = np.fromfile(b["file"], np.uint8)
+        assert raw.size == stride * h == b["size"]
+        px = raw.reshape(h, stride)[:, : w * bpp].reshape(h, w, bpp)
+        out.append(px[..., 2::-1] if fmt == "BGRx" else px[..., :3])
+    return out
+
+
+# Runs under the element's Python: the pipeline through an appsink, then the same frame pairs through
+# StarEngine directly, in the same batches. Same torch build and batch shapes as the element, so
+# the pixels must agree to the rounding (the variational flow of flat test bars is ill-posed, and
+# another torch build can move it visibly, which is why this is not computed in the test process).
+_PIXEL_SCRIPT = r"""
+import json, sys
+import numpy as np
+a = json.loads(sys.argv[1])
+sys.path.insert(0, a["plugin_dir"])
+import probe
+ref = probe.run(a["ref"], dump=a["dump_in"])
+res = probe.run(a["pipeline"], dump=a["dump_out"])
+from vsstar.engine import StarEngine
+eng = StarEngine(a["model"], scale=2, mode=a["mode"], device="cpu", batch_size=a["batch"])
+frames = []
+for b in ref["buffers"]:
+    w, h, bpp = b["width"], b["height"], a["bpp"]
+    stride = (w * bpp + 3) // 4 * 4
+    px = np.fromfile(b["file"], np.uint8).reshape(h, stride)[:, : w * bpp].reshape(h, w, bpp)
+    frames.append(np.ascontiguousarray(px[..., 2::-1] if a["fmt"] == "BGRx" else px[..., :3]))
+f32 = lambda xs: np.stack([x.astype(np.float32) / 255.0 for x in xs]).transpose(0, 3, 1, 2)
+u8 = lambda t: (t.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+outs, last_sr, n, k = [], None, len(frames), 0
+while k < n - 1:
+    m = min(a["batch"], n - 1 - k)
+    r = eng.process(f32(frames[k:k + m]), f32(frames[k + 1:k + m + 1]))
+    for j in range(m):
+        if a["mode"] == "t":
+            outs += [frames[k + j], u8(r.mid[j])]
+        elif a["mode"] == "s":
+            outs.append(u8(r.sr_first[j]))
+        else:
+            outs += [u8(r.sr_first[j]), u8(r.mid[j])]
+    if a["mode"] != "t":
+        last_sr = u8(r.sr_second[m - 1])
+    k += m
+last = frames[-1] if a["mode"] == "t" else last_sr
+outs += [last] if a["mode"] == "s" else [last, last]
+np.save(a["expected"], np.stack(outs))
+print(json.dumps({"ref": ref, "res": res}))
+"""
+
+
+def check_timeline(bufs: list[dict], n: int, fps_n: int, mode: str) -> None:
+    """Input k has pts floor(k/fps); outputs tile the timeline exactly (see the element doc)."""
+    pts_in = [k * NS // fps_n for k in range(n + 1)]
+    if mode == "s":
+        assert [b["pts"] for b in bufs] == pts_in[:n]
+        assert [b["duration"] for b in bufs] == [pts_in[k + 1] - pts_in[k] for k in range(n)]
+        return
+    assert len(bufs) == 2 * n
+    for k in range(n):
+        assert bufs[2 * k]["pts"] == pts_in[k]
+        assert bufs[2 * k + 1]["pts"] == pts_in[k] + (pts_in[k + 1] - pts_in[k]) // 2
+    for a, b in zip(bufs, bufs[1:]):
+        assert a["pts"] + a["duration"] == b["pts"]
+    assert bufs[-1]["pts"] + bufs[-1]["duration"] == pts_in[n]
+    # and within 1 ns of the doubled frame rate's own grid
+    for i, b in enumerate(bufs):
+        assert abs(b["pts"] - i * NS / (2 * fps_n)) <= 1
+
+
+# -------------------------------------------------------------------------------------- tests
+def test_inspect_shows_element_and_properties():
+    res = subprocess.run(["gst-inspect-1.0", "starnet"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert res.returncode == 0
+    for prop in ("scale", "mode", "model", "device", "batch-size", "scene-change", "sc-threshold"):
+        assert f"  {prop} " in res.stdout
+    for fmt in ("RGB", "RGBx", "BGRx"):
+        assert fmt in res.stdout
+
+
+@pytest.mark.parametrize("mode, fmt, w, h, batch", [
+    ("st", "RGB", 30, 20, 1),   # RGB rows of 90 bytes: the input stride is padded to 92
+    ("s", "BGRx", 32, 24, 2),
+    ("t", "RGB", 30, 20, 3),    # output at the input size: padded output rows too
+])
+def test_appsink_buffers_sizes_timestamps_and_pixels(tmp_path, weights, mode, fmt, w, h, batch):
+    n = 4
+    src = source(n, w, h, fmt)
+    args = {"plugin_dir": str(PLUGIN_DIR), "ref": f"{src} ! appsink name=sink",
+            "pipeline": f"{src} ! starnet scale=2 mode={mode} batch-size={batch} model={weights} device=cpu "
+                        "! appsink name=sink",
+            "dump_in": str(tmp_path / "in"), "dump_out": str(tmp_path / "out"), "expected": str(tmp_path / "exp.npy"),
+            "model": str(weights), "mode": mode, "batch": batch, "fmt": fmt, "bpp": FORMATS_BPP[fmt]}
+    (tmp_path / "in").mkdir(), (tmp_path / "out").mkdir()
+    run = subprocess.run([str(GST_PY), "-c", _PIXEL_SCRIPT, json.dumps(args)], capture_output=True, text=True,
+                         env=_env(), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = json.loads(run.stdout.strip().splitlines()[-1])["res"]
+    assert res["error"] is None and res["eos"]
+    bufs = res["buffers"]
+    assert len(bufs) == (n if mode == "s" else 2 * n)
+    sw, sh = (w, h) if mode == "t" else (2 * w, 2 * h)
+    rate = [30, 1] if mode == "s" else [60, 1]
+    for b in bufs:
+        assert (b["width"], b["height"], b["format"], b["framerate"]) == (sw, sh, fmt, rate)
+        assert b["size"] == (sw * FORMATS_BPP[fmt] + 3) // 4 * 4 * sh
+    assert bufs[0]["discont"] and not any(b["discont"] for b in bufs[1:])
+    check_timeline(bufs, n, 30, mode)
+
+    got = read_frames(res, fmt)
+    want = np.load(tmp_path / "exp.npy")
+    assert len(got) == len(want)
+    for i, (g, e) in enumerate(zip(got, want)):
+        diff = np.abs(g.astype(int) - e.astype(int))
+        assert diff.max() <= 1, (i, diff.max(), diff.mean())
+    if mode != "s":  # the in-between frames are synthesised, not copies of a neighbour
+        assert not np.array_equal(got[1], got[0]) and not np.array_equal(got[1], got[2])
+
+
+def test_flushing_seek_drops_the_held_frame(weights):
+    seek_to, stop = NS // 2, 19 * NS // 30  # input frames 15..18 at 30 fps
+    res = probe(f"{source(-1, 24, 16, 'RGB')} ! starnet scale=2 model={weights} device=cpu ! appsink name=sink",
+                "--seek-after", "4", "--seek-to", str(seek_to), "--seek-stop", str(stop))
+    assert res["error"] is None and res["eos"] and res["seek_ok"]
+    before, after = res["buffers"][: res["seeked_at"]], res["buffers"][res["seeked_at"]:]
+    assert [b["pts"] for b in before] == [0, NS // 60, NS // 30, NS // 30 + NS // 60]
+    # Everything that reached the sink after the flush, clipped or not: a frame held from before
+    # the seek, paired with the first new one, would arrive stamped before the seek target.
+    arrivals = res["arrivals"]
+    assert "flush" in arrivals
+    post = arrivals[len(arrivals) - arrivals[::-1].index("flush"):]
+    assert post and min(post) == seek_to
+    assert [b["pts"] for b in after] == post
+    assert after[0]["discont"]
+    assert len(after) == 2 * 4
+    for a, b in zip(after, after[1:]):
+        assert a["pts"] + a["duration"] == b["pts"]
+    assert after[-1]["pts"] + after[-1]["duration"] == stop
+
+
+def test_caps_change_mid_stream_reinitialises(weights):
+    pipe = (f"concat name=c ! starnet scale=2 model={weights} device=cpu ! appsink name=sink "
+            f"{source(3, 24, 16, 'RGB')} ! c. {source(2, 32, 20, 'RGB')} ! c.")
+    res = probe(pipe)
+    assert res["error"] is None and res["eos"]
+    sizes = [(b["width"], b["height"]) for b in res["buffers"]]
+    # the frames held under the old caps are flushed with the old size before the new caps apply
+    assert sizes == [(48, 32)] * 6 + [(64, 40)] * 4
+    for b in res["buffers"]:
+        assert b["size"] == b["width"] * b["height"] * 3
+    first, second = res["buffers"][:6], res["buffers"][6:]
+    check_timeline(first, 3, 30, "st")
+    assert second[0]["discont"] is False or second[0]["pts"] is not None
+
+
+def test_scene_cut_repeats_left_frame(tmp_path, weights):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not found (apt: ffmpeg)")
+    clip = tmp_path / "cut.mkv"
+    # 3 frames of a test pattern, then 2 of a flat colour: one cut between frames 2 and 3
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10:duration=0.3",
+                    "-f", "lavfi", "-i", "color=c=0x2040c0:size=32x24:rate=10:duration=0.2",
+                    "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
+                    "-c:v", "ffv1", str(clip)], check=True, timeout=120)
+    pipe = (f"filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! "
+            f"starnet scale=2 model={weights} device=cpu ! appsink name=sink")
+    dump = tmp_path / "out"
+    dump.mkdir()
+    res = probe(pipe, "--dump", str(dump))
+    assert res["error"] is None and res["eos"]
+    frames = read_frames(res, "RGB")
+    assert len(frames) == 10
+    # slot 5 is "between" frames 2 and 3: across the cut it repeats frame 2's super-resolved copy
+    assert np.array_equal(frames[5], frames[4])
+    # elsewhere in the pattern part the in-between frame is synthesised
+    assert not np.array_equal(frames[1], frames[0]) and not np.array_equal(frames[3], frames[2])
+    # and with scene-change=false the cut pair is interpolated like any other
+    res2 = probe(pipe.replace("device=cpu", "device=cpu scene-change=false"), "--dump", str(dump))
+    frames2 = read_frames(res2, "RGB")
+    assert not np.array_equal(frames2[5], frames2[4])
+
+
+def test_file_to_file_pipeline_checked_with_ffprobe(tmp_path, weights):
+    for tool in ("ffprobe",):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not found (apt: ffmpeg)")
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    enc = launch(f"videotestsrc num-buffers=5 pattern=smpte horizontal-speed=3 ! "
+                 f"video/x-raw,width=32,height=24,framerate=25/1 ! videoconvert ! x264enc ! mp4mux ! "
+                 f"filesink location={src}")
+    assert enc.returncode == 0, enc.stderr
+    # the README's pipeline shape, through the plugin loader's embedded Python
+    run = launch(f"filesrc location={src} ! decodebin ! videoconvert ! starnet scale=2 mode=st model={weights} "
+                 f"device=cpu ! videoconvert ! x264enc ! mp4mux ! filesink location={dst}")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    probe_out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+         "stream=width,height,r_frame_rate,avg_frame_rate,nb_read_frames", "-of", "json", str(dst)],
+        capture_output=True, text=True, check=True, timeout=120)
+    st = json.loads(probe_out.stdout)["streams"][0]
+    assert (st["width"], st["height"]) == (64, 48)
+    assert int(st["nb_read_frames"]) == 10
+    assert st["r_frame_rate"] == "50/1" and st["avg_frame_rate"] == "50/1"
+
+
+@pytest.mark.parametrize("props, words", [
+    ("model=no-such-model", ["model", "no-such-model"]),
+    ("scale=3", ["'scale'", "2, 4 or 8"]),
+    ("scale=100", ["'scale'"]),
+    ("mode=slowmo", ["'mode'"]),
+    ("batch-size=0", ["'batch-size'"]),
+    ("scale=4 model={weights}", ["x2 model"]),
+    ("model={missing}", ["model", "missing.safetensors"]),
+])
+def test_bad_settings_post_an_error_and_stop(tmp_path, weights, props, words):
+    props = props.format(weights=weights, missing=tmp_path / "missing.safetensors")
+    res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cpu {props} ! fakesink", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "ERROR: from element" in out and "starnet" in out
+    for w in words:
+        assert w in out
+    assert "Traceback" not in out
+
+
+def test_cuda_without_a_gpu_is_a_bus_error(weights):
+    has_cuda = subprocess.run([str(GST_PY), "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                              env=_env(), timeout=120).returncode == 0
+    if has_cuda:
+        pytest.skip("CUDA is available here: nothing to refuse")
+    res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cuda model={weights} scale=2 ! fakesink", timeout=120)
+    assert res.returncode != 0
+    assert "ERROR: from element" in res.stdout + res.stderr and "CUDA is not available" in res.stdout + res.stderr
+
+
+def test_processing_error_stops_the_pipeline(weights):
+    # frames below the engine's minimum size fail inside the streaming thread
+    res = probe(f"{source(3, 4, 4, 'RGB')} ! starnet scale=2 model={weights} device=cpu ! appsink name=sink")
+    assert res["error"] is not None and res["error"]["source"] == "starnet0"
+    assert "processing failed" in res["error"]["text"] and "at least" in res["error"]["text"]
+    assert res["buffers"] == []
+
+
+def test_missing_torch_in_loader_python_is_a_clear_error(tmp_path):
+    # the element outside a checkout, with no venv to find: the system Python has no torch/vsstar
+    plugin = tmp_path / "plugin"
+    (plugin / "python").mkdir(parents=True)
+    shutil.copy(PLUGIN_DIR / "python" / "starnet.py", plugin / "python" / "starnet.py")
+    env = _env(GST_PLUGIN_PATH=str(plugin), GST_REGISTRY_1_0=str(tmp_path / "registry.bin"))
+    env.pop("VSSTAR_GST_VENV", None)
+    sys_has = subprocess.run(["/usr/bin/python3", "-c", "import torch, vsstar"], env=env, capture_output=True)
+    if sys_has.returncode == 0:
+        pytest.skip("the system Python itself has torch and vsstar")
+    res = launch(f"{source(2, 32, 24, 'RGB')} ! starnet ! fakesink", timeout=120, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "cannot import vsstar/torch" in out and "setup.sh" in out
