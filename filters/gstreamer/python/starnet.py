@@ -292,7 +292,8 @@ if Gst is not None:
     _FORMATS = "{ RGB, RGBx, BGRx }"
     _CAPS = Gst.Caps.from_string(
         f"video/x-raw, format=(string){_FORMATS}, width=(int)[1, 2147483647], "
-        "height=(int)[1, 2147483647], framerate=(fraction)[0/1, 2147483647/1]")
+        "height=(int)[1, 2147483647], framerate=(fraction)[0/1, 2147483647/1], "
+        "interlace-mode=(string)progressive")  # fields would be mistaken for motion: deinterlace first
     _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
     _RW = GObject.ParamFlags.READWRITE
 
@@ -429,20 +430,23 @@ if Gst is not None:
         # -- frames --------------------------------------------------------------------------
         def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]]) -> List[PairResult]:
             """Engine call on uint8 HWC pairs -> uint8 HWC results."""
-            first = np.stack([a for a, _ in pairs]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-            second = np.stack([b for _, b in pairs]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-            res = self.engine.process(first, second)
+            import torch
 
-            def u8(t: Any, i: int) -> Any:
+            n = len(pairs)
+            h, w = pairs[0][0].shape[:2]
+            frames = torch.from_numpy(np.stack([a for a, _ in pairs] + [b for _, b in pairs]))
+            # One conversion pass into the engine's reusable host buffer (pinned on CUDA).
+            buf = self.engine.host_buffer(2 * n, h, w)
+            buf.copy_(frames.permute(0, 3, 1, 2)).mul_(1.0 / 255.0)
+            res = self.engine.process(buf[:n], buf[n:])
+
+            def u8(t: Any) -> List[Any]:
                 if t is None:
-                    return None
-                x = t[i]
-                x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-                return np.ascontiguousarray(
-                    (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0))
+                    return [None] * n
+                q = t.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+                return list(q.permute(0, 2, 3, 1).contiguous().numpy())
 
-            return [PairResult(u8(res.sr_first, i), u8(res.mid, i), u8(res.sr_second, i))
-                    for i in range(len(pairs))]
+            return [PairResult(a, m, b) for a, m, b in zip(u8(res.sr_first), u8(res.mid), u8(res.sr_second))]
 
         def _read(self, buf: Gst.Buffer) -> Any:
             """Input buffer -> dense RGB (H, W, 3) uint8 copy (honours the row stride)."""
@@ -459,26 +463,37 @@ if Gst is not None:
                     rgb = px[..., 2::-1].copy()
                 else:
                     rgb = px[..., :3].copy()
+                del rows, px
             finally:
                 buf.unmap(m)
             return rgb
 
         def _write(self, f: OutFrame) -> Gst.Buffer:
+            """Output frame -> a new buffer in the output format and stride (one copy)."""
             info = self.out_info
             w, h, stride = info.width, info.height, info.stride[0]
             if f.rgb.shape != (h, w, 3):
                 raise RuntimeError(f"engine gave a {f.rgb.shape[1]}x{f.rgb.shape[0]} frame, "
                                    f"caps say {w}x{h}")
             bpp = 3 if info.finfo.format == GstVideo.VideoFormat.RGB else 4
-            data = np.zeros((h, stride), np.uint8)
-            px = data[:, : w * bpp].reshape(h, w, bpp)
-            if info.finfo.format == GstVideo.VideoFormat.BGRX:
-                px[..., 2::-1] = f.rgb
-            else:
-                px[..., :3] = f.rgb
-            if bpp == 4:
-                px[..., 3] = 255
-            buf = Gst.Buffer.new_wrapped(data.tobytes())
+            buf = Gst.Buffer.new_allocate(None, info.size, None)
+            ok, m = buf.map(Gst.MapFlags.WRITE)
+            if not ok:
+                raise RuntimeError("cannot map output buffer")
+            try:
+                rows = np.frombuffer(m.data, np.uint8, count=stride * h).reshape(h, stride)
+                px = rows[:, : w * bpp].reshape(h, w, bpp)
+                if info.finfo.format == GstVideo.VideoFormat.BGRX:
+                    px[..., 2::-1] = f.rgb
+                else:
+                    px[..., :3] = f.rgb
+                if bpp == 4:
+                    px[..., 3] = 255
+                if stride > w * bpp:
+                    rows[:, w * bpp:] = 0
+                del rows, px  # no numpy view may outlive the mapping
+            finally:
+                buf.unmap(m)
             buf.pts = Gst.CLOCK_TIME_NONE if f.pts is None else f.pts
             buf.duration = Gst.CLOCK_TIME_NONE if f.dur is None else f.dur
             if self.discont:
