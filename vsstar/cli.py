@@ -339,10 +339,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return enhance(args)
     except CliError as exc:
         print(f"vsstar: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("vsstar: interrupted; no output written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        code = 128 + signal.SIGINT
+    if argv is None:
+        # Run as a program and stopped mid-stream: VapourSynth still has frame requests in flight,
+        # and tearing its core down under them aborts the interpreter. Everything of ours is
+        # cleaned up already (temporary file removed, ffmpeg reaped), so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""The `vsstar` command: enhance end to end (ffprobe-checked), atomic output on failure and Ctrl-C, info."""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vapoursynth")
+
+from vsstar.cli import build_parser, main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "bikes_320x136.mp4"
+FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
+needs_ffmpeg = pytest.mark.skipif(not (FFMPEG and FFPROBE), reason="needs ffmpeg and ffprobe")
+
+
+def probe(path: Path) -> tuple[int, int, str, int]:
+    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+                          "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    w, h, rate, n = out.split(",")
+    return int(w), int(h), rate, int(n)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    import torch
+
+    from vsstar.model import StarConfig, StarNet, save_weights
+
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    cfg = StarConfig(scale=2, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective="STAR-ST")
+    save_weights(StarNet(cfg), d / "tiny_x2.safetensors")
+    out = {"dir": d, "model": d / "tiny_x2.safetensors"}
+    if FFMPEG:
+        for name, frames in (("short", 3), ("long", 60)):
+            p = d / f"{name}.mp4"
+            subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=48x32:rate=25",
+                            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-frames:v", str(frames),
+                            "-shortest", "-pix_fmt", "yuv420p", "-c:a", "aac", str(p)], check=True)
+            out[name] = p
+    return out
+
+
+class Result:
+    def __init__(self, returncode: int, stderr: str) -> None:
+        self.returncode, self.stderr = returncode, stderr
+
+
+def run_cli(capfd, *args: str) -> Result:
+    """Run the command in-process (saves a torch import per call); main(argv) returns the status."""
+    code = main(list(args))
+    return Result(code, capfd.readouterr().err)
+
+
+@needs_ffmpeg
+def test_enhance_sample_clip_with_compare(assets, tmp_path, capfd) -> None:
+    out, cmp_png = tmp_path / "bikes_x2.mp4", tmp_path / "cmp.png"
+    r = run_cli(capfd, "enhance", str(SAMPLE), str(out), "--scale", "2", "--model", str(assets["model"]), "--frames", "2",
+                "--fast-flow", "--compare", str(cmp_png))
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == (640, 272, "50/1", 4)
+    from PIL import Image
+
+    with Image.open(cmp_png) as im:
+        assert im.size == (2 * 480 + 6, 272 + 22)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bikes_x2.mp4", "cmp.png"]
+    assert "frame/s" in r.stderr or "s/frame" in r.stderr  # tqdm progress with a rate
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("mode, expected", [("s", (96, 64, "25/1", 3)), ("t", (48, 32, "50/1", 6))])
+def test_enhance_modes_keep_audio(assets, tmp_path, capfd, mode, expected) -> None:
+    out = tmp_path / "o.mkv"
+    r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--mode", mode, "--model",
+                str(assets["model"]), "--fast-flow", "-q")
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == expected
+    streams = subprocess.run([FFPROBE, "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", str(out)],
+                             capture_output=True, text=True).stdout.split()
+    assert "audio" in streams
+
+
+@needs_ffmpeg
+def test_failure_leaves_no_output(assets, tmp_path, capfd) -> None:
+    out = tmp_path / "o.mp4"
+    r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--model", "no-such-model")
+    assert r.returncode == 2 and "model" in r.stderr
+    r = run_cli(capfd, "enhance", str(tmp_path / "missing.mp4"), str(out))
+    assert r.returncode == 2 and "input" in r.stderr
+    # encoder failure after frames were produced: nothing (not even a partial file) is left
+    r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--model", str(assets["model"]),
+                "--fast-flow", "--codec", "no-such-encoder", "-q")
+    assert r.returncode == 2 and "ffmpeg" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_ffmpeg
+def test_ctrl_c_leaves_no_output(assets, tmp_path) -> None:
+    out = tmp_path / "o.mkv"
+    out.write_bytes(b"previous result")  # an existing OUTPUT survives an interrupted run untouched
+    proc = subprocess.Popen([sys.executable, "-m", "vsstar.cli", "enhance", str(assets["long"]), str(out), "--scale", "2",
+                             "--model", str(assets["model"]), "--fast-flow", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(".vsstar-partial" in p.name for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mkv"] and out.read_bytes() == b"previous result"
+
+
+def test_info_prints_versions_devices_models(capsys) -> None:
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    for word in ("vsstar", "torch", "vapoursynth", "devices:", "cpu:", "bundled models:"):
+        assert word in text
+
+
+def test_parser_rejects_bad_values() -> None:
+    p = build_parser()
+    for argv in (["enhance", "a", "b", "--scale", "3"], ["enhance", "a", "b", "--mode", "x"],
+                 ["enhance", "a", "b", "--batch-size", "-1"], ["enhance", "a"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+    args = p.parse_args(["enhance", "in.mp4", "out.mp4", "--scale", "2", "--no-fp16", "--tile", "128"])
+    assert (args.scale, args.fp16, args.tile, args.mode) == (2, False, 128, "st")
