@@ -74,13 +74,6 @@ def weights(tmp_path_factory) -> Path:
     return path
 
 
-def probe(pipeline: str, *args: str, timeout: float = 240) -> dict:
-    cmd = [str(GST_PY), str(PROBE), pipeline, "--timeout", str(timeout - 20), *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def launch(pipeline: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["gst-launch-1.0", *pipeline.split()], capture_output=True, text=True,
                           env=env or _env(), timeout=timeout)
@@ -106,47 +99,131 @@ def read_frames(result: dict, fmt: str) -> list[np.ndarray]:
     return out
 
 
-# Runs under the element's Python: the pipeline through an appsink, then the same frame pairs through
-# StarEngine directly, in the same batches. Same torch build and batch shapes as the element, so
-# the pixels must agree to the rounding (the variational flow of flat test bars is ill-posed, and
-# another torch build can move it visibly, which is why this is not computed in the test process).
-_PIXEL_SCRIPT = r"""
-import json, sys
+# One process under the element's Python runs every appsink pipeline of this module (torch starts
+# and warms up once, which is most of the cost of a tiny pipeline). For the "pixels" jobs it also
+# runs the same frame pairs through StarEngine directly, in the same batches: same torch build and
+# batch shapes as the element, so the pixels must agree to the rounding (the variational flow of
+# flat test bars is ill-posed, and another torch build can move it visibly, which is why this is
+# not computed in the test process).
+_RUNNER = r"""
+import json, sys, traceback
 import numpy as np
-a = json.loads(sys.argv[1])
-sys.path.insert(0, a["plugin_dir"])
+jobs = json.loads(open(sys.argv[1]).read())
+sys.path.insert(0, sys.argv[2])
 import probe
-ref = probe.run(a["ref"], dump=a["dump_in"])
-res = probe.run(a["pipeline"], dump=a["dump_out"])
-from vsstar.engine import StarEngine
-eng = StarEngine(a["model"], scale=2, mode=a["mode"], device="cpu", batch_size=a["batch"])
-frames = []
-for b in ref["buffers"]:
-    w, h, bpp = b["width"], b["height"], a["bpp"]
-    stride = (w * bpp + 3) // 4 * 4
-    px = np.fromfile(b["file"], np.uint8).reshape(h, stride)[:, : w * bpp].reshape(h, w, bpp)
-    frames.append(np.ascontiguousarray(px[..., 2::-1] if a["fmt"] == "BGRx" else px[..., :3]))
-f32 = lambda xs: np.stack([x.astype(np.float32) / 255.0 for x in xs]).transpose(0, 3, 1, 2)
-u8 = lambda t: (t.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
-outs, last_sr, n, k = [], None, len(frames), 0
-while k < n - 1:
-    m = min(a["batch"], n - 1 - k)
-    r = eng.process(f32(frames[k:k + m]), f32(frames[k + 1:k + m + 1]))
-    for j in range(m):
-        if a["mode"] == "t":
-            outs += [frames[k + j], u8(r.mid[j])]
-        elif a["mode"] == "s":
-            outs.append(u8(r.sr_first[j]))
-        else:
-            outs += [u8(r.sr_first[j]), u8(r.mid[j])]
-    if a["mode"] != "t":
-        last_sr = u8(r.sr_second[m - 1])
-    k += m
-last = frames[-1] if a["mode"] == "t" else last_sr
-outs += [last] if a["mode"] == "s" else [last, last]
-np.save(a["expected"], np.stack(outs))
-print(json.dumps({"ref": ref, "res": res}))
+
+def expected(job, ref):
+    from vsstar.engine import StarEngine
+    eng = StarEngine(job["model"], scale=2, mode=job["mode"], device="cpu", batch_size=job["batch"])
+    frames = []
+    for b in ref["buffers"]:
+        w, h, bpp = b["width"], b["height"], job["bpp"]
+        stride = (w * bpp + 3) // 4 * 4
+        px = np.fromfile(b["file"], np.uint8).reshape(h, stride)[:, : w * bpp].reshape(h, w, bpp)
+        frames.append(np.ascontiguousarray(px[..., 2::-1] if job["fmt"] == "BGRx" else px[..., :3]))
+    f32 = lambda xs: np.stack([x.astype(np.float32) / 255.0 for x in xs]).transpose(0, 3, 1, 2)
+    u8 = lambda t: (t.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    mode, outs, last_sr, n, k = job["mode"], [], None, len(frames), 0
+    while k < n - 1:
+        m = min(job["batch"], n - 1 - k)
+        r = eng.process(f32(frames[k:k + m]), f32(frames[k + 1:k + m + 1]))
+        for j in range(m):
+            if mode == "t":
+                outs += [frames[k + j], u8(r.mid[j])]
+            elif mode == "s":
+                outs.append(u8(r.sr_first[j]))
+            else:
+                outs += [u8(r.sr_first[j]), u8(r.mid[j])]
+        if mode != "t":
+            last_sr = u8(r.sr_second[m - 1])
+        k += m
+    last = frames[-1] if mode == "t" else last_sr
+    outs += [last] if mode == "s" else [last, last]
+    np.save(job["expected"], np.stack(outs))
+
+results = {}
+for job in jobs:
+    try:
+        if job.get("ref"):
+            ref = probe.run(job["ref"], dump=job["dump_in"])
+        res = probe.run(job["pipeline"], timeout=job.get("timeout", 120), seek_after=job.get("seek_after"),
+                        seek_to=job.get("seek_to", 0), seek_stop=job.get("seek_stop"), dump=job.get("dump"))
+        if job.get("ref"):
+            expected(job, ref)
+        results[job["name"]] = res
+    except Exception:
+        results[job["name"]] = {"exception": traceback.format_exc()}
+print(json.dumps(results))
 """
+
+PIXEL_CASES = [  # mode, format, width, height, batch-size
+    ("st", "RGB", 30, 20, 1),   # RGB rows of 90 bytes: the input stride is padded to 92
+    ("s", "BGRx", 32, 24, 2),
+    ("t", "RGB", 30, 20, 3),    # output at the input size: padded output rows too
+]
+N_PIXEL = 4
+SEEK_TO, SEEK_STOP = NS // 2, 19 * NS // 30  # input frames 15..18 at 30 fps
+
+
+def _pixel_job(tmp: Path, weights: Path, mode: str, fmt: str, w: int, h: int, batch: int) -> dict:
+    src = source(N_PIXEL, w, h, fmt)
+    d = tmp / f"px-{mode}"
+    (d / "in").mkdir(parents=True), (d / "out").mkdir()
+    return {"name": f"pixels-{mode}", "ref": f"{src} ! appsink name=sink",
+            "pipeline": f"{src} ! starnet scale=2 mode={mode} batch-size={batch} model={weights} device=cpu "
+                        "! appsink name=sink",
+            "dump_in": str(d / "in"), "dump": str(d / "out"), "expected": str(d / "expected.npy"),
+            "model": str(weights), "mode": mode, "batch": batch, "fmt": fmt, "bpp": FORMATS_BPP[fmt]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, weights) -> dict:
+    """Results of every appsink pipeline of this module, by job name (see _RUNNER)."""
+    tmp = tmp_path_factory.mktemp("gst_runs")
+    jobs = [_pixel_job(tmp, weights, *case) for case in PIXEL_CASES]
+    jobs.append({"name": "seek", "seek_after": 4, "seek_to": SEEK_TO, "seek_stop": SEEK_STOP,
+                 "pipeline": f"{source(-1, 24, 16, 'RGB')} ! starnet scale=2 model={weights} device=cpu "
+                             "! appsink name=sink"})
+    jobs.append({"name": "caps-change",
+                 "pipeline": f"concat name=c ! starnet scale=2 model={weights} device=cpu ! appsink name=sink "
+                             f"{source(3, 24, 16, 'RGB')} ! c. {source(2, 32, 20, 'RGB')} ! c."})
+    if shutil.which("ffmpeg") is not None:
+        clip = tmp / "cut.mkv"
+        # 3 frames of a test pattern, then 2 of a flat colour: one cut between frames 2 and 3
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10:duration=0.3",
+                        "-f", "lavfi", "-i", "color=c=0x2040c0:size=32x24:rate=10:duration=0.2",
+                        "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
+                        "-c:v", "ffv1", str(clip)], check=True, timeout=120)
+        for sc in ("true", "false"):
+            (tmp / f"cut-{sc}").mkdir()
+            jobs.append({"name": f"cut-{sc}", "dump": str(tmp / f"cut-{sc}"),
+                         "pipeline": f"filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
+                                     f"! starnet scale=2 model={weights} device=cpu scene-change={sc} "
+                                     "! appsink name=sink"})
+    # frames below the engine's minimum size fail inside the streaming thread
+    jobs.append({"name": "too-small", "pipeline": f"{source(3, 4, 4, 'RGB')} ! starnet scale=2 model={weights} "
+                                                  "device=cpu ! appsink name=sink"})
+    # settings the engine refuses when the element starts
+    jobs.append({"name": "wrong-scale", "pipeline": f"{source(3, 32, 24, 'RGB')} ! starnet scale=4 "
+                                                    f"model={weights} device=cpu ! appsink name=sink"})
+    jobs.append({"name": "missing-file", "pipeline": f"{source(3, 32, 24, 'RGB')} ! starnet scale=2 "
+                                                     f"model={tmp / 'missing.safetensors'} ! appsink name=sink"})
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    res = subprocess.run([str(GST_PY), "-c", _RUNNER, str(tmp / "jobs.json"), str(PLUGIN_DIR)],
+                         capture_output=True, text=True, env=_env(), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for job in jobs:
+        out[job["name"]]["job"] = job
+    return out
+
+
+def result(runs: dict, name: str) -> dict:
+    if name not in runs:
+        pytest.skip(f"pipeline {name!r} was not run (ffmpeg missing?)")
+    r = runs[name]
+    assert "exception" not in r, r.get("exception")
+    return r
 
 
 def check_timeline(bufs: list[dict], n: int, fps_n: int, mode: str) -> None:
@@ -178,24 +255,10 @@ def test_inspect_shows_element_and_properties():
         assert fmt in res.stdout
 
 
-@pytest.mark.parametrize("mode, fmt, w, h, batch", [
-    ("st", "RGB", 30, 20, 1),   # RGB rows of 90 bytes: the input stride is padded to 92
-    ("s", "BGRx", 32, 24, 2),
-    ("t", "RGB", 30, 20, 3),    # output at the input size: padded output rows too
-])
-def test_appsink_buffers_sizes_timestamps_and_pixels(tmp_path, weights, mode, fmt, w, h, batch):
-    n = 4
-    src = source(n, w, h, fmt)
-    args = {"plugin_dir": str(PLUGIN_DIR), "ref": f"{src} ! appsink name=sink",
-            "pipeline": f"{src} ! starnet scale=2 mode={mode} batch-size={batch} model={weights} device=cpu "
-                        "! appsink name=sink",
-            "dump_in": str(tmp_path / "in"), "dump_out": str(tmp_path / "out"), "expected": str(tmp_path / "exp.npy"),
-            "model": str(weights), "mode": mode, "batch": batch, "fmt": fmt, "bpp": FORMATS_BPP[fmt]}
-    (tmp_path / "in").mkdir(), (tmp_path / "out").mkdir()
-    run = subprocess.run([str(GST_PY), "-c", _PIXEL_SCRIPT, json.dumps(args)], capture_output=True, text=True,
-                         env=_env(), timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    res = json.loads(run.stdout.strip().splitlines()[-1])["res"]
+@pytest.mark.parametrize("mode, fmt, w, h, batch", PIXEL_CASES)
+def test_appsink_buffers_sizes_timestamps_and_pixels(runs, mode, fmt, w, h, batch):
+    n = N_PIXEL
+    res = result(runs, f"pixels-{mode}")
     assert res["error"] is None and res["eos"]
     bufs = res["buffers"]
     assert len(bufs) == (n if mode == "s" else 2 * n)
@@ -208,7 +271,7 @@ def test_appsink_buffers_sizes_timestamps_and_pixels(tmp_path, weights, mode, fm
     check_timeline(bufs, n, 30, mode)
 
     got = read_frames(res, fmt)
-    want = np.load(tmp_path / "exp.npy")
+    want = np.load(res["job"]["expected"])
     assert len(got) == len(want)
     for i, (g, e) in enumerate(zip(got, want)):
         diff = np.abs(g.astype(int) - e.astype(int))
@@ -217,10 +280,8 @@ def test_appsink_buffers_sizes_timestamps_and_pixels(tmp_path, weights, mode, fm
         assert not np.array_equal(got[1], got[0]) and not np.array_equal(got[1], got[2])
 
 
-def test_flushing_seek_drops_the_held_frame(weights):
-    seek_to, stop = NS // 2, 19 * NS // 30  # input frames 15..18 at 30 fps
-    res = probe(f"{source(-1, 24, 16, 'RGB')} ! starnet scale=2 model={weights} device=cpu ! appsink name=sink",
-                "--seek-after", "4", "--seek-to", str(seek_to), "--seek-stop", str(stop))
+def test_flushing_seek_drops_the_held_frame(runs):
+    res = result(runs, "seek")
     assert res["error"] is None and res["eos"] and res["seek_ok"]
     before, after = res["buffers"][: res["seeked_at"]], res["buffers"][res["seeked_at"]:]
     assert [b["pts"] for b in before] == [0, NS // 60, NS // 30, NS // 30 + NS // 60]
@@ -229,44 +290,31 @@ def test_flushing_seek_drops_the_held_frame(weights):
     arrivals = res["arrivals"]
     assert "flush" in arrivals
     post = arrivals[len(arrivals) - arrivals[::-1].index("flush"):]
-    assert post and min(post) == seek_to
+    assert post and min(post) == SEEK_TO
     assert [b["pts"] for b in after] == post
     assert after[0]["discont"]
     assert len(after) == 2 * 4
     for a, b in zip(after, after[1:]):
         assert a["pts"] + a["duration"] == b["pts"]
-    assert after[-1]["pts"] + after[-1]["duration"] == stop
+    assert after[-1]["pts"] + after[-1]["duration"] == SEEK_STOP
 
 
-def test_caps_change_mid_stream_reinitialises(weights):
-    pipe = (f"concat name=c ! starnet scale=2 model={weights} device=cpu ! appsink name=sink "
-            f"{source(3, 24, 16, 'RGB')} ! c. {source(2, 32, 20, 'RGB')} ! c.")
-    res = probe(pipe)
+def test_caps_change_mid_stream_reinitialises(runs):
+    res = result(runs, "caps-change")
     assert res["error"] is None and res["eos"]
     sizes = [(b["width"], b["height"]) for b in res["buffers"]]
     # the frames held under the old caps are flushed with the old size before the new caps apply
     assert sizes == [(48, 32)] * 6 + [(64, 40)] * 4
     for b in res["buffers"]:
         assert b["size"] == b["width"] * b["height"] * 3
-    first, second = res["buffers"][:6], res["buffers"][6:]
-    check_timeline(first, 3, 30, "st")
-    assert second[0]["discont"] is False or second[0]["pts"] is not None
+    # each part keeps its own timeline (concat restarts the second stream's timestamps at 0 and
+    # moves it with the segment), with its last frame flushed and repeated
+    check_timeline(res["buffers"][:6], 3, 30, "st")
+    check_timeline(res["buffers"][6:], 2, 30, "st")
 
 
-def test_scene_cut_repeats_left_frame(tmp_path, weights):
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not found (apt: ffmpeg)")
-    clip = tmp_path / "cut.mkv"
-    # 3 frames of a test pattern, then 2 of a flat colour: one cut between frames 2 and 3
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10:duration=0.3",
-                    "-f", "lavfi", "-i", "color=c=0x2040c0:size=32x24:rate=10:duration=0.2",
-                    "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
-                    "-c:v", "ffv1", str(clip)], check=True, timeout=120)
-    pipe = (f"filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! "
-            f"starnet scale=2 model={weights} device=cpu ! appsink name=sink")
-    dump = tmp_path / "out"
-    dump.mkdir()
-    res = probe(pipe, "--dump", str(dump))
+def test_scene_cut_repeats_left_frame(runs):
+    res = result(runs, "cut-true")
     assert res["error"] is None and res["eos"]
     frames = read_frames(res, "RGB")
     assert len(frames) == 10
@@ -275,9 +323,26 @@ def test_scene_cut_repeats_left_frame(tmp_path, weights):
     # elsewhere in the pattern part the in-between frame is synthesised
     assert not np.array_equal(frames[1], frames[0]) and not np.array_equal(frames[3], frames[2])
     # and with scene-change=false the cut pair is interpolated like any other
-    res2 = probe(pipe.replace("device=cpu", "device=cpu scene-change=false"), "--dump", str(dump))
-    frames2 = read_frames(res2, "RGB")
-    assert not np.array_equal(frames2[5], frames2[4])
+    frames2 = read_frames(result(runs, "cut-false"), "RGB")
+    assert len(frames2) == 10 and not np.array_equal(frames2[5], frames2[4])
+    assert np.array_equal(frames2[1], frames[1])  # same pixels where there is no cut
+
+
+def test_processing_error_stops_the_pipeline(runs):
+    res = result(runs, "too-small")
+    assert res["error"] is not None and res["error"]["source"].startswith("starnet")
+    assert "processing failed" in res["error"]["text"] and "at least" in res["error"]["text"]
+    assert res["buffers"] == []
+
+
+@pytest.mark.parametrize("name, words", [("wrong-scale", ["scale=4", "x2 model"]),
+                                         ("missing-file", ["model=", "missing.safetensors"])])
+def test_engine_refusal_is_a_bus_error(runs, name, words):
+    res = result(runs, name)
+    assert res["state_change"] == "failure" and res["buffers"] == []
+    assert res["error"]["source"].startswith("starnet")
+    for w in words:
+        assert w in res["error"]["text"]
 
 
 def test_file_to_file_pipeline_checked_with_ffprobe(tmp_path, weights):
@@ -309,11 +374,8 @@ def test_file_to_file_pipeline_checked_with_ffprobe(tmp_path, weights):
     ("scale=100", ["'scale'"]),
     ("mode=slowmo", ["'mode'"]),
     ("batch-size=0", ["'batch-size'"]),
-    ("scale=4 model={weights}", ["x2 model"]),
-    ("model={missing}", ["model", "missing.safetensors"]),
 ])
-def test_bad_settings_post_an_error_and_stop(tmp_path, weights, props, words):
-    props = props.format(weights=weights, missing=tmp_path / "missing.safetensors")
+def test_bad_settings_post_an_error_and_stop(props, words):
     res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cpu {props} ! fakesink", timeout=120)
     out = res.stdout + res.stderr
     assert res.returncode != 0
@@ -331,14 +393,6 @@ def test_cuda_without_a_gpu_is_a_bus_error(weights):
     res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cuda model={weights} scale=2 ! fakesink", timeout=120)
     assert res.returncode != 0
     assert "ERROR: from element" in res.stdout + res.stderr and "CUDA is not available" in res.stdout + res.stderr
-
-
-def test_processing_error_stops_the_pipeline(weights):
-    # frames below the engine's minimum size fail inside the streaming thread
-    res = probe(f"{source(3, 4, 4, 'RGB')} ! starnet scale=2 model={weights} device=cpu ! appsink name=sink")
-    assert res["error"] is not None and res["error"]["source"] == "starnet0"
-    assert "processing failed" in res["error"]["text"] and "at least" in res["error"]["text"]
-    assert res["buffers"] == []
 
 
 def test_missing_torch_in_loader_python_is_a_clear_error(tmp_path):
