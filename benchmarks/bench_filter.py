@@ -1,0 +1,238 @@
+"""Benchmark of the VapourSynth filter: plumbing overhead and end-to-end vspipe speed.
+
+1. Plumbing overhead: the same frame pairs through ``vsstar.STAR`` (VapourSynth clip, pair store,
+   format handling, frame copies) versus the bare flow + network loop on pre-loaded tensors, same
+   device, same model. Target: <= 10% on CPU at 240p input.
+2. End to end: ``vspipe -c y4m`` of a script (BestSource -> resize -> STAR) for the x2 and x4 models
+   at 240p and 360p input; the fps vspipe reports. On CUDA also fp16 on/off and batching on/off.
+
+Usage:
+    .venv/bin/python benchmarks/bench_filter.py [--pairs 3] [--device cpu] [--src VIDEO]
+        [--model-x2 NAME_OR_PATH] [--model-x4 NAME_OR_PATH] [--stand-in small] [--skip-e2e]
+
+Models default to the bundled weights of each scale; where none is bundled, a random-weight model
+of the same architecture as the training preset --stand-in is used (same cost, meaningless pixels)
+and the table says so.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+SIZES = {"240p": (426, 240), "360p": (640, 360)}
+
+
+def pick_source(arg: str | None) -> str:
+    for cand in (arg, str(ROOT.parent / "shared" / "data" / "clips" / "bigbuckbunny.mp4"),
+                 str(ROOT / "samples" / "bikes_320x136.mp4")):
+        if cand and os.path.isfile(cand):
+            return cand
+    raise SystemExit("no source video found; pass --src")
+
+
+def model_for(scale: int, explicit: str | None, stand_in: str, tmp: Path) -> tuple[str, str]:
+    """(path or name usable as STAR(model=...), description)."""
+    if explicit:
+        return explicit, explicit
+    from vsstar.engine import default_model_name
+
+    try:
+        name = default_model_name(scale, "st")
+        return name, f"bundled {name}"
+    except ValueError:
+        pass
+    from training.presets import preset_config
+    from vsstar.model import StarNet, save_weights
+
+    torch.manual_seed(0)
+    net = StarNet(preset_config(stand_in, scale))
+    path = tmp / f"standin_{stand_in}_x{scale}.safetensors"
+    save_weights(net, path)
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+    return str(path), f"stand-in '{stand_in}' preset, random weights ({params:.2f} M params)"
+
+
+def load_frames(src: str, size: tuple[int, int], n: int):
+    """n frames of the source resized to `size`: an RGBS clip and the same frames as tensors."""
+    import numpy as np
+    import vapoursynth as vs
+
+    core = vs.core
+    clip = core.bs.VideoSource(src)[:n]
+    clip = core.resize.Bicubic(clip, size[0], size[1], format=vs.RGBS, matrix_in_s="709")
+    frames = []
+    for i in range(n):
+        f = clip.get_frame(i)
+        frames.append(torch.from_numpy(np.stack([np.asarray(f[p]) for p in range(3)]).copy()))
+    # A clip that serves the cached arrays (decode/resize cost excluded on both sides).
+    blank = core.std.BlankClip(clip, keep=True)
+
+    def serve(n, f):
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), frames[n][p].numpy())
+        return out
+
+    return core.std.ModifyFrame(blank, blank, serve), frames
+
+
+def bare_seconds(star, frames, device) -> float:
+    """Flow (both directions, one call) + network per pair on tensors already in memory."""
+    from vsstar.flow import coarse2fine_flow_batch
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for k in range(len(frames) - 1):
+            a = frames[k][None].to(device)
+            b = frames[k + 1][None].to(device)
+            flows = coarse2fine_flow_batch(torch.cat([a, b]), torch.cat([b, a]))
+            out = star(a, b, flows[:1], flows[1:])
+            _ = (out.h1.cpu(), out.ht.cpu(), out.h2.cpu())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def star_seconds(clip, engine) -> float:
+    """All output frames of STAR(clip) through VapourSynth's own output loop (as vspipe does)."""
+    from vsstar.vs import STAR
+
+    out = STAR(clip, engine=engine, mode="st")
+    t0 = time.perf_counter()
+    with open(os.devnull, "wb") as sink:
+        out.output(sink)
+    return time.perf_counter() - t0
+
+
+def overhead(args, models, src, tmp) -> list[str]:
+    from vsstar.engine import StarEngine
+
+    rows = []
+    size = SIZES["240p"]
+    clip, frames = load_frames(src, size, args.pairs + 1)
+    for scale in (2, 4):
+        model, desc = models[scale]
+        engine = StarEngine(model, scale=scale, device=args.device, batch_size=1)
+        star, device = engine.star, engine.device
+        # warm-up (allocator, compiled flow kernels) on one pair, for both paths
+        bare_seconds(star, frames[:2], device)
+        bare, through, plumbing = [], [], []
+        for _ in range(args.repeats):  # interleaved, best of: the machine is shared
+            bare.append(bare_seconds(star, frames, device))
+            st = engine.stats
+            before = st.flow_s + st.net_s
+            wall = star_seconds(clip, engine)
+            through.append(wall)
+            # Time of the STAR run not spent inside the engine's flow + network: the plumbing that
+            # did not overlap with device work (robust to the compute itself running slower or faster).
+            plumbing.append(wall - (st.flow_s + st.net_s - before))
+        b, s = min(bare), min(through)
+        pairs = args.pairs
+        rows.append(f"| x{scale} | {size[0]}x{size[1]} | {pairs} | {pairs / b:.4f} | {pairs / s:.4f} | "
+                    f"{2 * pairs / s:.4f} | {100 * (s / b - 1):+.1f}% | {min(plumbing):.2f} s "
+                    f"({100 * min(plumbing) / (s - min(plumbing)):.1f}%) | {desc} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def vspipe_fps(script: str, env_args: dict[str, str]) -> tuple[float, float]:
+    """(fps reported by vspipe, wall seconds including startup) of one vspipe run."""
+    vspipe = shutil.which("vspipe", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    cmd = [vspipe, "-c", "y4m", "-p"]
+    for k, v in env_args.items():
+        cmd += ["-a", f"{k}={v}"]
+    cmd += [script, "-"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    m = re.search(r"Output (\d+) frames in ([\d.]+) seconds", r.stderr)
+    return int(m.group(1)) / float(m.group(2)) if m else float("nan"), wall
+
+
+E2E_SCRIPT = """
+import vapoursynth as vs, vsstar
+core = vs.core
+g = lambda k: (globals()[k].decode() if isinstance(globals()[k], bytes) else globals()[k])
+src = core.bs.VideoSource(g("src"))[: int(g("frames"))]
+src = core.resize.Bicubic(src, int(g("w")), int(g("h")))
+kw = dict(scale=int(g("scale")), model=g("model"), device=g("device") or None)
+if g("fp16") != "auto":
+    kw["fp16"] = g("fp16") == "1"
+if g("batch") != "auto":
+    kw["batch_size"] = int(g("batch"))
+vsstar.STAR(src, **kw).set_output()
+"""
+
+
+def end_to_end(args, models, src, tmp) -> list[str]:
+    script = tmp / "bench.vpy"
+    script.write_text(E2E_SCRIPT)
+    variants = [("auto", "auto")]
+    if args.device != "cpu" and torch.cuda.is_available():
+        variants = [("1", "4"), ("0", "4"), ("1", "1"), ("0", "1")]
+    rows = []
+    for scale in (2, 4):
+        for label, (w, h) in SIZES.items():
+            for fp16, batch in variants:
+                fps, wall = vspipe_fps(str(script), {
+                    "src": src, "frames": str(args.pairs + 1), "w": str(w), "h": str(h), "scale": str(scale),
+                    "model": models[scale][0], "device": args.device or "", "fp16": fp16, "batch": batch})
+                rows.append(f"| x{scale} | {label} ({w}x{h}) | {fp16} | {batch} | {2 * (args.pairs + 1)} | "
+                            f"{fps:.3f} | {wall:.1f} s |")
+                print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=3, help="frame pairs per measurement (input frames - 1)")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved repetitions of the overhead test (best of)")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: CUDA if available)")
+    p.add_argument("--src", default=None, help="source video (default: ../shared bigbuckbunny, else the sample)")
+    p.add_argument("--model-x2", default=None)
+    p.add_argument("--model-x4", default=None)
+    p.add_argument("--stand-in", default="small", help="training preset used where no model is bundled")
+    p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from vsstar.engine import resolve_device
+
+    args.device = str(resolve_device(args.device))
+    src = pick_source(args.src)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        models = {2: model_for(2, args.model_x2, args.stand_in, tmp), 4: model_for(4, args.model_x4, args.stand_in, tmp)}
+        dev = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} torch threads"
+        print(f"# bench_filter: device {args.device} ({dev}); source {src}; {args.pairs} pairs per run")
+        print("\n## Plumbing overhead (STAR vs bare flow + network, same frames, same device)\n")
+        print("| scale | input | pairs | bare pairs/s | STAR pairs/s | STAR out frames/s | A/B overhead "
+              "| plumbing outside flow+net | model |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        over = overhead(args, models, src, tmp)
+        if not args.skip_e2e:
+            print("\n## End to end: vspipe -c y4m (BestSource -> resize -> STAR mode st)\n")
+            print("| scale | input | fp16 | batch | frames | vspipe fps | wall |")
+            print("|---|---|---|---|---|---|---|", flush=True)
+            end_to_end(args, models, src, tmp)
+        print("\nSide by side (plumbing overhead): " + "; ".join(
+            f"x{s}: A/B {row.split('|')[7].strip()}, plumbing {row.split('|')[8].strip()}"
+            for s, row in zip((2, 4), over)))
+
+
+if __name__ == "__main__":
+    main()
