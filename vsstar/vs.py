@@ -88,10 +88,17 @@ class _PairStore:
                     e.frame_futures = None
                 e.demanded = True
             e.last_used = time.monotonic()
-            if key[1] == key[0] + 1:
-                self._schedule_prefetch(key[0])
+            ahead = self._reserve_prefetch(key[0]) if key[1] == key[0] + 1 else []
             self._ensure_worker()
             self.cond.notify_all()
+        # Ask VapourSynth for the frames of the pairs ahead outside our lock: its callbacks take it.
+        for p in ahead:
+            futs = (self.clip.get_frame_async(p.key[0]), self.clip.get_frame_async(p.key[1]))
+            with self.cond:
+                if p.state == "pending" and p.frames is None:
+                    p.frame_futures = futs
+            for f in futs:
+                f.add_done_callback(self._notify)
         result = e.future.result()
         if result is None:
             # A prefetched pair found to straddle a cut was dropped; the caller's own view of the
@@ -102,8 +109,10 @@ class _PairStore:
             return self.get(key, frames)
         return result
 
-    def _schedule_prefetch(self, a: int) -> None:
+    def _reserve_prefetch(self, a: int) -> list[_Entry]:
+        """Entries for the pairs after pair (a, a+1), within the prefetch distance and the cache size."""
         budget = self.capacity - len(self.entries)
+        out = []
         for j in range(a + 1, min(a + 1 + self.prefetch, self.n - 1)):
             if budget <= 0:
                 break
@@ -111,13 +120,11 @@ class _PairStore:
             if key in self.entries:
                 continue
             e = _Entry(key)
-            futs = (self.clip.get_frame_async(j), self.clip.get_frame_async(j + 1))
-            e.frame_futures = futs
             e.last_used = time.monotonic()
-            for f in futs:
-                f.add_done_callback(self._notify)
             self.entries[key] = e
+            out.append(e)
             budget -= 1
+        return out
 
     def _notify(self, _fut: Future) -> None:
         with self.cond:
