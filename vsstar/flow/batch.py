@@ -1,11 +1,24 @@
 """Batched coarse-to-fine variational flow (Ce Liu's Coarse2Fine with STARnet's parameters)."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from .ops import resize_to, warp
-from .pyramid import build_pyramid, effective_ratio, features
-from .solver import smooth_flow_sor
+from .pyramid import build_pyramid, effective_ratio, features, level_sizes
+from .solver import SOLVERS, smooth_flow_sor
+
+
+def _solve_level_cpu(f1, f2, w2, u, v, alpha, n_outer, n_sor, n_inner):
+    """One level with the compiled CPU kernels (float64 inside, raster SOR, parallel over the batch)."""
+    from ._cpu import solve_level_numpy
+
+    dt = u.dtype
+    a = [t.detach().to(torch.float64).contiguous().numpy().copy() for t in (f1, f2, w2, u, v)]
+    solve_level_numpy(*a, alpha, n_outer, n_inner, n_sor, threads=torch.get_num_threads())
+    return torch.from_numpy(a[3]).to(dt), torch.from_numpy(a[4]).to(dt)
 
 
 def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float, min_width: int,
@@ -27,18 +40,95 @@ def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float,
             u = resize_to(u.unsqueeze(1), h, w).squeeze(1) * (1.0 / ratio)
             v = resize_to(v.unsqueeze(1), h, w).squeeze(1) * (1.0 / ratio)
             w2 = warp(f1, f2, u, v)
-        # nInner > 1 is not implemented (STARnet uses 1); validated by the public API.
-        u, v = smooth_flow_sor(f1, f2, w2, u, v, alpha, n_outer + k, n_sor + 3 * k, sor=sor)
+        # More outer iterations and sweeps at coarser levels, as in the C++ code.
+        if sor == "cpu-fused":
+            u, v = _solve_level_cpu(f1, f2, w2, u, v, alpha, n_outer + k, n_sor + 3 * k, n_inner)
+        else:
+            u, v = smooth_flow_sor(f1, f2, w2, u, v, alpha, n_outer + k, n_sor + 3 * k, n_inner, sor=sor)
     return torch.stack([u, v], dim=1)
+
+
+def check_params(alpha: float, ratio: float, min_width: int, n_outer: int, n_inner: int, n_sor: int,
+                 col_type: int, names=("alpha", "ratio", "min_width", "n_outer", "n_inner", "n_sor",
+                                       "col_type")) -> None:
+    """One-line ValueErrors for out-of-range solver parameters (`names` as the caller spells them)."""
+    na, nr, nm, no, ni, ns, nc = names
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"{na}: expected a finite number > 0, got {alpha!r}")
+    if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"{nr}: expected a number in (0, 1) (out of [0.4, 0.98] means 0.75), got {ratio!r}")
+    for name, val, lo in ((nm, min_width, 1), (no, n_outer, 1), (ni, n_inner, 1), (ns, n_sor, 0)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+            raise ValueError(f"{name}: expected an integer >= {lo}, got {val!r}")
+    if col_type not in (0, 1):
+        raise ValueError(f"{nc}: expected 0 (RGB) or 1 (gray), got {col_type!r}")
+
+
+def check_pyramid(height: int, width: int, ratio: float, min_width: int, name: str = "im1") -> None:
+    """Every pyramid level must be at least 2x2 (frames narrower than min_width/ratio get one level)."""
+    if height < 2 or width < 2:
+        raise ValueError(f"{name}: expected frames of at least 2x2 pixels, got {height}x{width}")
+    sizes = level_sizes(height, width, ratio, min_width)
+    h, w = sizes[-1]
+    if h < 2 or w < 2:
+        raise ValueError(f"{name}: expected every pyramid level to be at least 2x2, but a {height}x{width} "
+                         f"frame is too short for its {len(sizes)}-level pyramid (ratio {effective_ratio(ratio)}, "
+                         f"min width {min_width}: coarsest level {h}x{w})")
 
 
 def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float = 0.012,
                            ratio: float = 0.75, min_width: int = 20, n_outer: int = 7,
-                           n_inner: int = 1, n_sor: int = 30, col_type: int = 0) -> torch.Tensor:
+                           n_inner: int = 1, n_sor: int = 30, col_type: int = 0,
+                           ordering: str = "auto") -> torch.Tensor:
     """Flow from im1 to im2 for a batch: (N,3,H,W) RGB in [0,1] -> (N,2,H,W) pixels.
 
     Channel 0 is horizontal; im2(x+u, y+v) ~ im1(x, y). Runs on the inputs' device and in their
-    dtype (float32 default, float64 for exactness checks).
+    dtype (float32 default, float64 for exactness checks). `ordering` picks the SOR sweep order:
+    "raster" (the reference's, compiled CPU kernel, needs numba and CPU tensors), "redblack"
+    (parallel torch ops, any device) or "auto" (raster on CPU when numba is installed).
     """
+    if ordering not in ("auto", *SOLVERS):
+        raise ValueError(f"ordering: expected 'auto', 'raster' or 'redblack', got {ordering!r}")
+    check_params(alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type)
+    need_c = 3 if col_type == 0 else 1
+    for name, t in (("im1", im1), ("im2", im2)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] < need_c:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name}: expected a (N,{need_c if need_c == 1 else 3},H,W) torch tensor, got {shape}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name}: expected a floating-point tensor (float32 or float64), got {t.dtype}")
+    if im1.shape != im2.shape:
+        raise ValueError(f"im2: expected the shape of im1 {tuple(im1.shape)}, got {tuple(im2.shape)}")
+    if im1.dtype != im2.dtype or im1.device != im2.device:
+        raise ValueError(f"im2: expected dtype {im1.dtype} on {im1.device} like im1, got {im2.dtype} on {im2.device}")
+    check_pyramid(im1.shape[-2], im1.shape[-1], ratio, min_width)
+    for name, t in (("im1", im1), ("im2", im2)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: expected finite values, found NaN or inf")
+    if col_type == 0:
+        im1, im2 = im1[:, :3], im2[:, :3]
+    if im1.shape[0] == 0:
+        return im1.new_zeros(0, 2, *im1.shape[-2:])
+    from ._cpu import HAVE_NUMBA
+
+    on_cpu = im1.device.type == "cpu"
+    if ordering == "auto":
+        ordering = "raster" if (on_cpu and HAVE_NUMBA) else "redblack"
+    if ordering == "raster" and not on_cpu:
+        raise ValueError("ordering: 'raster' runs on CPU tensors only; use 'redblack' or 'auto' on "
+                         f"{im1.device.type}")
+    if ordering == "raster" and not HAVE_NUMBA:
+        raise ValueError("ordering: 'raster' needs the numba package (pip install numba)")
+    if ordering == "raster":
+        from ._cpu import flow_numpy
+
+        # Whole pipeline in compiled loops, float64 inside; torch ops are avoided on purpose: their
+        # OpenMP workers spin between calls and steal the cores from the kernel threads.
+        a = im1.detach().to(torch.float64).contiguous().numpy()
+        b = im2.detach().to(torch.float64).contiguous().numpy()
+        out = flow_numpy(a, b, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type,
+                         threads=torch.get_num_threads())
+        return torch.from_numpy(out).to(im1.dtype)
+    sor = SOLVERS["redblack"]
     with torch.no_grad():
-        return _flow_core(im1, im2, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type)
+        return _flow_core(im1, im2, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type, sor)

@@ -21,9 +21,34 @@ def num_levels(width: int, ratio: float, min_width: int) -> int:
 
 
 def level_sizes(height: int, width: int, ratio: float, min_width: int) -> list[tuple[int, int]]:
-    """(H, W) of every pyramid level, finest first (for tests and docs)."""
-    dummy = torch.zeros(1, 1, height, width, dtype=torch.float64)
-    return [tuple(l.shape[-2:]) for l in build_pyramid(dummy, ratio, min_width)]
+    """(H, W) of every pyramid level, finest first (sizes may reach 0 for very short frames)."""
+    sizes = [(height, width)]
+    for src, _, _, r in pyramid_plan(width, ratio, min_width):
+        hs, ws = sizes[src]
+        if r < 0:
+            r = -r / ws if ws > 0 else 0.0
+        sizes.append((int(hs * r), int(ws * r)))
+    return sizes
+
+
+def pyramid_plan(width: int, ratio: float, min_width: int) -> list[tuple[int, float, int, float]]:
+    """(source level, sigma, radius, resize ratio) for levels 1..nLevels-1 (see build_pyramid).
+
+    The resize ratio of deep levels depends on the source width, so it is returned as a factor
+    `f` with ratio = f / width(blurred source)."""
+    ratio = effective_ratio(ratio)
+    n_levels = num_levels(width, ratio, min_width)
+    base = 1.0 / ratio - 1.0
+    n = int(math.log(0.25) / math.log(ratio))
+    plan = []
+    for i in range(1, n_levels):
+        if i <= n:
+            sigma = base * i
+            plan.append((0, sigma, int(3.0 * sigma), ratio ** i))
+        else:
+            sigma = base * n
+            plan.append((i - n, sigma, int(3.0 * sigma), -(ratio ** i * width)))
+    return plan
 
 
 def build_pyramid(img: torch.Tensor, ratio: float, min_width: int) -> list[torch.Tensor]:
@@ -33,22 +58,11 @@ def build_pyramid(img: torch.Tensor, ratio: float, min_width: int) -> list[torch
     int(3 sigma) (so level 1 is not blurred at all for ratio .75) and resizes by ratio^i; deeper
     levels blur level i-n with the level-n kernel and resize to ratio^i of the input width.
     """
-    ratio = effective_ratio(ratio)
-    w = img.shape[-1]
-    n_levels = num_levels(w, ratio, min_width)
-    base = 1.0 / ratio - 1.0
-    n = int(math.log(0.25) / math.log(ratio))
     levels = [img]
-    for i in range(1, n_levels):
-        if i <= n:
-            sigma = base * i
-            taps = gauss_taps(sigma, int(3.0 * sigma))
-            levels.append(resize_ratio(filt2d(img, taps), ratio ** i))
-        else:
-            sigma = base * n
-            taps = gauss_taps(sigma, int(3.0 * sigma))
-            foo = filt2d(levels[i - n], taps)
-            levels.append(resize_ratio(foo, ratio ** i * w / foo.shape[-1]))
+    for src, sigma, radius, r in pyramid_plan(img.shape[-1], ratio, min_width):
+        foo = filt2d(levels[src], gauss_taps(sigma, radius))
+        # r < 0 encodes ratio^i * W, to be divided by the blurred source's width (C++ order).
+        levels.append(resize_ratio(foo, r if r > 0 else -r / foo.shape[-1]))
     return levels
 
 
