@@ -1,0 +1,243 @@
+"""training/: a training step, checkpoints and exact resume (also after SIGKILL), DDP, export, evaluation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2")
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.presets import preset_config
+from training.train import main as train_main
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _texture(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.5)
+    return ((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory):
+    """Two small moving clips for training and one for validation, as frame folders."""
+    root = tmp_path_factory.mktemp("footage")
+    for name, (dx, dy, seed) in {"a": (1, 0, 1), "b": (0, 1, 2), "val": (1, 1, 3)}.items():
+        big = _texture(80, 90, seed)
+        d = root / ("train" if name != "val" else "") / name
+        d.mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray(big[8 + k * dy:8 + k * dy + 32, 8 + k * dx:8 + k * dx + 40]).save(d / f"{k:03d}.png")
+    return root
+
+
+def _args(footage, run_dir, steps, *extra):
+    return ["--run-dir", str(run_dir), "--scale", "2", "--preset", "test", "--data", str(footage / "train"),
+            "--crop", "8", "--batch", "2", "--steps", str(steps), "--threads", "1", "--no-progress",
+            "--flow-cache", str(footage / "flowcache"), "--optimizer", "adam", "--lr", "1e-3",
+            "--schedule", "cosine", "--ckpt-every", "2", "--log-every", "1", "--min-motion", "0", *extra]
+
+
+def _losses(run_dir):
+    out = {}
+    for line in (Path(run_dir) / "losses.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out[r["step"]] = r["loss"]
+    return out
+
+
+def _same_weights(a, b):
+    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_global_skip_starts_at_the_baseline_and_a_few_steps_lower_the_loss():
+    from training.infer import encode_batch
+    from training.losses import star_loss
+    from vsstar.model import StarNet
+    from vsstar.model.baseline import upscale
+    torch.manual_seed(0)
+    net = StarNet(preset_config("test", 2)).train()
+    img = torch.from_numpy(_texture(40, 40)).permute(2, 0, 1).float()[None] / 255
+    batch = {"lr1": torch.nn.functional.avg_pool2d(img[..., :32, :32], 2),
+             "lr2": torch.nn.functional.avg_pool2d(img[..., 2:34, 1:33], 2),
+             "flow_f": torch.zeros(1, 2, 16, 16), "flow_b": torch.zeros(1, 2, 16, 16)}
+    batch["hr1"], batch["hr2"] = img[..., :32, :32], img[..., 2:34, 1:33]
+    batch["hr_mid"] = img[..., 1:33, :32]
+    batch["lr_mid"] = torch.nn.functional.avg_pool2d(batch["hr_mid"], 2)
+    enc = encode_batch(batch)
+    out = net(enc["lr1"], enc["lr2"], enc["flow_f"], enc["flow_b"])
+    assert torch.allclose(out["h1"], upscale(enc["lr1"], 2), atol=1e-6)  # step 0 = bicubic
+    # one small plain gradient step lowers the loss (checks the gradients of every output)
+    opt = torch.optim.SGD(net.parameters(), 1e-4)
+    losses = []
+    for _ in range(2):
+        out = net(enc["lr1"], enc["lr2"], enc["flow_f"], enc["flow_b"])
+        loss, parts = star_loss(out, enc, "STAR")
+        assert set(parts) == {"ht", "ht_s1", "h1", "h1_s1", "h2", "h2_s1", "l", "l_s1"}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[1] < losses[0]
+
+
+def test_objective_terms_and_weights():
+    from training.losses import star_loss
+    t = {k: torch.zeros(1, 3, 4, 4) for k in ("hr_mid", "hr1", "hr2", "lr_mid")}
+    out = {k: torch.ones(1, 3, 4, 4) for k in ("ht", "h1", "h2", "l", "ht_s1", "h1_s1", "h2_s1", "l_s1")}
+    # STAR: (1 + .5 + .5 + 1) * (1.0 + 0.4)
+    assert star_loss(out, t, "STAR")[0].item() == pytest.approx(3.0 * 1.4)
+    assert star_loss(out, t, "STAR-ST")[0].item() == pytest.approx(2.0 * 1.4)
+    assert star_loss(out, t, "STAR-S")[0].item() == pytest.approx(2.0 * 1.4)
+    assert star_loss(out, t, "STAR-T_LR")[0].item() == pytest.approx(1.4)
+    with pytest.raises(ValueError, match="objective"):
+        star_loss(out, t, "STAR-X")
+
+
+def test_perceptual_term_needs_local_weights(tmp_path):
+    from training.losses import VGG19Features, perceptual_loss
+    with pytest.raises(ValueError, match="vgg_weights.*not a file"):
+        VGG19Features.from_file(tmp_path / "missing.pth")
+    torch.save({f"features.{k}": v for k, v in VGG19Features().features.state_dict().items()}, tmp_path / "v.pth")
+    vgg = VGG19Features.from_file(tmp_path / "v.pth")
+    x = torch.rand(1, 3, 32, 32)
+    loss = perceptual_loss(vgg, {"h1": x, "h2": x}, {"hr1": x, "hr2": x * 0.5}, "STAR-S")
+    assert loss.item() > 0
+    torch.save({"classifier.0.weight": torch.zeros(1)}, tmp_path / "w.pth")
+    with pytest.raises(ValueError, match="lacks VGG19"):
+        VGG19Features.from_file(tmp_path / "w.pth")
+
+
+def test_checkpoint_is_atomic(tmp_path, monkeypatch):
+    p = tmp_path / "c.pt"
+    save_checkpoint(p, {"step": 1, "model": {}, "optimizer": {}, "config": {}})
+    before = p.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(p, {"step": 2, "model": {}, "optimizer": {}, "config": {}})
+    assert p.read_bytes() == before and [x.name for x in tmp_path.iterdir()] == ["c.pt"]  # no temp left
+
+
+def test_train_resume_sigkill_and_corrupt_checkpoint(footage, tmp_path):
+    # Uninterrupted reference run.
+    ref = tmp_path / "ref"
+    assert train_main(_args(footage, ref, 30)) == 0
+    st = load_checkpoint(ref / "last.pt")
+    assert st["step"] == 30 and sorted(_losses(ref)) == list(range(1, 31))
+    assert (ref / "step_0000030.pt").is_file() and (ref / "report.md").is_file()
+    assert len(list(ref.glob("step_*.pt"))) == 3  # --keep
+    # Stopped cleanly half-way (--stop-at), then resumed: bit-identical to the uninterrupted run.
+    half = tmp_path / "half"
+    assert train_main(_args(footage, half, 30, "--stop-at", "13")) == 0
+    assert load_checkpoint(half / "last.pt")["step"] == 13
+    assert train_main(_args(footage, half, 30, "--resume")) == 0
+    assert _same_weights(ref / "last.pt", half / "last.pt")
+    # Killed with SIGKILL after a few checkpoints, then resumed: same step count, same weights.
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.train", *_args(footage, run, 30), "--ckpt-every", "1"]
+    proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None:
+        try:
+            if (run / "last.pt").is_file() and load_checkpoint(run / "last.pt")["step"] >= 3:
+                break
+        except ValueError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(run / "last.pt")["step"]
+    assert 3 <= killed_at < 30, "the run ended before it could be killed"
+    assert train_main(_args(footage, run, 30, "--resume")) == 0
+    assert not list(run.glob(".*.tmp"))  # a temp file left by the kill is cleaned up on resume
+    assert load_checkpoint(run / "last.pt")["step"] == 30
+    assert _same_weights(ref / "last.pt", run / "last.pt")
+    l1, l2 = _losses(ref), _losses(run)
+    assert all(l1[s] == l2[s] for s in l1)
+
+    # A corrupt checkpoint on resume: a clear error and nothing written or overwritten.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "last.pt").write_bytes(b"\x80\x04garbage" * 20)
+    before = {p.name: p.read_bytes() for p in bad.iterdir()}
+    assert train_main(_args(footage, bad, 8, "--resume")) == 2
+    assert {p.name: p.read_bytes() for p in bad.iterdir()} == before
+    # Options that change the data stream are refused on resume.
+    assert train_main(_args(footage, ref, 40, "--resume", "--seed", "5")) == 2
+    assert load_checkpoint(ref / "last.pt")["step"] == 30
+
+
+def test_ddp_two_gloo_processes_match_one_process(footage, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    one = tmp_path / "one"
+    assert train_main(_args(footage, one, 3)) == 0
+    two = tmp_path / "two"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.train", *_args(footage, two, 3)]
+    r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    l1, l2 = _losses(one), _losses(two)
+    assert sorted(l1) == sorted(l2) == [1, 2, 3]
+    for s in l1:
+        assert l2[s] == pytest.approx(l1[s], rel=1e-5)
+    sa, sb = load_checkpoint(one / "last.pt")["model"], load_checkpoint(two / "last.pt")["model"]
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], rtol=1e-3, atol=1e-4), k
+
+
+def test_export_round_trip_and_evaluation(footage, tmp_path):
+    from training.evaluate import evaluate, load_any
+    from training.export import export_checkpoint, net_from_checkpoint
+    from training.report import write_report
+    from vsstar.model import load_model, read_metadata
+    run = tmp_path / "run"
+    assert train_main(_args(footage, run, 2, "--val", str(footage / "val"), "--val-every", "1",
+                            "--val-pairs", "2")) == 0
+    st = load_checkpoint(run / "last.pt")
+    assert [h["step"] for h in st["history"]] == [0, 1, 2] and (run / "best.pt").is_file()
+    h0 = st["history"][0]
+    # step 0 (global skip) is the classical answer: torch bicubic, near PIL's bicubic (sharper kernel)
+    assert -0.5 < h0["model/sr/psnr_y"] - h0["bicubic/sr/psnr_y"] < 3.0
+    out = export_checkpoint(run / "last.pt", tmp_path / "w.safetensors", description="test")
+    meta = read_metadata(out)
+    assert meta["steps"] == 2 and meta["global_skip"] is True and meta["description"] == "test"
+    net = load_model(str(out))
+    ref, _ = net_from_checkpoint(run / "last.pt")
+    x = torch.rand(1, 3, 8, 8)
+    f = torch.zeros(1, 2, 8, 8)
+    with torch.no_grad():
+        for a, b in zip(net(x, x, f, f), ref(x, x, f, f)):
+            assert torch.equal(a, b)
+    assert load_any(str(run / "last.pt")).config == net.config
+    frames = [np.asarray(Image.open(p)) for p in sorted((footage / "val").iterdir())]
+    res = evaluate(net, frames, tmp_path / "ev", name="eval_test", with_ssim=False)
+    assert res["per_frame"]["frames"] == list(range(6)) and res["per_frame"]["kinds"].count("mid") == 3
+    assert (tmp_path / "ev" / "eval_test.json").is_file() and len(res["pictures"]) == 2
+    shutil.copy(tmp_path / "ev" / "eval_test.json", run / "eval_test.json")
+    md = write_report(run).read_text()
+    assert "val_psnr_all.png" in md and (run / "val_psnr_all.png").is_file() and "eval_test" in md
+    with pytest.raises(ValueError, match="checkpoint: .* is not a vsstar training checkpoint"):
+        export_checkpoint(tmp_path / "w.safetensors", tmp_path / "x.safetensors")
+    (tmp_path / "trunc.pt").write_bytes((run / "last.pt").read_bytes()[:500])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        export_checkpoint(tmp_path / "trunc.pt", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -1,0 +1,78 @@
+"""Export a training checkpoint to our safetensors format (ready for ``vsstar.STAR(model=...)``).
+
+    python -m training.export runs/x4/best.pt vsstar/weights/star_st_x4.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import load_checkpoint
+
+__all__ = ["net_from_checkpoint", "export_checkpoint", "main"]
+
+
+def net_from_checkpoint(path: str | os.PathLike):
+    """The StarNet (eval mode, CPU) saved in a training checkpoint, and the checkpoint dict."""
+    from vsstar.model import StarConfig, StarNet
+    st = load_checkpoint(path, what="checkpoint")
+    net = StarNet(StarConfig.from_dict(st["config"]))
+    net.load_state_dict(st["model"])
+    return net.eval(), st
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = False,
+                      **metadata: Any) -> Path:
+    """Write the checkpoint's weights to ``dst`` with training facts in the metadata; returns dst.
+
+    ``half`` stores float16 tensors (half the file size; loaded back as float32). The file is written
+    next to dst and renamed, so an existing file is never left half-written.
+    """
+    from vsstar.model import save_weights
+    net, st = net_from_checkpoint(src)
+    meta: dict[str, Any] = {"steps": int(st["step"]), "trained_by": "vsstar training/"}
+    best = st.get("best")
+    if best:
+        meta["validation"] = {k: round(v, 4) for k, v in best.items() if k != "step" and "psnr_y" in k}
+        meta["validation_step"] = best.get("step")
+    args = st.get("args") or {}
+    if args:
+        meta["training_args"] = {k: v for k, v in args.items() if isinstance(v, (str, int, float, bool, list))
+                                 or v is None}
+    meta.update(metadata)
+    if half:
+        net = net.half()
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    save_weights(net, tmp, **meta)
+    os.replace(tmp, dst)
+    return dst
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="training checkpoint (runs/NAME/best.pt or last.pt)")
+    p.add_argument("output", help="destination .safetensors")
+    p.add_argument("--half", action="store_true", help="store float16 (smaller file)")
+    p.add_argument("--description", default=None)
+    a = p.parse_args(argv)
+    if not str(a.output).endswith(".safetensors"):
+        print("error: output: expected a .safetensors path", file=sys.stderr)
+        return 2
+    try:
+        extra = {"description": a.description} if a.description else {}
+        out = export_checkpoint(a.checkpoint, a.output, half=a.half, **extra)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

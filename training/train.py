@@ -1,0 +1,490 @@
+"""Train a STARnet (paper objectives, compact presets) on any footage; resumable, DDP-capable.
+
+    python -m training.train --run-dir runs/x4 --scale 4 --preset small --data ../shared/data/clips \
+        --data ../shared/data/sintel --stills 2 --val ../shared/data/clips/carphone_pristine.mp4 --steps 4000
+
+Multi-GPU / multi-machine: ``torchrun --nproc_per_node=N -m training.train ...`` (the batch is the global
+batch, split over the processes). ``--resume`` continues a run exactly from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .losses import VGG19Features, perceptual_loss, star_loss
+
+__all__ = ["build_parser", "main", "Trainer", "make_optimizer", "make_scheduler", "data_indices"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--run-dir", required=True, help="folder for checkpoints, logs, TensorBoard and the report")
+    g.add_argument("--resume", nargs="?", const="last", default=None,
+                   help="continue from a checkpoint (a path, or no value for RUN_DIR/last.pt)")
+    g.add_argument("--steps", type=int, default=1000, help="total optimiser steps (sets the schedule)")
+    g.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) at this step; resume later to go on to --steps")
+    g.add_argument("--batch", type=int, default=8, help="global batch (split over DDP processes)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="float16 autocast (CUDA only)")
+    g.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (and at exit)")
+    g.add_argument("--keep", type=int, default=3, help="periodic step_N.pt checkpoints to keep besides last/best")
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--no-progress", action="store_true", help="no tqdm bar (log lines instead)")
+    g = p.add_argument_group("model")
+    g.add_argument("--scale", type=int, default=4, choices=(2, 4, 8))
+    g.add_argument("--preset", default="small", help="compact preset (training/presets.py) or 'official'")
+    g.add_argument("--objective", default="STAR", choices=("STAR", "STAR-ST", "STAR-S", "STAR-T_LR", "STAR-T_HR"))
+    g.add_argument("--config", default=None,
+                   help="JSON object of StarConfig field overrides, e.g. '{\"feat\": 16}'")
+    g.add_argument("--init", default=None, help="start from these weights (our safetensors or a checkpoint)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", action="append", default=[],
+                   help="video file, folder of videos / frame folders, or Vimeo-90K root (repeatable)")
+    g.add_argument("--stills", type=int, default=0,
+                   help="moving-still clips per scikit-image sample photo (0: none)")
+    g.add_argument("--exclude", action="append", default=[], help="clip names to leave out of training")
+    g.add_argument("--max-side", type=int, default=640, help="downscale larger source frames to this side first")
+    g.add_argument("--extra-sizes", default="",
+                   help="comma-separated extra max sides: every video is also used reduced to these")
+    g.add_argument("--stride", type=int, default=1, help="frames between triplet starts")
+    g.add_argument("--min-motion", type=float, default=0.5, help="skip triplets with less motion (8-bit MAD)")
+    g.add_argument("--crop", type=int, default=32, help="LR crop size")
+    g.add_argument("--no-augment", action="store_true")
+    g.add_argument("--flow-cache", default=None, help="flow cache folder (default RUN_DIR/../flowcache)")
+    g.add_argument("--precompute-only", action="store_true", help="fill the flow cache and exit")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", default="adamax", choices=("adamax", "adam", "adamw"))
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--betas", default="0.9,0.999")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--schedule", default="step", choices=("step", "cosine", "constant"))
+    g.add_argument("--lr-steps", default="", help="comma-separated steps where the step schedule divides the lr")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    g.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine floor as a fraction of --lr")
+    g.add_argument("--out-lr-scale", type=float, default=1.0,
+                   help="learning-rate factor for the output convolutions (rec_h, rec_l, Net_S to_rgb)")
+    g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0: off)")
+    g.add_argument("--stage1-weight", type=float, default=0.4)
+    g.add_argument("--vgg-weights", default=None, help="local VGG19 weights for the perceptual term")
+    g.add_argument("--vgg-weight", type=float, default=0.1)
+    g = p.add_argument_group("validation")
+    g.add_argument("--val", default=None, help="held-out video or frame folder")
+    g.add_argument("--val-every", type=int, default=200)
+    g.add_argument("--val-pairs", type=int, default=12, help="pairs per validation (evenly spread)")
+    g.add_argument("--val-frames", type=int, default=None, help="use only the first N frames of --val")
+    return p
+
+
+# ----------------------------------------------------------------------------- helpers
+def param_groups(net, args) -> list[dict]:
+    """The output convolutions (zero at init with global_skip) get --lr x --out-lr-scale: their inputs are
+    large (std 5-30 at init), so a full-size step there moves the outputs far past the target."""
+    out_ids = set()
+    for name in ("rec_h", "rec_l"):
+        m = getattr(net, name, None)
+        if m is not None:
+            out_ids |= {id(p) for p in m.parameters()}
+    sr = getattr(net, "sr", None)
+    if sr is not None and getattr(sr, "to_rgb", None) is not None:
+        out_ids |= {id(p) for p in sr.to_rgb.parameters()}
+    scale = getattr(args, "out_lr_scale", 1.0)
+    if scale == 1.0 or not out_ids:
+        return [{"params": list(net.parameters())}]
+    rest = [p for p in net.parameters() if id(p) not in out_ids]
+    outs = [p for p in net.parameters() if id(p) in out_ids]
+    return [{"params": rest}, {"params": outs, "lr": args.lr * scale}]
+
+
+def make_optimizer(params, args) -> torch.optim.Optimizer:
+    betas = tuple(float(b) for b in str(args.betas).split(","))
+    if len(betas) != 2:
+        raise ValueError(f"betas: expected two comma-separated numbers, got {args.betas!r}")
+    cls = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[args.optimizer]
+    return cls(params, lr=args.lr, betas=betas, weight_decay=args.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, args) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then step (/gamma at --lr-steps), cosine (to --min-lr-ratio) or constant; stepped per step."""
+    steps = sorted(int(s) for s in str(args.lr_steps).split(",") if s.strip())
+    total, warm, kind, gamma, floor = args.steps, args.warmup, args.schedule, args.lr_gamma, args.min_lr_ratio
+
+    def factor(step: int) -> float:
+        f = 1.0
+        if warm and step < warm:
+            f = (step + 1) / warm
+        if kind == "step":
+            f *= gamma ** sum(step >= s for s in steps)
+        elif kind == "cosine":
+            t = min(1.0, max(0, step - warm) / max(1, total - warm))
+            f *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def data_indices(step: int, batch: int, n: int, seed: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
+    """(epoch, index) of the samples of ``step`` that process ``rank`` of ``world`` trains on.
+
+    The data order is a fixed function of (seed, epoch): a seeded permutation per epoch, consumed
+    ``batch`` samples per step. It does not depend on the history, so resuming and sharding are exact.
+    """
+    if batch % world:
+        raise ValueError(f"batch: the global batch {batch} must be divisible by the {world} processes")
+    local = batch // world
+    out = []
+    for j in range(step * batch + rank * local, step * batch + (rank + 1) * local):
+        epoch, pos = divmod(j, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.append((epoch, int(perm[pos])))
+    return out
+
+
+def _dist_info() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def load_clips(args, log) -> list:
+    """Every training clip named by --data / --stills (the validation clip and --exclude left out)."""
+    from .data import default_stills, read_video, scan_folder
+    from .data import _limit_size  # noqa: PLC2701 - internal, same package
+    exclude = list(args.exclude)
+    if args.val:
+        exclude.append(Path(args.val).stem)
+        exclude.append(Path(args.val).name)
+    clips = []
+    for d in args.data:
+        got = scan_folder(d, args.max_side, exclude)
+        clips += got
+        log(f"data {d}: {len(got)} clip(s), {sum(len(c.frames) for c in got)} frames")
+    extra = [int(s) for s in str(args.extra_sizes).split(",") if s.strip()]
+    if extra:
+        from .data import Clip
+        base = list(clips)
+        for side in extra:
+            for c in base:
+                if max(c.frames[0].shape[:2]) > side:
+                    clips.append(Clip(f"{c.name}@{side}", [_limit_size(f, side) for f in c.frames]))
+    if args.stills:
+        st = default_stills(clips_per_image=args.stills, seed=args.seed)
+        clips += st
+        log(f"stills: {len(st)} moving-still clips")
+    if not clips:
+        raise ValueError("data: nothing to train on (give --data and/or --stills)")
+    return clips
+
+
+def build_config(args):
+    from vsstar.model.config import StarConfig
+    from .presets import preset_config
+    overrides = json.loads(args.config) if args.config else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"config: expected a JSON object, got {args.config!r}")
+    overrides.setdefault("objective", args.objective)
+    if args.preset == "official":
+        return StarConfig.official(args.scale).replace(**overrides)
+    return preset_config(args.preset, args.scale, **overrides)
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run (one process of a DDP group)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rank, self.world, local_rank = _dist_info()
+        self.main = self.rank == 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.device:
+            self.device = torch.device(args.device)
+        else:
+            self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.amp = self.device.type == "cuda" and args.amp != "off"
+        if args.amp == "on" and self.device.type != "cuda":
+            raise ValueError("amp: mixed precision needs a CUDA device")
+        self.run_dir = Path(args.run_dir)
+        self.resume_state = None
+        if args.resume:
+            path = self.run_dir / "last.pt" if args.resume == "last" else Path(args.resume)
+            self.resume_state = load_checkpoint(path)  # validated before anything is written
+            self._check_resume_args(self.resume_state)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # left by a writer killed mid-checkpoint
+                stale.unlink(missing_ok=True)
+        self.log_file = (self.run_dir / "train.log").open("a") if self.main else None
+        # Full-precision per-step losses (a resumed run appends; readers keep the last value per step).
+        self.loss_file = (self.run_dir / "losses.jsonl").open("a", buffering=1) if self.main else None
+        self.stop_signal = None
+
+    # -- logging
+    def log(self, msg: str) -> None:
+        if not self.main:
+            return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        print(line, file=sys.stderr, flush=True)
+        if self.log_file:
+            self.log_file.write(line + "\n")
+            self.log_file.flush()
+
+    def _check_resume_args(self, st: dict) -> None:
+        """Options that change the model or the data stream must not differ from the checkpoint's."""
+        old = st.get("args", {})
+        for k in ("scale", "preset", "objective", "config", "batch", "seed", "crop", "stride", "min_motion",
+                  "out_lr_scale",
+                  "data", "stills", "max_side", "extra_sizes"):
+            if k in old and old[k] != getattr(self.args, k):
+                raise ValueError(f"resume: --{k.replace('_', '-')} is {getattr(self.args, k)!r} but the checkpoint "
+                                 f"was trained with {old[k]!r}; pass the same value")
+
+    # -- setup
+    def setup(self) -> None:
+        from vsstar.model.config import StarConfig
+        from vsstar.model.star import StarNet
+        from .data import TripletDataset
+        from .flowcache import FlowCache
+        args = self.args
+        torch.manual_seed(args.seed)
+        np.random.seed(args.seed % (2 ** 32))
+        self.config = (StarConfig.from_dict(self.resume_state["config"]) if self.resume_state
+                       else build_config(args))
+        scale_data = 1 if self.config.hr_input else self.config.scale
+        cache_dir = Path(args.flow_cache) if args.flow_cache else self.run_dir.parent / "flowcache"
+        self.flow_cache = FlowCache(cache_dir)
+        clips = load_clips(args, self.log)
+        self.data = TripletDataset(clips, scale_data, stride=args.stride, min_motion=args.min_motion,
+                                   crop=args.crop, augment=not args.no_augment, flow_cache=self.flow_cache,
+                                   seed=args.seed)
+        self.log(f"{len(self.data)} triplets from {len(clips)} clips, x{self.config.scale}, LR crop {args.crop}")
+        if self.main:
+            n = self.data.precompute_flows(progress=not args.no_progress)
+            if n:
+                self.log(f"computed {n} flow pairs into {cache_dir}")
+        if self.world > 1:
+            dist.barrier()  # the others read the cache rank 0 filled
+        self.net = StarNet(self.config).to(self.device)
+        if args.init and not self.resume_state:
+            self._load_init(args.init)
+        self.model = self.net
+        if self.world > 1:
+            # Objectives other than STAR leave some outputs (and so some weights) out of the loss.
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.config.objective != "STAR")
+        self.opt = make_optimizer(param_groups(self.net, args), args)
+        self.sched = make_scheduler(self.opt, args)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.vgg = VGG19Features.from_file(args.vgg_weights).to(self.device) if args.vgg_weights else None
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        if self.resume_state:
+            st = self.resume_state
+            self.net.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
+            self.sched.load_state_dict(st["scheduler"])
+            if st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
+            self.step = int(st["step"])
+            self.history = list(st.get("history", []))
+            self.best = st.get("best")
+            if "rng" in st:
+                set_rng_state(st["rng"])
+            self.log(f"resumed at step {self.step} from {st.get('_path', 'checkpoint')}")
+            self.resume_state = None
+        self.validator = None
+        if args.val and self.main:
+            from .data import read_frame_folder, read_video
+            from .validate import Validator
+            clip = read_video(args.val) if Path(args.val).is_file() else read_frame_folder(args.val)
+            frames = clip.frames[:args.val_frames] if args.val_frames else clip.frames
+            self.validator = Validator(frames, self.config.scale, self.flow_cache, max_pairs=args.val_pairs)
+        self.tb = None
+        if self.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(self.run_dir / "tb"))
+            except Exception as e:  # TensorBoard is optional
+                self.log(f"TensorBoard disabled ({e})")
+            (self.run_dir / "config.json").write_text(json.dumps(
+                {"config": self.config.to_dict(), "args": vars(args)}, indent=1, default=str))
+
+    def _load_init(self, path: str) -> None:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(path)
+        else:
+            st = torch.load(path, map_location="cpu", weights_only=False)
+            sd = st["model"] if isinstance(st, dict) and "model" in st else st
+        self.net.load_state_dict(sd)
+        self.log(f"initialised from {path}")
+
+    # -- checkpoints
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.amp else None,
+                "rng": rng_state(), "config": self.config.to_dict(), "args": vars(self.args),
+                "history": self.history, "best": self.best}
+
+    def save(self, periodic: bool = False) -> None:
+        if not self.main:
+            return
+        st = self.state()
+        save_checkpoint(self.run_dir / "last.pt", st)
+        if periodic:
+            save_checkpoint(self.run_dir / f"step_{self.step:07d}.pt", st)
+            olds = sorted(self.run_dir.glob("step_*.pt"))
+            for p in olds[:-self.args.keep] if self.args.keep > 0 else olds:
+                p.unlink(missing_ok=True)
+
+    # -- one step
+    def train_step(self) -> dict[str, float]:
+        from .infer import encode_batch
+        args = self.args
+        idx = data_indices(self.step, args.batch, len(self.data), args.seed, self.rank, self.world)
+        by_epoch: dict[int, list[int]] = {}
+        for e, i in idx:
+            by_epoch.setdefault(e, []).append(i)
+        parts = [self.data.batch(e, ii) for e, ii in by_epoch.items()]
+        batch = {k: torch.cat([p[k] for p in parts]).to(self.device) for k in parts[0]}
+        enc = encode_batch(batch)
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.model(enc["lr1"], enc["lr2"], enc["flow_f"], enc["flow_b"])
+            loss, parts_l = star_loss(out, enc, self.config.objective, stage1_weight=args.stage1_weight)
+            if self.vgg is not None:
+                pl = perceptual_loss(self.vgg, out, enc, self.config.objective)
+                parts_l["vgg"] = float(pl.detach())
+                loss = loss + args.vgg_weight * pl
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if args.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), args.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.step += 1
+        lv = loss.detach().float()
+        if self.world > 1:
+            dist.all_reduce(lv)
+            lv /= self.world
+        return {"loss": float(lv), **parts_l}
+
+    # -- validation
+    def validate(self) -> dict[str, float] | None:
+        if self.validator is None or not self.main:
+            return None
+        t = time.time()
+        res = self.validator.run(self.net, device=self.device)
+        s = res.summary()
+        rec = {"step": self.step, **s}
+        self.history.append(rec)
+        key = "model/all/psnr_y"
+        if self.best is None or s[key] > self.best.get(key, -1):
+            self.best = dict(rec)
+            save_checkpoint(self.run_dir / "best.pt", self.state())
+        if self.tb:
+            for k, v in s.items():
+                self.tb.add_scalar(f"val/{k}", v, self.step)
+        self.log(f"val step {self.step}: Y-PSNR all {s['model/all/psnr_y']:.3f} (bicubic+blend "
+                 f"{s['bicubic/all/psnr_y']:.3f}), SR {s['model/sr/psnr_y']:.3f} ({s['bicubic/sr/psnr_y']:.3f}), "
+                 f"mid {s['model/mid/psnr_y']:.3f} ({s['bicubic/mid/psnr_y']:.3f}) [{time.time() - t:.0f}s]")
+        return s
+
+    # -- the loop
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        self.stop_signal = signum
+
+    def run(self) -> int:
+        args = self.args
+        self.setup()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        bar = None
+        if self.main and not args.no_progress:
+            from tqdm import tqdm
+            bar = tqdm(total=args.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        t0, s0 = time.time(), self.step
+        try:
+            if self.step == 0 and self.validator is not None:
+                self.validate()
+            end = min(args.steps, args.stop_at) if args.stop_at else args.steps
+            while self.step < end and self.stop_signal is None:
+                m = self.train_step()
+                if self.main:
+                    self.loss_file.write(json.dumps({"step": self.step, **m}) + "\n")
+                    rate = (self.step - s0) / max(1e-9, time.time() - t0)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{m['loss']:.4f}", rate=f"{rate:.2f}/s", refresh=False)
+                        bar.update(1)
+                    if self.step % args.log_every == 0 or self.step == args.steps:
+                        lr = self.sched.get_last_lr()[0]
+                        eta = (args.steps - self.step) / max(rate, 1e-9)
+                        self.log(f"step {self.step}/{args.steps} loss {m['loss']:.5f} lr {lr:.3g} "
+                                 f"{rate:.3f} steps/s eta {eta / 60:.1f} min")
+                        if self.tb:
+                            for k, v in m.items():
+                                self.tb.add_scalar(f"train/{k}", v, self.step)
+                            self.tb.add_scalar("train/lr", lr, self.step)
+                if args.val_every and self.step % args.val_every == 0 and self.step < args.steps:
+                    self.validate()
+                if args.ckpt_every and self.step % args.ckpt_every == 0:
+                    self.save(periodic=True)
+            if self.step >= args.steps and self.validator is not None and (
+                    not self.history or self.history[-1]["step"] != self.step):
+                self.validate()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if bar is not None:
+                bar.close()
+            self.save()  # at exit, whatever the reason
+            if self.main:
+                self.log(f"stopped at step {self.step}" + (f" (signal {self.stop_signal})" if self.stop_signal else ""))
+                if self.tb:
+                    self.tb.close()
+                try:
+                    from .report import write_report
+                    write_report(self.run_dir)
+                except Exception as e:  # the report must never lose a run
+                    self.log(f"report failed: {e}")
+            if self.world > 1 and dist.is_initialized():
+                dist.destroy_process_group()
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        tr = Trainer(args)
+        if args.precompute_only:
+            tr.setup()
+            return 0
+        return tr.run()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
