@@ -241,7 +241,9 @@ def enhance(args: argparse.Namespace) -> int:
                       scene_change=not args.no_scene_detect,
                       flow_options=FAST_FLOW if args.fast_flow else None)
     except vs.Error as exc:
-        raise CliError(str(exc).strip()) from None
+        # Speak in the command's terms: STAR's keyword arguments are options here.
+        msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
+        raise CliError(msg) from None
     clip = _to_y4m_format(result)
     if not args.quiet:
         print(f"{args.input}: {src.width}x{src.height} {src.num_frames} frames @ {float(src.fps):.3f} fps -> "
