@@ -9,7 +9,8 @@ import torch
 from vsstar.model import (CheckpointError, StarConfig, StarNet, infer_official_config, load_official,
                           official_to_ours, ours_to_official)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent
 
 
@@ -118,7 +119,7 @@ def test_flow_refinement_variant_round_trip_and_semantics():
     assert all(k.startswith(("module.model.", "module.flow_net.")) for k in official)
     loaded = load_official(official)
     assert loaded.config == net.config
-    im1, im2, ff, fb = _pair()
+    im1, im2, ff, fb = _pair(8, 12)
     with torch.inference_mode():
         a = net(im1, im2, ff, fb)
         b = loaded(im1, im2, ff, fb)
@@ -143,11 +144,11 @@ def test_every_paper_variant(objective, outputs):
     loaded = load_official(official, objective=objective)
     assert loaded.config.objective == objective and loaded.config.outputs == outputs
     assert loaded.config.hr_input == (objective == "STAR-T_HR")
-    im1, im2, ff, fb = _pair(32, 32)
+    im1, im2, ff, fb = _pair(8, 12)
     with torch.inference_mode():
         out = dict(zip(("ht", "h1", "h2", "l"), loaded(im1, im2, ff, fb)))
     for name in outputs:
-        size = (32, 32) if name == "l" else (128, 128)
+        size = (8, 12) if name == "l" else (32, 48)
         assert out[name].shape[-2:] == size and torch.isfinite(out[name]).all()
 
 

@@ -13,7 +13,8 @@ import vsstar.model.weights as weights_mod
 from vsstar.model import (CheckpointError, Star, StarConfig, StarNet, bundled_models, load_model, load_official,
                           read_metadata, save_weights)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent
 CONVERTER = ROOT.parent / "tools" / "convert_official.py"
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-__all__ = ["make_act", "Conv", "ResBlock", "ResStack", "UpProjection", "DownProjection", "BackProjectionBody",
+__all__ = ["make_act", "apply_act", "Conv", "ResBlock", "ResStack", "UpProjection", "DownProjection", "BackProjectionBody",
            "PyramidRefiner", "leaky_bp"]
 
 LEAKY_SLOPE = 0.1
@@ -23,6 +23,20 @@ def make_act(kind: str | None) -> nn.Module | None:
         # In place is safe: the activation always acts on a fresh conv/add result.
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
     raise ValueError(f"activation must be 'prelu', 'lrelu' or None, got {kind!r}")
+
+
+def apply_act(act: nn.Module | None, y: Tensor) -> Tensor:
+    """act(y), with a one-slope PReLU run as an in-place leaky ReLU when autograd is off on the CPU.
+
+    prelu(y) = y if y > 0 else w * y is exactly leaky_relu(y, w); the in-place form saves a buffer and a
+    pass over memory. (On CUDA the slope would have to be read back to the host, so it stays a PReLU.)
+    """
+    if act is None:
+        return y
+    if (isinstance(act, nn.PReLU) and act.weight.numel() == 1 and y.device.type == "cpu"
+            and not torch.is_grad_enabled()):
+        return F.leaky_relu_(y, float(act.weight))
+    return act(y)
 
 
 def leaky_bp(x: Tensor) -> Tensor:
@@ -41,8 +55,7 @@ class Conv(nn.Module):
         self.act = make_act(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
-        return y if self.act is None else self.act(y)
+        return apply_act(self.act, self.conv(x))
 
 
 class ResBlock(nn.Module):
@@ -55,10 +68,10 @@ class ResBlock(nn.Module):
         self.act = make_act(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(self.act(self.conv1(x)))
+        out = self.conv2(apply_act(self.act, self.conv1(x)))
         # In place: conv2's output is not needed by its own backward pass.
         out += x
-        return self.act(out)
+        return apply_act(self.act, out)
 
 
 class ResStack(nn.Module):
@@ -122,13 +135,33 @@ class BackProjectionBody(nn.Module):
         self.fuse = Conv(stages * feat, feat, 1, 1, 0, None)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            h = self.ups[0](self.reduce(x))
+            highs = [h]
+            for up, down in zip(self.ups[1:], self.downs):
+                h = up(down(h))
+                highs.append(h)
+            # The original concatenates the up outputs newest first.
+            return self.fuse(torch.cat(highs[::-1], 1))
+        # Inference: apply the 1x1 fusion to each up output as soon as it exists (the fusion of a
+        # concatenation is the sum of per-part convolutions), so no HR output waits for the others.
+        n = len(self.ups)
+        weight, bias = self.fuse.conv.weight, self.fuse.conv.bias
+        c = weight.shape[1] // n
+
+        def part(i: int, h: Tensor) -> Tensor:
+            j = n - 1 - i  # newest first in the concatenation
+            return F.conv2d(h, weight[:, j * c:(j + 1) * c], bias if i == 0 else None)
+
         h = self.ups[0](self.reduce(x))
-        highs = [h]
-        for up, down in zip(self.ups[1:], self.downs):
-            h = up(down(h))
-            highs.append(h)
-        # The original concatenates the up outputs newest first.
-        return self.fuse(torch.cat(highs[::-1], 1))
+        acc = part(0, h)
+        for i, (up, down) in enumerate(zip(self.ups[1:], self.downs), start=1):
+            low = down(h)
+            del h
+            h = up(low)
+            del low
+            acc += part(i, h)
+        return acc
 
 
 class PyramidRefiner(nn.Module):
@@ -150,6 +183,8 @@ class PyramidRefiner(nn.Module):
         self.out = Conv(c, c, 3, 1, 1, act)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.is_grad_enabled():
+            return self._forward_lean(x)
         a1, a2, a3 = self.level1, self.level2, self.level3
         x1 = a1[0](x)
         x2 = a2[0](self.down1(x1))
@@ -166,6 +201,34 @@ class PyramidRefiner(nn.Module):
         del x3
         x1 = a1[4](x1 + self.up1(x2))
         del x2
+        return self.out(x1)
+
+    def _forward_lean(self, x: Tensor) -> Tensor:
+        """Inference form: sums built in place in a fresh buffer and each old level freed before the next
+        block runs. (a + b) + c is computed as (b += a) += c: addition commutes exactly, so the rounding
+        is the original's."""
+        a1, a2, a3 = self.level1, self.level2, self.level3
+        x1 = a1[0](x)
+        x2 = a2[0](self.down1(x1))
+        x3 = a3[0](self.down2(x2))
+        for step in (1, 2, 3, 4):
+            s = self.up1(x2).add_(x1)
+            x1 = None
+            x1 = a1[step](s)
+            del s
+            if step == 4:
+                break
+            s = self.down1(x1).add_(x2)
+            s += self.up2(x3)
+            x2 = None
+            x2 = a2[step](s)
+            del s
+            if step < 3:
+                s = self.down2(x2).add_(x3)
+                x3 = None
+                x3 = a3[step](s)
+                del s
+        del x2, x3
         return self.out(x1)
 
 

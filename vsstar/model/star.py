@@ -6,7 +6,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from .baseline import blend_middle, upscale
-from .blocks import Conv, PyramidRefiner, ResBlock, ResStack, conv_layers, leaky_bp
+from .blocks import Conv, PyramidRefiner, ResBlock, ResStack, apply_act, conv_layers, leaky_bp
 from .config import StarConfig, projection_geometry
 from .flow_refine import FlowRefiner
 from .net_s import FrameSR
@@ -28,15 +28,31 @@ class THRBranch(nn.Module):
         self.pyramid = PyramidRefiner(feat, "lrelu")
         self.tail = Conv(feat, feat, 3, 1, 1, "lrelu")
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.tail(self.pyramid(self.reduce(x)))
+    def forward(self, h1: Tensor, h2: Tensor, motion: Tensor, scale: int) -> Tensor:
+        """h1, h2: HR features of both frames; motion: the LR motion features M (upsampled here)."""
+        if torch.is_grad_enabled():
+            m_up = F.interpolate(motion, scale_factor=scale, mode="bilinear", align_corners=True)
+            x = self.reduce(torch.cat((h1, h2, m_up), 1))
+        else:
+            # The 1x1 conv of a concatenation is the sum of per-part convs: no 3-map concatenation and
+            # the upsampled motion lives only as long as its own term.
+            w, b = self.reduce.conv.weight, self.reduce.conv.bias
+            c = h1.shape[1]
+            x = F.conv2d(h1, w[:, :c], b)
+            x += F.conv2d(h2, w[:, c:2 * c])
+            m_up = F.interpolate(motion, scale_factor=scale, mode="bilinear", align_corners=True)
+            x += F.conv2d(m_up, w[:, 2 * c:])
+            del m_up
+            x = apply_act(self.reduce.act, x)
+        return self.tail(self.pyramid(x))
 
 
-def _bp_update(x: Tensor, pred: Tensor) -> Tensor:
-    """x + sigma(x - pred); in place when autograd is off (same rounding as the out-of-place form)."""
+def _bp_update(x: Tensor, pred: Tensor, consume: bool = False) -> Tensor:
+    """x + sigma(x - pred). Without autograd it is done in place in x (and in pred's buffer when
+    `consume`: pred is not used afterwards); the rounding is the out-of-place form's."""
     if torch.is_grad_enabled():
         return x + leaky_bp(x - pred)
-    d = torch.sub(x, pred)
+    d = pred.neg_().add_(x) if consume else torch.sub(x, pred)  # -p + x == x - p exactly
     leaky_bp(d)
     return x.add_(d)
 
@@ -57,6 +73,9 @@ class StarNet(nn.Module):
         if not isinstance(config, StarConfig):
             raise ValueError(f"config must be a StarConfig, got {type(config).__name__}")
         self.config = config
+        #: Run the two frames through Net_S / Net_D / Net_M as one batch. Same numbers; off by default
+        #: because it doubles Net_S's peak memory and measured no faster on the CPU (docs/model.md).
+        self.batch_frames = False
         k, s, p = projection_geometry(config.scale)
         f, bf = config.feat, config.base_filter
         self.flow_refiner = FlowRefiner(config.fr_widths) if config.flow_refine else None
@@ -131,44 +150,63 @@ class StarNet(nn.Module):
             flow_b = self.flow_refiner.refine(flow_b, im2, im1)
 
         # Alignment (Net_S) and down-projection (Net_D) of both frames.
-        sr1, H1 = self.sr(im1, im2, flow_f, want_image=train)
-        sr2, H2 = self.sr(im2, im1, flow_b, want_image=train)
-        L1 = self.down(H1)
-        L2 = self.down(H2)
-        # Motion (Net_M), on the flows and on the halved flows.
-        M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
-        M_half = self.motion(self.motion_head(torch.cat((flow_f / 2.0, flow_b / 2.0), 1)))
+        if self.batch_frames:
+            # Both frames (and both motion inputs) go through the shared sub-networks as one batch.
+            n = im1.shape[0]
+            sr12, H12 = self.sr(torch.cat((im1, im2)), torch.cat((im2, im1)), torch.cat((flow_f, flow_b)),
+                                want_image=train)
+            sr1, sr2 = (None, None) if sr12 is None else sr12.split(n)
+            L1, L2 = self.down(H12).split(n)
+            H1, H2 = H12.split(n)
+            del H12
+            if not torch.is_grad_enabled():
+                H1, H2 = H1.clone(), H2.clone()  # own storage: they are updated in place below
+            flows = torch.cat((flow_f, flow_b), 1)
+            M, M_half = self.motion(self.motion_head(torch.cat((flows, flows / 2.0)))).split(n)
+            del flows
+        else:
+            sr1, H1 = self.sr(im1, im2, flow_f, want_image=train)
+            sr2, H2 = self.sr(im2, im1, flow_b, want_image=train)
+            L1 = self.down(H1)
+            L2 = self.down(H2)
+            # Motion (Net_M), on the flows and on the halved flows.
+            M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
+            M_half = self.motion(self.motion_head(torch.cat((flow_f / 2.0, flow_b / 2.0), 1)))
 
-        # Interpolation (Net_ST) with its HR and LR correction branches.
+        # Interpolation (Net_ST) with its HR and LR correction branches. The T_HR correction is computed
+        # first so its peak does not coincide with Ht's lifetime (same numbers).
+        t_hr = self.t_hr(H1, H2, M, cfg.scale)
         lat = torch.cat((L1, L2, M), 1)
-        Ht = self.interp(lat)
-        M_up = F.interpolate(M, scale_factor=cfg.scale, mode="bilinear", align_corners=True)
         del M
-        Ht = _bp_update(Ht, self.t_hr(torch.cat((H1, H2, M_up), 1)))
-        del M_up
-        L = self.down(Ht)
-        L = _bp_update(L, self.t_lr(lat))
+        Ht = _bp_update(self.interp(lat), t_hr, consume=True)
+        del t_hr
+        L = _bp_update(self.down(Ht), self.t_lr(lat), consume=True)
         del lat
         stage1 = None
         if train:
             stage1 = {"ht_s1": self.rec_h(Ht), "h1_s1": sr1, "h2_s1": sr2, "l_s1": self.rec_l(L)}
 
-        # Stage 2: cycle refinement through Net_B and Net_F.
+        # Stage 2: cycle refinement through Net_B and Net_F. Each projection's down-projection is taken
+        # before its HR update so the update can reuse the projection's buffer.
         Hp = self.up_b(torch.cat((L1, L, M_half), 1))
-        H1 = _bp_update(H1, Hp)
-        L1 = _bp_update(L1, self.down(Hp))
+        Lp = self.down(Hp)
+        H1 = _bp_update(H1, Hp, consume=True)
+        L1 = _bp_update(L1, Lp, consume=True)
         Hp = self.up_f(torch.cat((L, L2, M_half), 1))
-        H2 = _bp_update(H2, Hp)
-        L2 = _bp_update(L2, self.down(Hp))
+        Lp = self.down(Hp)
+        H2 = _bp_update(H2, Hp, consume=True)
+        L2 = _bp_update(L2, Lp, consume=True)
         Hp = self.up_f(torch.cat((L1, L, M_half), 1))
         del L1
-        Ht = _bp_update(Ht, Hp)
-        L = _bp_update(L, self.down(Hp))
+        Lp = self.down(Hp)
+        Ht = _bp_update(Ht, Hp, consume=True)
+        L = _bp_update(L, Lp, consume=True)
         Hp = self.up_b(torch.cat((L, L2, M_half), 1))
         del L2, M_half
-        Ht = _bp_update(Ht, Hp)
-        L = _bp_update(L, self.down(Hp))
-        del Hp
+        Lp = self.down(Hp)
+        Ht = _bp_update(Ht, Hp, consume=True)
+        L = _bp_update(L, Lp, consume=True)
+        del Hp, Lp
 
         out = {"ht": self.rec_h(Ht), "h1": self.rec_h(H1), "h2": self.rec_h(H2), "l": self.rec_l(L)}
         if train:

@@ -69,13 +69,19 @@ class Star(nn.Module):
     size the network needs, normalises, encodes the flows, runs the network and returns StarOutput with
     the padding cropped away, RGB clamped to [0, 1]. In eval mode (the default) it runs under
     torch.inference_mode.
+
+    channels_last: keep the weights and activations in NHWC (measured 1.4-1.5x faster on the CPU, same
+    numbers to float rounding; docs/model.md). It converts `net`'s weights in place.
     """
 
-    def __init__(self, net: StarNet) -> None:
+    def __init__(self, net: StarNet, *, channels_last: bool = True) -> None:
         super().__init__()
         if not isinstance(net, StarNet):
             raise ValueError(f"net must be a StarNet, got {type(net).__name__}")
         self.net = net
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
         self.eval()
 
     @property
@@ -109,12 +115,14 @@ class Star(nn.Module):
             ff, fb = encode_flow(flow_f_px), encode_flow(flow_b_px)
             if (ph, pw) != (h, w):
                 x1, x2, ff, fb = (pad_reflect(t, ph, pw) for t in (x1, x2, ff, fb))
+            if self.channels_last:
+                x1, x2, ff, fb = (t.contiguous(memory_format=torch.channels_last) for t in (x1, x2, ff, fb))
             out = self.net(x1, x2, ff, fb)
             del x1, x2, ff, fb
             if isinstance(out, dict):
                 out = (out["ht"], out["h1"], out["h2"], out["l"])
             s = cfg.scale
             ht, h1, h2, l = out
-            return StarOutput(
-                denormalize(ht[..., : h * s, : w * s]), denormalize(h1[..., : h * s, : w * s]),
-                denormalize(h2[..., : h * s, : w * s]), denormalize(l[..., :h, :w]))
+            # Plain contiguous NCHW out, whatever the internal layout.
+            return StarOutput(*(denormalize(t.contiguous()) for t in (
+                ht[..., : h * s, : w * s], h1[..., : h * s, : w * s], h2[..., : h * s, : w * s], l[..., :h, :w])))

@@ -1,0 +1,110 @@
+"""Memory layouts, mixed precision and CUDA paths of the model (CUDA tests skip without a GPU)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsstar.model import Star, StarConfig, StarNet, load_official
+
+# One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+
+
+def _tiny(fr: bool = False, **kw) -> StarNet:
+    cfg = StarConfig(scale=4, base_filter=8, feat=4, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=1, flow_refine=fr, fr_widths=(4, 8, 8), **kw)
+    torch.manual_seed(0)
+    return StarNet(cfg).eval()
+
+
+def _pair(h=9, w=13, device="cpu"):
+    g = torch.Generator().manual_seed(2)
+    im1 = torch.rand(1, 3, h, w, generator=g)
+    im2 = torch.rand(1, 3, h, w, generator=g)
+    ff = 2 * torch.randn(1, 2, h, w, generator=g)
+    return [t.to(device) for t in (im1, im2, ff, -ff)]
+
+
+def test_channels_last_same_numbers_and_plain_outputs():
+    a = Star(_tiny(), channels_last=False)(*_pair())
+    star = Star(_tiny(), channels_last=True)
+    assert star.net.rec_h.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    b = star(*_pair())
+    for x, y in zip(a, b):
+        assert y.is_contiguous() and torch.allclose(x, y, atol=1e-3)  # raw outputs reach hundreds
+
+
+def test_bf16_autocast_runs_the_inference_path_on_cpu():
+    """Mixed precision through the in-place inference code (the CPU stand-in for CUDA fp16)."""
+    net = _tiny(fr=True)
+    inputs = _pair(8, 12)
+    with torch.inference_mode():
+        ref = net(*inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(*inputs)
+    for x, y in zip(ref, out):
+        assert torch.isfinite(y).all()
+        assert ((x - y.float()).abs().max() / x.abs().max()).item() < 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rgb = Star(net)(*inputs)
+    assert all(torch.isfinite(t).all() for t in rgb)
+
+
+def test_train_mode_wrapper_keeps_gradients():
+    star = Star(_tiny(global_skip=True))
+    star.train()
+    out = star(*_pair())
+    assert out.ht.requires_grad
+    out.ht.mean().backward()
+    assert star.net.rec_h.conv.weight.grad is not None
+
+
+@needs_cuda
+def test_cuda_matches_cpu_float32():
+    net = _tiny(fr=True)
+    cpu = Star(net, channels_last=False)(*_pair(32, 40))
+    gpu_star = Star(_tiny(fr=True)).cuda()
+    gpu = gpu_star(*_pair(32, 40, device="cuda"))
+    for x, y in zip(cpu, gpu):
+        assert y.device.type == "cuda" and torch.allclose(x, y.cpu(), atol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_autocast(dtype):
+    star = Star(_tiny(fr=True)).cuda()
+    ref = star(*_pair(32, 40, device="cuda"))
+    with torch.autocast("cuda", dtype=dtype):
+        out = star(*_pair(32, 40, device="cuda"))
+    for x, y in zip(ref, out):
+        assert torch.isfinite(y).all() and (x - y.float()).abs().max() < 0.1
+
+
+@needs_cuda
+def test_load_official_to_cuda():
+    path = ROOT / "data" / "starnet" / "star_v4_small_x4.pt"
+    if not path.exists():
+        path = ROOT.parent.parent / "shared" / "reference" / "starnet" / "star_v4_small_x4.pt"
+    if not path.exists():
+        pytest.skip("fixture not found")
+    fx = torch.load(path, weights_only=True)
+    net = load_official(fx["state_dict"], device="cuda")
+    with torch.inference_mode():
+        out = net(*(fx["inputs"][k].cuda() for k in ("im1", "im2", "flow_f", "flow_b")))
+    for name, o in zip(("ht", "h1", "h2", "l"), out):
+        ref = fx["outputs"][name]
+        assert ((o.cpu() - ref).abs().max() / ref.abs().max()).item() < 1e-4
+
+
+@needs_cuda
+def test_benchmark_cuda_path(tmp_path):
+    import runpy
+
+    bench = runpy.run_path(str(ROOT.parent / "benchmarks" / "bench_model.py"))
+    rc = bench["main"](["--preset", "compact", "--sizes", "32x32", "--device", "cuda", "--dtypes", "fp32,fp16",
+                        "--repeat", "1", "--warmup", "1", "--no-baseline", "--json", str(tmp_path / "r.json")])
+    assert rc == 0 and (tmp_path / "r.json").exists()
