@@ -160,7 +160,27 @@ def sor_raster_cpu(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None
     return torch.from_numpy(du).to(dt), torch.from_numpy(dv).to(dt)
 
 
-SOLVERS = {"redblack": sor_redblack_torch, "raster": sor_raster_cpu}
+def use_triton(t: torch.Tensor) -> bool:
+    """The Triton kernel serves CUDA tensors; VSSTAR_FLOW_TRITON=0 forces the eager torch ops."""
+    import os
+
+    if not t.is_cuda or os.environ.get("VSSTAR_FLOW_TRITON", "1") == "0":
+        return False
+    from ._triton import HAVE_TRITON
+
+    return HAVE_TRITON
+
+
+def sor_redblack(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None):
+    """Red-black SOR: one Triton launch per half-sweep on CUDA, eager torch ops elsewhere."""
+    if use_triton(b1):
+        from ._triton import sor_redblack_triton
+
+        return sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv, omega=OMEGA, prox=PROX)
+    return sor_redblack_torch(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv)
+
+
+SOLVERS = {"redblack": sor_redblack, "raster": sor_raster_cpu}
 
 
 def default_sor(device: torch.device):
@@ -169,4 +189,4 @@ def default_sor(device: torch.device):
 
     if torch.device(device).type == "cpu" and HAVE_NUMBA:
         return sor_raster_cpu
-    return sor_redblack_torch
+    return sor_redblack
