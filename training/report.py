@@ -123,7 +123,16 @@ _STEP_RE = re.compile(r"step (\d+)/\d+ loss ([0-9.eE+-]+)")
 def _losses(run_dir: Path) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     log = run_dir / "train.log"
-    if log.is_file():
+    jl = run_dir / "losses.jsonl"
+    if jl.is_file():  # every step, full precision
+        for line in jl.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+                xs.append(int(r["step"]))
+                ys.append(float(r["loss"]))
+            except (ValueError, KeyError):
+                continue  # a line cut by a kill
+    elif log.is_file():
         for line in log.read_text(errors="replace").splitlines():
             m = _STEP_RE.search(line)
             if m:
@@ -150,7 +159,12 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["## Model", "", "```json", json.dumps(cfg, indent=1), "```", ""]
     ks, ls = _losses(run_dir)
     if ks:
-        line_plot({"loss": (ks, ls)}, run_dir / "loss.png", "training loss", "step", "L1 (normalised)")
+        ema, acc = [], ls[0]
+        for v in ls:  # per-batch losses vary with the content: show a smoothed curve beside them
+            acc = 0.95 * acc + 0.05 * v
+            ema.append(acc)
+        line_plot({"loss (per logged step)": (ks, ls), "moving average": (ks, ema)}, run_dir / "loss.png",
+                  "training loss", "step", "L1 (normalised)")
         lines += ["## Training loss", "", "![loss](loss.png)", ""]
     if history:
         steps = [r["step"] for r in history]
