@@ -241,3 +241,21 @@ def test_export_round_trip_and_evaluation(footage, tmp_path):
     with pytest.raises(ValueError, match="corrupt or truncated"):
         export_checkpoint(tmp_path / "trunc.pt", tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_train_cli_bad_data_is_a_clear_error(footage, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "run"
+    args = _args(footage, run, 2)
+    args[args.index("--data") + 1] = str(empty)
+    assert train_main(args) == 2
+    assert "no videos" in capsys.readouterr().err
+    assert not (run / "last.pt").exists()
+    short = tmp_path / "short" / "clip"
+    short.mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(_texture(32, 40, k)).save(short / f"{k}.png")
+    args[args.index("--data") + 1] = str(tmp_path / "short")
+    assert train_main(args) == 2
+    assert "'clip': needs at least 3 frames" in capsys.readouterr().err
