@@ -107,10 +107,12 @@ def test_res_feat3_optional():
         assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("flow_refine", [False, True])
-def test_inference_mode_matches_no_grad(flow_refine):
+@pytest.mark.parametrize("knobs", [dict(), dict(flow_refine=True, fr_widths=(4, 4, 4)),
+                                   dict(num_stages=1, down_resblocks=0, t_lr_resblocks=0, scale=2),
+                                   dict(num_stages=4, scale=8)])
+def test_inference_mode_matches_no_grad(knobs):
     """The lean in-place inference path computes the same function as the autograd-safe one."""
-    net = _tiny(flow_refine=flow_refine, fr_widths=(4, 4, 4))
+    net = _tiny(**knobs)
     inputs = _tiny_inputs(8, 12)
     with torch.inference_mode():
         a = net(*inputs)
@@ -239,3 +241,15 @@ def test_global_skip_activations_stay_bounded():
     with torch.inference_mode():
         net(normalize(im1), normalize(im2), encode_flow(ff), encode_flow(fb))
     assert 1e-3 < max(seen) < 100
+
+
+def test_benchmark_original_style_forward_reproduces_the_fixture(fixture, small_net):
+    """The benchmark's baseline (a re-creation of the authors' inference) is faithful."""
+    import runpy
+
+    bench = runpy.run_path(str(ROOT.parent / "benchmarks" / "bench_model.py"))
+    with torch.no_grad():
+        out = bench["original_forward"](small_net, *_inputs(fixture))
+    for name, o in zip(("ht", "h1", "h2", "l"), out):
+        ref = fixture["outputs"][name]
+        assert ((o - ref).abs().max() / ref.abs().max()).item() < 1e-4
