@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "filters" / "gstreamer"
-PROBE = PLUGIN_DIR / "probe.py"
 GST_PY = Path(os.environ.get("VSSTAR_GST_PYTHON", ROOT / ".venv-gst" / "bin" / "python"))
 NS = 1_000_000_000
 FORMATS_BPP = {"RGB": 3, "RGBx": 4, "BGRx": 4}
