@@ -198,6 +198,10 @@ def runs(tmp_path_factory, weights) -> dict:
                          "pipeline": f"filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
                                      f"! starnet scale=2 model={weights} device=cpu scene-change={sc} "
                                      "! appsink name=sink"})
+    live = "videotestsrc is-live=true num-buffers=6 ! video/x-raw,format=RGB,width=24,height=16,framerate=30/1"
+    jobs.append({"name": "latency-ref", "pipeline": f"{live} ! appsink name=sink"})
+    jobs.append({"name": "latency", "pipeline": f"{live} ! starnet scale=2 batch-size=2 model={weights} "
+                                                "device=cpu ! appsink name=sink"})
     # frames below the engine's minimum size fail inside the streaming thread
     jobs.append({"name": "too-small", "pipeline": f"{source(3, 4, 4, 'RGB')} ! starnet scale=2 model={weights} "
                                                   "device=cpu ! appsink name=sink"})
@@ -324,6 +328,15 @@ def test_scene_cut_repeats_left_frame(runs):
     frames2 = read_frames(result(runs, "cut-false"), "RGB")
     assert len(frames2) == 10 and not np.array_equal(frames2[5], frames2[4])
     assert np.array_equal(frames2[1], frames[1])  # same pixels where there is no cut
+
+
+def test_latency_query_adds_the_held_frames(runs):
+    ref, res = result(runs, "latency-ref"), result(runs, "latency")
+    assert res["error"] is None and res["eos"] and len(res["buffers"]) == 12
+    live, lo, hi = res["latency"]
+    assert live and ref["latency"][0]
+    # batch-size=2: two input frames (at 30 fps) are held before the first pair can run
+    assert lo - ref["latency"][1] == 2 * (NS // 30)
 
 
 def test_processing_error_stops_the_pipeline(runs):

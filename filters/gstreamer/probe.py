@@ -10,7 +10,8 @@ Prints one JSON object: ``buffers`` (pts, duration, size, width, height, format,
 buffer), ``eos`` (bool), ``error`` (text, debug, source of the first bus error, or null) and
 ``seeked_at`` (index of the first buffer after a seek, when --seek-after is used) and
 ``arrivals`` (pts of every buffer that reached the sink pad, before the sink clips to the
-segment, with "flush" where a flush ended).
+segment, with "flush" where a flush ended), and ``latency`` (live, min, max in ns, as the
+sink's upstream answers the latency query once the first buffer arrived).
 """
 from __future__ import annotations
 
@@ -111,6 +112,14 @@ def run(description: str, timeout: float = 120.0, seek_after: Optional[int] = No
         if sample is None:
             continue
         _take(sample, buffers, dump)
+        if "latency" not in result:
+            # what the elements upstream of the sink add up to, once data flows
+            q = Gst.Query.new_latency()
+            if sink.get_static_pad("sink").peer_query(q):
+                live, lo, hi = q.parse_latency()
+                result["latency"] = [bool(live), int(lo), None if hi == Gst.CLOCK_TIME_NONE else int(hi)]
+            else:
+                result["latency"] = None
         if seek_after is not None and not seeked and len(buffers) >= seek_after:
             seeked = True
             ok = pipeline.seek(1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
