@@ -85,10 +85,10 @@ def original_forward(net, t_im1, t_im2, t_flow_f, t_flow_b):
 
     def dbpn(m, x):
         x = conv(m.reduce, x)
-        h1 = up(m.ups[0], x)
-        h2 = up(m.ups[1], down(m.downs[0], h1))
-        h3 = up(m.ups[2], down(m.downs[1], h2))
-        return conv(m.fuse, torch.cat((h3, h2, h1), 1))
+        highs = [up(m.ups[0], x)]  # the official build: h1, h2, h3, fused as cat(h3, h2, h1)
+        for u, d in zip(m.ups[1:], m.downs):
+            highs.append(up(u, down(d, highs[-1])))
+        return conv(m.fuse, torch.cat(highs[::-1], 1))
 
     def rbpn(m, x, neighbour, flow):
         feat_input = conv(m.feat_target, x)
@@ -101,7 +101,8 @@ def original_forward(net, t_im1, t_im2, t_flow_f, t_flow_b):
             e = stack(m.error_branch, e)
             h = h0 + e
             Ht.append(h)
-            feat_input = stack(m.res_feat3, h)
+            if m.res_feat3 is not None:  # computed and never used, as in the original
+                feat_input = stack(m.res_feat3, h)
         out = torch.cat(Ht, 1)
         output = conv(m.to_rgb, out)
         return output, out
@@ -135,6 +136,12 @@ def original_forward(net, t_im1, t_im2, t_flow_f, t_flow_b):
         return torch.sigmoid(u.head(y))
 
     relu_bp = lambda x: F.leaky_relu(x, 0.1, inplace=True)  # noqa: E731
+    base = None
+    if net.config.global_skip:  # our compact builds: outputs = classical baseline + residual
+        from vsstar.model.baseline import blend_middle, upscale
+
+        mid = blend_middle(t_im1, t_im2, t_flow_f, t_flow_b)
+        base = (upscale(mid, net.config.scale), upscale(t_im1, net.config.scale), upscale(t_im2, net.config.scale), mid)
     if net.flow_refiner is not None:
         t_flow_f = t_flow_f + unet(net.flow_refiner, torch.cat((t_flow_f, t_im1, t_im2), 1))
         t_flow_b = t_flow_b + unet(net.flow_refiner, torch.cat((t_flow_b, t_im2, t_im1), 1))
@@ -184,6 +191,8 @@ def original_forward(net, t_im1, t_im2, t_flow_f, t_flow_b):
     result_h1.append(output_h1)
     result_ht.append(output_ht)
     result_h2.append(output_h2)
+    if base is not None:
+        return tuple(o + b for o, b in zip((output_ht, output_h1, output_h2, output_l), base))
     return output_ht, output_h1, output_h2, output_l
 
 

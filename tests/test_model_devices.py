@@ -108,3 +108,18 @@ def test_benchmark_cuda_path(tmp_path):
     rc = bench["main"](["--preset", "compact", "--sizes", "32x32", "--device", "cuda", "--dtypes", "fp32,fp16",
                         "--repeat", "1", "--warmup", "1", "--no-baseline", "--json", str(tmp_path / "r.json")])
     assert rc == 0 and (tmp_path / "r.json").exists()
+
+
+def test_benchmark_runs_on_cpu_with_the_baseline(tmp_path, capsys):
+    import json
+    import runpy
+
+    bench = runpy.run_path(str(ROOT.parent / "benchmarks" / "bench_model.py"))
+    rc = bench["main"](["--preset", "compact", "--no-flow-refine", "--sizes", "8x12", "--repeat", "1",
+                        "--threads", "1", "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "original fp32" in text and "vsstar fp32" in text and "speed-up" in text
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["mode"] for r in rows] == ["original", "vsstar"]
+    assert all(r["wall_ms"] and r["peak_mb"] > 0 for r in rows)

@@ -242,3 +242,8 @@ def test_loaded_module_cannot_be_a_pickle_of_module(tmp_path):
     torch.save(torch.nn.Linear(2, 2), p)
     with pytest.raises(CheckpointError):
         load_official(p)
+
+
+def test_error_bad_objective():
+    with pytest.raises(ValueError, match="objective must be one of"):
+        load_official(_fixture_sd(), objective="STAR-X")

@@ -1,7 +1,6 @@
 """The authors' checkpoints: layout detection, configuration inference and key mapping onto StarNet."""
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
@@ -234,8 +233,11 @@ def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], 
     and shapes. Every key must match (missing, unexpected or mis-shaped keys raise CheckpointError).
     Files are read with torch.load(weights_only=True, map_location='cpu'). device='meta' only validates.
     """
+    from .config import OBJECTIVE_OUTPUTS
     from .star import StarNet
 
+    if objective not in OBJECTIVE_OUTPUTS:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVE_OUTPUTS)}, got {objective!r}")
     if isinstance(path_or_state_dict, Mapping):
         sd = extract_state_dict(path_or_state_dict, source="state dict")
         source = "state dict"
