@@ -10,6 +10,8 @@ numba is optional; without it the torch red-black solver is used.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 try:  # numba is an optional accelerator for the CPU path
@@ -381,6 +383,7 @@ if HAVE_NUMBA:
 
 
 _POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int):
@@ -388,9 +391,10 @@ def _pool(threads: int):
     # spin-wait and fight torch's own OpenMP threads between calls.
     from concurrent.futures import ThreadPoolExecutor
 
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vsstar-sor")
-    return _POOLS[threads]
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vsstar-flow")
+        return _POOLS[threads]
 
 
 def sor_raster_numpy(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, threads: int = 1,

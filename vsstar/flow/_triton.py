@@ -62,7 +62,7 @@ if HAVE_TRITON:
 def sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None,
                         omega: float = 1.8, prox: float = 0.05):
     """Red-black SOR like `solver.sor_redblack_torch`, each half-sweep one Triton launch."""
-    from .solver import neighbour_weights
+    from .solver import FIRST_COLOUR, neighbour_weights
 
     wl, wr, wu, wd = neighbour_weights(phi)
     diag = prox * alpha + alpha * (wl + wr + wu + wd)
@@ -78,7 +78,7 @@ def sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du
     grid = (triton.cdiv(total, BLOCK),)
     om = torch.full((1,), 1.0 - omega, dtype=b1.dtype, device=b1.device)
     for _ in range(n_sor):
-        for colour in (0, 1):
+        for colour in (FIRST_COLOUR, 1 - FIRST_COLOUR):
             _rb_half_sweep[grid](du, dv, a12, b1, b2, k1, k2, aphi, total, h, w, half_w, colour, om,
                                  BLOCK=BLOCK)
     return du, dv
