@@ -24,7 +24,15 @@ __all__ = ["load_any", "evaluate", "bench", "main"]
 
 def load_any(spec: str):
     """A StarNet from a training checkpoint (.pt written by training), our safetensors, a bundled name or
-    an authors' checkpoint."""
+    an authors' checkpoint; ``preset:NAME:SCALE`` builds an untrained preset (for --bench)."""
+    if spec.startswith("preset:"):
+        from vsstar.model import StarNet
+        from .presets import preset_config
+        try:
+            _, name, scale = spec.split(":")
+            return StarNet(preset_config(name, int(scale))).eval()
+        except ValueError as e:
+            raise ValueError(f"model: expected preset:NAME:SCALE, got {spec!r} ({e})") from None
     if os.path.isfile(spec) and spec.endswith(".pt"):
         from .checkpoint import FORMAT
         try:
@@ -109,8 +117,21 @@ def bench(net, size: tuple[int, int] = (240, 426), repeats: int = 2) -> dict:
         tn.append(time.time() - t)
     f, n = min(tf), min(tn)
     # A pair yields two output frames in a stream (the SR frame and the in-between one).
-    return {"flow_s": f, "net_s": n, "pair_s": f + n, "out_fps": 2 / (f + n), "threads": torch.get_num_threads(),
-            "size": f"{w}x{h}"}
+    out = {"flow_s": f, "net_s": n, "pair_s": f + n, "out_fps": 2 / (f + n), "threads": torch.get_num_threads(),
+           "size": f"{w}x{h}"}
+    try:  # the path users run: vsstar.engine (flow + network + its own padding / tiling)
+        from vsstar.engine import StarEngine
+    except ImportError:
+        return out
+    eng = StarEngine(model=net, scale=net.config.scale, mode="st", device="cpu")
+    te = []
+    for _ in range(repeats):
+        t = time.time()
+        eng.process(x1, x2)
+        te.append(time.time() - t)
+    out["engine_s"] = min(te)
+    out["engine_fps"] = 2 / min(te)
+    return out
 
 
 def main(argv=None) -> int:
@@ -138,13 +159,17 @@ def main(argv=None) -> int:
             cache = FlowCache(a.flow_cache)
         for spec in a.model:
             net = load_any(spec)
-            name = a.name or f"eval_{Path(spec).stem}"
-            res = evaluate(net, frames, Path(a.out) if a.out else None, cache, name, with_ssim=not a.no_ssim)
-            print(f"## {spec}\n{res['table']}")
+            print(f"## {spec} ({sum(p.numel() for p in net.parameters()) / 1e6:.3f} M parameters)")
+            if not (a.bench and spec.startswith("preset:")):
+                name = a.name or f"eval_{Path(spec).stem}"
+                res = evaluate(net, frames, Path(a.out) if a.out else None, cache, name, with_ssim=not a.no_ssim)
+                print(res["table"])
             if a.bench:
                 b = bench(net)
                 print(f"speed at {b['size']} input, {b['threads']} threads: flow {b['flow_s']:.2f} s + network "
-                      f"{b['net_s']:.2f} s per pair = {b['out_fps']:.3f} output frames/s")
+                      f"{b['net_s']:.2f} s per pair = {b['out_fps']:.3f} output frames/s"
+                      + (f"; vsstar.engine {b['engine_s']:.2f} s per pair = {b['engine_fps']:.3f} output frames/s"
+                         if "engine_s" in b else ""))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

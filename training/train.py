@@ -425,6 +425,7 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=args.steps, initial=self.step, unit="step", dynamic_ncols=True)
         t0, s0 = time.time(), self.step
+        failed = False
         try:
             if self.step == 0 and self.validator is not None:
                 self.validate()
@@ -453,12 +454,18 @@ class Trainer:
             if self.step >= args.steps and self.validator is not None and (
                     not self.history or self.history[-1]["step"] != self.step):
                 self.validate()
+        except BaseException:
+            # An error inside a step may leave the weights updated but the step not counted: keep the last
+            # periodic checkpoint rather than saving a state that would not resume exactly.
+            failed = True
+            raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
             if bar is not None:
                 bar.close()
-            self.save()  # at exit, whatever the reason
+            if not failed:
+                self.save()  # at the end, on SIGTERM / SIGINT
             if self.main:
                 self.log(f"stopped at step {self.step}" + (f" (signal {self.stop_signal})" if self.stop_signal else ""))
                 if self.tb:
