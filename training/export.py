@@ -50,6 +50,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.tmp")
     save_weights(net, tmp, **meta)
+    os.chmod(tmp, 0o644)  # a shippable file, whatever the umask
     os.replace(tmp, dst)
     return dst
 
