@@ -126,27 +126,63 @@ if HAVE_NUMBA:
             _sweeps1(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv)
 
 
+    # ---- 1-D correlations with replicate borders; clamp-free interiors so LLVM vectorises -----
+    # Accumulation order is the C++ one (acc = 0, then taps left to right), so results are
+    # bit-identical to the clamped loops.
+
+    @njit(cache=True, nogil=True)
+    def _corr_x(src, taps, dst):
+        h, w = src.shape
+        r = taps.shape[0] // 2
+        lo = min(r, w)
+        hi = max(w - r, lo)
+        for i in range(h):
+            # Tap-outer loop: each element still sums its taps left to right from 0.
+            # Views indexed from 0 let LLVM drop numba's negative-index checks and vectorise.
+            n_in = hi - lo
+            drow = dst[i, lo:hi]
+            for j in range(n_in):
+                drow[j] = 0.0
+            for l in range(2 * r + 1):
+                t = taps[l]
+                srow = src[i, lo + l - r:lo + l - r + n_in]
+                for j in range(n_in):
+                    drow[j] += t * srow[j]
+            for j in range(lo):
+                acc = 0.0
+                for l in range(2 * r + 1):
+                    acc += taps[l] * src[i, min(max(j + l - r, 0), w - 1)]
+                dst[i, j] = acc
+            for j in range(hi, w):
+                acc = 0.0
+                for l in range(2 * r + 1):
+                    acc += taps[l] * src[i, min(max(j + l - r, 0), w - 1)]
+                dst[i, j] = acc
+
+    @njit(cache=True, nogil=True)
+    def _corr_y(src, taps, dst):
+        h, w = src.shape
+        r = taps.shape[0] // 2
+        for i in range(h):
+            inner = r <= i < h - r
+            for j in range(w):
+                dst[i, j] = 0.0
+            for l in range(2 * r + 1):
+                ii = i + l - r if inner else min(max(i + l - r, 0), h - 1)
+                t = taps[l]
+                for j in range(w):
+                    dst[i, j] += t * src[ii, j]
+
+
     # ---- whole-level solver: everything of SmoothFlowSOR in compiled loops --------------------
 
     @njit(cache=True, nogil=True)
     def _filt5_xy(src, taps, tmp, dst):
         """Separable 5-tap correlation (x then y pass), replicate borders, on (C, H, W)."""
-        c_n, h, w = src.shape
-        for c in range(c_n):
-            for i in range(h):
-                for j in range(w):
-                    acc = 0.0
-                    for l in range(5):
-                        jj = min(max(j + l - 2, 0), w - 1)
-                        acc += taps[l] * src[c, i, jj]
-                    tmp[c, i, j] = acc
-            for i in range(h):
-                for j in range(w):
-                    acc = 0.0
-                    for l in range(5):
-                        ii = min(max(i + l - 2, 0), h - 1)
-                        acc += taps[l] * tmp[c, ii, j]
-                    dst[c, i, j] = acc
+        for c in range(src.shape[0]):
+            _corr_x(src[c], taps, tmp[c])
+            _corr_y(tmp[c], taps, dst[c])
+
 
     @njit(cache=True, nogil=True)
     def _warp1(f1, f2, u, v, out):
@@ -235,15 +271,8 @@ if HAVE_NUMBA:
                         for j in range(w):
                             tmp[c, i, j] = 0.4 * i1[n, c, i, j] + 0.6 * i2[n, c, i, j]
                             it[n, c, i, j] = i2[n, c, i, j] - i1[n, c, i, j]
-                    for i in range(h):
-                        for j in range(w):
-                            ax = 0.0
-                            ay = 0.0
-                            for l in range(5):
-                                ax += d5[l] * tmp[c, i, min(max(j + l - 2, 0), w - 1)]
-                                ay += d5[l] * tmp[c, min(max(i + l - 2, 0), h - 1), j]
-                            ix[n, c, i, j] = ax
-                            iy[n, c, i, j] = ay
+                    _corr_x(tmp[c], d5, ix[n, c])
+                    _corr_y(tmp[c], d5, iy[n, c])
             du[:] = 0.0
             dv[:] = 0.0
             for hh in range(n_inner):
@@ -303,22 +332,12 @@ if HAVE_NUMBA:
     def _blur(src, taps, dst):
         """Separable correlation with odd-length taps (x then y), replicate borders, (G, C, H, W)."""
         g, c_n, h, w = src.shape
-        r = taps.shape[0] // 2
         tmp = np.empty((h, w))
         for n in range(g):
             for c in range(c_n):
-                for i in range(h):
-                    for j in range(w):
-                        acc = 0.0
-                        for l in range(2 * r + 1):
-                            acc += taps[l] * src[n, c, i, min(max(j + l - r, 0), w - 1)]
-                        tmp[i, j] = acc
-                for i in range(h):
-                    for j in range(w):
-                        acc = 0.0
-                        for l in range(2 * r + 1):
-                            acc += taps[l] * tmp[min(max(i + l - r, 0), h - 1), j]
-                        dst[n, c, i, j] = acc
+                _corr_x(src[n, c], taps, tmp)
+                _corr_y(tmp, taps, dst[n, c])
+
 
     @njit(cache=True, nogil=True)
     def _resize(src, x0, x1, dx, y0, y1, dy, dst):
@@ -349,15 +368,8 @@ if HAVE_NUMBA:
                     out[n, 0, i, j] = 0.299 * r_ + 0.587 * g_ + 0.114 * b_
                     out[n, 3, i, j] = g_ - r_
                     out[n, 4, i, j] = g_ - b_
-            for i in range(h):
-                for j in range(w):
-                    ax = 0.0
-                    ay = 0.0
-                    for l in range(5):
-                        ax += d5[l] * out[n, 0, i, min(max(j + l - 2, 0), w - 1)]
-                        ay += d5[l] * out[n, 0, min(max(i + l - 2, 0), h - 1), j]
-                    out[n, 1, i, j] = ax
-                    out[n, 2, i, j] = ay
+            _corr_x(out[n, 0], d5, out[n, 1])
+            _corr_y(out[n, 0], d5, out[n, 2])
 
     @njit(cache=True, nogil=True)
     def _features_plain(img, d5, out):
