@@ -318,29 +318,38 @@ if HAVE_NUMBA:
                             uu[i, j] = u[n, i, j] + du[n, i, j] if hh > 0 else u[n, i, j]
                             vv[i, j] = v[n, i, j] + dv[n, i, j] if hh > 0 else v[n, i, j]
                     _phi1(uu, vv, phi[n])
+                    # Channel-outer loops (contiguous, vectorisable sqrt/div); each sum still
+                    # accumulates the channels in order from 0.
+                    a11n, a12n, a22n, b1n, b2n = a11[n], a12[n], a22[n], b1[n], b2[n]
+                    dun, dvn = du[n], dv[n]
                     for i in range(h):
                         for j in range(w):
-                            s11 = 0.0
-                            s12 = 0.0
-                            s22 = 0.0
-                            t1 = 0.0
-                            t2 = 0.0
-                            for c in range(c_n):
-                                x_ = ix[n, c, i, j]
-                                y_ = iy[n, c, i, j]
-                                t_ = it[n, c, i, j]
-                                r = t_ + x_ * du[n, i, j] + y_ * dv[n, i, j] if hh > 0 else t_
+                            a11n[i, j] = 0.0
+                            a12n[i, j] = 0.0
+                            a22n[i, j] = 0.0
+                            b1n[i, j] = 0.0
+                            b2n[i, j] = 0.0
+                    for c in range(c_n):
+                        ixc, iyc, itc = ix[n, c], iy[n, c], it[n, c]
+                        for i in range(h):
+                            for j in range(w):
+                                x_ = ixc[i, j]
+                                y_ = iyc[i, j]
+                                t_ = itc[i, j]
+                                r = t_ + x_ * dun[i, j] + y_ * dvn[i, j] if hh > 0 else t_
                                 psi = 0.5 / np.sqrt(r * r + 1e-6)
-                                s11 += psi * x_ * x_
-                                s12 += psi * x_ * y_
-                                s22 += psi * y_ * y_
-                                t1 += psi * x_ * t_
-                                t2 += psi * y_ * t_
-                            a11[n, i, j] = s11 * inv_c
-                            a12[n, i, j] = s12 * inv_c
-                            a22[n, i, j] = s22 * inv_c
-                            b1[n, i, j] = t1 * inv_c
-                            b2[n, i, j] = t2 * inv_c
+                                a11n[i, j] += psi * x_ * x_
+                                a12n[i, j] += psi * x_ * y_
+                                a22n[i, j] += psi * y_ * y_
+                                b1n[i, j] += psi * x_ * t_
+                                b2n[i, j] += psi * y_ * t_
+                    for i in range(h):
+                        for j in range(w):
+                            a11n[i, j] *= inv_c
+                            a12n[i, j] *= inv_c
+                            a22n[i, j] *= inv_c
+                            b1n[i, j] *= inv_c
+                            b2n[i, j] *= inv_c
                     _lap1(u[n], phi[n], lap)
                     for i in range(h):
                         for j in range(w):
