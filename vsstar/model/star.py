@@ -74,7 +74,7 @@ class StarNet(nn.Module):
             raise ValueError(f"config must be a StarConfig, got {type(config).__name__}")
         self.config = config
         #: Run the two frames through Net_S / Net_D / Net_M as one batch. Same numbers; off by default
-        #: because it doubles Net_S's peak memory and measured no faster on the CPU (docs/model.md).
+        #: because it measured slower on the CPU with about the same peak memory (docs/model.md).
         self.batch_frames = False
         k, s, p = projection_geometry(config.scale)
         f, bf = config.feat, config.base_filter
