@@ -151,7 +151,8 @@ class BackProjectionBody(nn.Module):
 
         def part(i: int, h: Tensor) -> Tensor:
             j = n - 1 - i  # newest first in the concatenation
-            return F.conv2d(h, weight[:, j * c:(j + 1) * c], bias if i == 0 else None)
+            # A contiguous copy of the (tiny) weight slice keeps the conv on the fast oneDNN path.
+            return F.conv2d(h, weight[:, j * c:(j + 1) * c].contiguous(), bias if i == 0 else None)
 
         h = self.ups[0](self.reduce(x))
         acc = part(0, h)

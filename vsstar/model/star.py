@@ -38,10 +38,10 @@ class THRBranch(nn.Module):
             # the upsampled motion lives only as long as its own term.
             w, b = self.reduce.conv.weight, self.reduce.conv.bias
             c = h1.shape[1]
-            x = F.conv2d(h1, w[:, :c], b)
-            x += F.conv2d(h2, w[:, c:2 * c])
+            x = F.conv2d(h1, w[:, :c].contiguous(), b)
+            x += F.conv2d(h2, w[:, c:2 * c].contiguous())
             m_up = F.interpolate(motion, scale_factor=scale, mode="bilinear", align_corners=True)
-            x += F.conv2d(m_up, w[:, 2 * c:])
+            x += F.conv2d(m_up, w[:, 2 * c:].contiguous())
             del m_up
             x = apply_act(self.reduce.act, x)
         return self.tail(self.pyramid(x))
