@@ -491,30 +491,6 @@ def _groups(n: int, threads: int) -> tuple[int, list]:
     return threads, [(s, min(s + group, n)) for s in range(0, n, group)]
 
 
-def solve_level_numpy(f1, f2, w2, u, v, alpha: float, n_outer: int, n_inner: int, n_sor: int,
-                      threads: int = 1) -> None:
-    """SmoothFlowSOR of one level on float64 C-contiguous arrays, u and v updated in place.
-
-    f1, f2, w2: (N, C, H, W); u, v: (N, H, W). Groups of 1-2 images run on `threads` threads.
-    """
-    from .ops import D5, G5
-
-    g5 = np.array(G5, dtype=np.float64)
-    d5 = np.array(D5, dtype=np.float64)
-    threads, bounds = _groups(u.shape[0], threads)
-    args = (float(alpha), int(n_outer), int(n_inner), int(n_sor), g5, d5)
-
-    def job(se):
-        s, e = se
-        _level_group(f1[s:e], f2[s:e], w2[s:e], u[s:e], v[s:e], *args)
-
-    if threads == 1 or len(bounds) == 1:
-        for se in bounds:
-            job(se)
-    else:
-        list(_pool(threads).map(job, bounds))
-
-
 def _taps(n_src: int, pos: np.ndarray):
     x = np.clip(pos, 0.0, n_src - 1)
     x0 = np.floor(x)

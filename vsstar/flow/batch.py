@@ -11,18 +11,9 @@ from .pyramid import build_pyramid, effective_ratio, features, level_sizes
 from .solver import SOLVERS, smooth_flow_sor
 
 
-def _solve_level_cpu(f1, f2, w2, u, v, alpha, n_outer, n_sor, n_inner):
-    """One level with the compiled CPU kernels (float64 inside, raster SOR, parallel over the batch)."""
-    from ._cpu import solve_level_numpy
-
-    dt = u.dtype
-    a = [t.detach().to(torch.float64).contiguous().numpy().copy() for t in (f1, f2, w2, u, v)]
-    solve_level_numpy(*a, alpha, n_outer, n_inner, n_sor, threads=torch.get_num_threads())
-    return torch.from_numpy(a[3]).to(dt), torch.from_numpy(a[4]).to(dt)
-
-
 def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float, min_width: int,
                n_outer: int, n_inner: int, n_sor: int, col_type: int, sor=None) -> torch.Tensor:
+    """The torch pipeline (any device); `sor` is the inner solver (see solver.SOLVERS)."""
     ratio = effective_ratio(ratio)
     p1 = build_pyramid(im1, ratio, min_width)
     p2 = build_pyramid(im2, ratio, min_width)
@@ -41,10 +32,7 @@ def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float,
             v = resize_to(v.unsqueeze(1), h, w).squeeze(1) * (1.0 / ratio)
             w2 = warp(f1, f2, u, v)
         # More outer iterations and sweeps at coarser levels, as in the C++ code.
-        if sor == "cpu-fused":
-            u, v = _solve_level_cpu(f1, f2, w2, u, v, alpha, n_outer + k, n_sor + 3 * k, n_inner)
-        else:
-            u, v = smooth_flow_sor(f1, f2, w2, u, v, alpha, n_outer + k, n_sor + 3 * k, n_inner, sor=sor)
+        u, v = smooth_flow_sor(f1, f2, w2, u, v, alpha, n_outer + k, n_sor + 3 * k, n_inner, sor=sor)
     return torch.stack([u, v], dim=1)
 
 
