@@ -29,12 +29,13 @@ def apply_act(act: nn.Module | None, y: Tensor) -> Tensor:
     """act(y), with a one-slope PReLU run as an in-place leaky ReLU when autograd is off on the CPU.
 
     prelu(y) = y if y > 0 else w * y is exactly leaky_relu(y, w); the in-place form saves a buffer and a
-    pass over memory. (On CUDA the slope would have to be read back to the host, so it stays a PReLU.)
+    pass over memory. (On CUDA the slope would have to be read back to the host, and under torch.compile
+    the read-back breaks the graph, so there it stays a PReLU.)
     """
     if act is None:
         return y
     if (isinstance(act, nn.PReLU) and act.weight.numel() == 1 and y.device.type == "cpu"
-            and not torch.is_grad_enabled()):
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
         return F.leaky_relu_(y, float(act.weight))
     return act(y)
 
