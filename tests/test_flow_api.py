@@ -207,6 +207,18 @@ def test_batch_equals_single_and_dtypes(small, ordering):
     assert coarse2fine_flow_batch(a[:0], b[:0]).shape == (0, 2) + a.shape[-2:]
 
 
+def test_concurrent_callers_get_identical_results(small):
+    """The flow is thread-safe (the C++ code kept noise parameters in static globals)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = _t(small["im0"]).float(), _t(small["im1"]).float()
+    ref = coarse2fine_flow_batch(a, b)
+    with ThreadPoolExecutor(3) as ex:
+        outs = list(ex.map(lambda _: coarse2fine_flow_batch(a, b), range(3)))
+    for o in outs:
+        assert torch.equal(o, ref)
+
+
 @needs_numba
 def test_torch_pipeline_matches_compiled_pipeline(small):
     """The torch data terms/pyramid/warp (the GPU path) equal the compiled CPU ones when both use
@@ -231,7 +243,7 @@ def test_cuda_matches_cpu_redblack(small, dtype):
 
 
 @needs_cuda
-def test_cuda_batch8_accuracy_bar():
+def test_cuda_accuracy_bar():
     from test_flow import _pair_names, assert_bar, check_accuracy
 
     rows = check_accuracy(lambda x, y: coarse2fine_flow_batch(x.cuda(), y.cuda()).cpu(), _pair_names())
