@@ -337,3 +337,17 @@ def test_model_path_argument(net, tmp_path) -> None:
     a = STAR(clip, scale=2, model=str(path), flow_options=FAST_FLOW)
     b = STAR(clip, scale=2, engine=engine(net))
     np.testing.assert_allclose(arr(a.get_frame(1)), arr(b.get_frame(1)), atol=1e-6)
+
+
+def test_default_model_is_the_bundled_one_for_the_scale() -> None:
+    from vsstar.model import bundled_models
+
+    models = bundled_models()
+    scales = sorted({m.get("scale") for m in models.values()})
+    if not scales:
+        pytest.skip("no bundled weights in vsstar/weights/")
+    scale = scales[0]
+    out = STAR(make_clip([pattern(k) for k in range(2)]), scale=scale, flow_options=FAST_FLOW, device="cpu")
+    assert (out.width, out.height, out.num_frames) == (W * scale, H * scale, 4)
+    got = arr(out.get_frame(1))
+    assert np.isfinite(got).all() and 0.0 <= got.min() and got.max() <= 1.0
