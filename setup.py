@@ -28,6 +28,7 @@ setup(
         "torch>=2.2",
         "numpy>=1.24",
         "safetensors>=0.4",
+        "numba>=0.60",  # compiled raster-order flow on CPU (vsstar.flow falls back to torch without it)
         "tqdm>=4.60",
         "pillow>=9.0",
         "opencv-python-headless>=4.8",
