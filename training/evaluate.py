@@ -88,7 +88,7 @@ def evaluate(net, frames, out_dir: Path | None = None, flow_cache=None, name: st
             crops = {f"{k} (frame {idx}, {kind})" if k == "truth" else
                      ("model" if k == "model" else f"{k}+blend" if kind == "in-between" else k):
                      v[y0:y0 + ch, x0:x0 + cw] for k, v in imgs.items()}
-            png = out_dir / f"{name}_x{scale}_{kind}.png"
+            png = out_dir / f"{name}_{kind}.png"
             side_by_side(crops, png, zoom=2 if scale == 2 else 1)
             out["pictures"].append(png.name)
         (out_dir / f"{name}.json").write_text(json.dumps(out, indent=1))
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--clip", default="../shared/data/clips/carphone_pristine.mp4")
     p.add_argument("--frames", type=int, default=None, help="only the first N frames")
     p.add_argument("--out", default=None, help="folder for the JSON and the comparison pictures")
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None, help="prefix of the output files (NAME_xS.json, NAME_xS_*.png)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-ssim", action="store_true")
     p.add_argument("--bench", action="store_true", help="also time flow + network at 426x240 input")
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
             net = load_any(spec)
             print(f"## {spec} ({sum(p.numel() for p in net.parameters()) / 1e6:.3f} M parameters)")
             if not (a.bench and spec.startswith("preset:")):
-                name = a.name or f"eval_{Path(spec).stem}"
+                name = f"{a.name or 'eval_' + Path(spec).stem}_x{net.config.scale}"
                 res = evaluate(net, frames, Path(a.out) if a.out else None, cache, name, with_ssim=not a.no_ssim)
                 print(res["table"])
             if a.bench:
