@@ -234,3 +234,22 @@ def test_dataset_uses_the_cache_on_the_second_epoch(tmp_path):
         for i in range(len(ds)):
             ds.get(e, i)
     assert cache.misses == 0 and cache.hits == 4
+
+
+def test_schedules_warmup_step_cosine_and_restart():
+    import types
+    from training.train import make_scheduler
+    base = dict(lr_steps="", steps=100, warmup=10, schedule="cosine", lr_gamma=0.1, min_lr_ratio=0.05)
+
+    def factors(**kw):
+        p = torch.nn.Parameter(torch.zeros(1))
+        s = make_scheduler(torch.optim.Adam([p], 1.0), types.SimpleNamespace(**{**base, **kw}))
+        return [s.lr_lambdas[0](i) for i in range(0, 201)]
+    f = factors()
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[100] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(f[10:100], f[11:101]))  # decreasing after the warm-up
+    # extending a finished run with a new cycle leaves the steps already taken unchanged
+    g = factors(steps=200, cycle_start=100, cycle_peak=0.4)
+    assert g[:100] == f[:100] and g[100] == pytest.approx(0.4) and g[200] == pytest.approx(0.05)
+    st = factors(schedule="step", lr_steps="30,60", warmup=0)
+    assert st[29] == 1.0 and st[30] == pytest.approx(0.1) and st[60] == pytest.approx(0.01)

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-gamma", type=float, default=0.1)
     g.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     g.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine floor as a fraction of --lr")
+    g.add_argument("--cycle-start", type=int, default=0,
+                   help="cosine: start a new cycle at this step (warm restart, e.g. when extending a run)")
+    g.add_argument("--cycle-peak", type=float, default=1.0, help="cosine: peak of the new cycle, fraction of --lr")
     g.add_argument("--out-lr-scale", type=float, default=1.0,
                    help="learning-rate factor for the output convolutions (rec_h, rec_l, Net_S to_rgb)")
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0: off)")
@@ -125,6 +128,7 @@ def make_scheduler(opt: torch.optim.Optimizer, args) -> torch.optim.lr_scheduler
     """Warm-up then step (/gamma at --lr-steps), cosine (to --min-lr-ratio) or constant; stepped per step."""
     steps = sorted(int(s) for s in str(args.lr_steps).split(",") if s.strip())
     total, warm, kind, gamma, floor = args.steps, args.warmup, args.schedule, args.lr_gamma, args.min_lr_ratio
+    c0, peak = getattr(args, "cycle_start", 0), getattr(args, "cycle_peak", 1.0)
 
     def factor(step: int) -> float:
         f = 1.0
@@ -132,8 +136,12 @@ def make_scheduler(opt: torch.optim.Optimizer, args) -> torch.optim.lr_scheduler
             f = (step + 1) / warm
         if kind == "step":
             f *= gamma ** sum(step >= s for s in steps)
+        elif kind == "cosine" and c0 and step >= c0:
+            t = min(1.0, (step - c0) / max(1, total - c0))
+            f = floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
         elif kind == "cosine":
-            t = min(1.0, max(0, step - warm) / max(1, total - warm))
+            end = c0 if c0 else total  # the first cycle ends where the next one starts
+            t = min(1.0, max(0, step - warm) / max(1, end - warm))
             f *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
         return f
 
