@@ -156,3 +156,24 @@ def test_converter_guesses_objective_from_the_authors_file_names():
     assert guess("FBPNSR_RBPN_V4_REF_Lf_STAR_T_HR.pth") == "STAR-T_HR"
     assert guess("FBPNSR_RBPN_V4_Lf_STAR.pth") == "STAR"
     assert guess("whatever.pth") == "STAR"
+
+
+def test_load_model_sniffs_safetensors_whose_header_length_starts_with_0x80(tmp_path):
+    """A safetensors header length with low byte 0x80 must not be taken for a pickle."""
+    from safetensors.torch import save_file
+
+    net = _compact()
+    path = tmp_path / "w.safetensors"
+    ref = tmp_path / "ref.safetensors"
+    save_weights(net, ref)
+    meta = {k: json.dumps(v) for k, v in read_metadata(ref).items()}
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    for pad in range(300):  # grow the header until its length's low byte is 0x80
+        meta["description"] = json.dumps("x" * pad)
+        save_file(tensors, path, metadata=meta)
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded = load_model(path)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
