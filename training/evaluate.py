@@ -89,8 +89,13 @@ def evaluate(net, frames, out_dir: Path | None = None, flow_cache=None, name: st
                      ("model" if k == "model" else f"{k}+blend" if kind == "in-between" else k):
                      v[y0:y0 + ch, x0:x0 + cw] for k, v in imgs.items()}
             png = out_dir / f"{name}_{kind}.png"
-            side_by_side(crops, png, zoom=2 if scale == 2 else 1)
+            side_by_side(crops, png, zoom=2)
             out["pictures"].append(png.name)
+        from .report import line_plot
+        pf = out["per_frame"]
+        line_plot({m: (pf["frames"], pf[m]) for m in ("model", "bicubic", "lanczos")},
+                  out_dir / f"{name}_per_frame.png", f"{name}: Y-PSNR per output frame (odd = in-between)",
+                  "frame", "dB")
         (out_dir / f"{name}.json").write_text(json.dumps(out, indent=1))
     return out
 
