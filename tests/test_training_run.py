@@ -259,3 +259,16 @@ def test_train_cli_bad_data_is_a_clear_error(footage, tmp_path, capsys):
     args[args.index("--data") + 1] = str(tmp_path / "short")
     assert train_main(args) == 2
     assert "'clip': needs at least 3 frames" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (mixed precision path)")
+def test_amp_training_on_cuda(footage, tmp_path):
+    run = tmp_path / "cuda"
+    assert train_main(_args(footage, run, 3, "--device", "cuda", "--amp", "on")) == 0
+    st = load_checkpoint(run / "last.pt")
+    assert st["step"] == 3 and st["scaler"] is not None
+    assert train_main(_args(footage, run, 5, "--device", "cuda", "--amp", "on", "--resume")) == 0
+
+
+def test_amp_on_cpu_is_refused(footage, tmp_path):
+    assert train_main(_args(footage, tmp_path / "r", 1, "--device", "cpu", "--amp", "on")) == 2
