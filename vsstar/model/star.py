@@ -47,6 +47,20 @@ class THRBranch(nn.Module):
         return self.tail(self.pyramid(x))
 
 
+def check_pair_inputs(*named: tuple[str, Tensor], floating: bool = False) -> None:
+    """Check (name, tensor) pairs: two (N,3,H,W) frames then two (N,2,H,W) flows, all of the first's N, H, W."""
+    ref = named[0][1]
+    for (name, t), c in zip(named, (3, 3, 2, 2)):
+        if not isinstance(t, Tensor) or t.dim() != 4 or t.shape[1] != c:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a (N,{c},H,W) tensor, got {got}")
+        if t.shape[0] != ref.shape[0] or t.shape[2:] != ref.shape[2:]:
+            raise ValueError(f"{name} must match {named[0][0]}'s batch and size {tuple(ref.shape[2:])}, "
+                             f"got {tuple(t.shape)}")
+        if floating and not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+
+
 def _bp_update(x: Tensor, pred: Tensor, consume: bool = False) -> Tensor:
     """x + sigma(x - pred). Without autograd it is done in place in x (and in pred's buffer when
     `consume`: pred is not used afterwards); the rounding is the out-of-place form's."""
@@ -122,13 +136,7 @@ class StarNet(nn.Module):
 
     # --------------------------------------------------------------- forward
     def _check_inputs(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> None:
-        for name, t, c in (("im1", im1, 3), ("im2", im2, 3), ("flow_f", flow_f, 2), ("flow_b", flow_b, 2)):
-            if not isinstance(t, Tensor) or t.dim() != 4 or t.shape[1] != c:
-                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name} must be a (N,{c},H,W) tensor, got {got}")
-            if t.shape[0] != im1.shape[0] or t.shape[2:] != im1.shape[2:]:
-                raise ValueError(f"{name} must match im1's batch and size {tuple(im1.shape[2:])}, "
-                                 f"got {tuple(t.shape)}")
+        check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f", flow_f), ("flow_b", flow_b))
         h, w = im1.shape[2:]
         m, lo = self.config.size_multiple, self.config.min_size
         if h % m or w % m or h < lo or w < lo:

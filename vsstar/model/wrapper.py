@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .baseline import encode_flow
 from .config import IMAGENET_MEAN, IMAGENET_STD
-from .star import StarNet
+from .star import StarNet, check_pair_inputs
 
 __all__ = ["Star", "StarOutput", "normalize", "denormalize", "pad_reflect", "padded_size"]
 
@@ -95,16 +95,8 @@ class Star(nn.Module):
         return self.net.config.scale
 
     def forward(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor) -> StarOutput:
-        for name, t, c in (("im1", im1, 3), ("im2", im2, 3), ("flow_f_px", flow_f_px, 2),
-                           ("flow_b_px", flow_b_px, 2)):
-            if not isinstance(t, Tensor) or t.dim() != 4 or t.shape[1] != c:
-                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name} must be a (N,{c},H,W) tensor, got {got}")
-            if t.shape[0] != im1.shape[0] or t.shape[2:] != im1.shape[2:]:
-                raise ValueError(f"{name} must match im1's batch and size {tuple(im1.shape[2:])}, "
-                                 f"got {tuple(t.shape)}")
-            if not t.is_floating_point():
-                raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
+                          floating=True)
         cfg = self.net.config
         h, w = im1.shape[2:]
         ph = padded_size(h, cfg.size_multiple, cfg.min_size)
