@@ -192,6 +192,11 @@ def test_net_rejects_sizes_it_cannot_process():
     star = Star(net)
     with pytest.raises(ValueError, match="im2"):
         star(torch.zeros(1, 3, 4, 6), torch.zeros(1, 3, 4, 5), torch.zeros(1, 2, 4, 6), torch.zeros(1, 2, 4, 6))
+    with pytest.raises(ValueError, match=r"flow_b_px must be a \(N,2,H,W\) tensor"):
+        star(torch.zeros(1, 3, 4, 6), torch.zeros(1, 3, 4, 6), torch.zeros(1, 2, 4, 6), torch.zeros(2, 4, 6))
+    with pytest.raises(ValueError, match="flow_f_px must be a floating-point tensor"):
+        star(torch.zeros(1, 3, 4, 6), torch.zeros(1, 3, 4, 6), torch.zeros(1, 2, 4, 6, dtype=torch.int64),
+             torch.zeros(1, 2, 4, 6))
 
 
 @pytest.mark.parametrize("flow_refine", [False, True])
