@@ -36,10 +36,11 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool
     from vsstar.model import save_weights
     net, st = net_from_checkpoint(src)
     meta: dict[str, Any] = {"steps": int(st["step"]), "trained_by": "vsstar training/"}
-    best = st.get("best")
-    if best:
-        meta["validation"] = {k: round(v, 4) for k, v in best.items() if k != "step" and "psnr_y" in k}
-        meta["validation_step"] = best.get("step")
+    # The validation of these very weights (the history entry of the checkpoint's step), if there is one.
+    here = [h for h in st.get("history") or [] if h.get("step") == st["step"]]
+    if here:
+        meta["validation"] = {k: round(v, 4) for k, v in here[-1].items() if k != "step" and "psnr_y" in k}
+        meta["validation_step"] = st["step"]
     args = st.get("args") or {}
     if args:
         meta["training_args"] = {k: v for k, v in args.items() if isinstance(v, (str, int, float, bool, list))
