@@ -103,7 +103,7 @@ def read_frame_folder(folder: str | os.PathLike, max_side: int | None = None) ->
 
 
 def read_vimeo_triplets(root: str | os.PathLike, split: str = "train", limit: int | None = None) -> list[Clip]:
-    """Vimeo-90K triplet layout: root/tri_{split}list.txt naming root/sequences/XXXXX/YYYY/im{1,2,3}.png."""
+    """Vimeo-90K triplet layout: root/tri_{split}list.txt naming root/sequences/<sequence>/<clip>/im{1,2,3}.png."""
     root = Path(root)
     listing = root / f"tri_{split}list.txt"
     if not listing.is_file():
