@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         "cuda": ["cupy-cuda13x"],
-        "train": ["tensorboard", "scikit-image", "matplotlib"],
+        "train": ["tensorboard", "scikit-image"],
         "dev": ["pytest>=8", "pytest-timeout"],
     },
     entry_points={"console_scripts": ["vsstar = vsstar.cli:main"]},
