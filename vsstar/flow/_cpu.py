@@ -46,107 +46,46 @@ if HAVE_NUMBA:
                     k1[n, i, j] = OMEGA / (a11[n, i, j] + prox + c)
                     k2[n, i, j] = OMEGA / (a22[n, i, j] + prox + c)
 
-    # The sweep body is written out for a literal group size (1, 2 or 4): a called helper is not
-    # reliably inlined and costs several times the arithmetic, and a run-time group size keeps
-    # LLVM from interleaving the two independent dependency chains.
-    @njit(cache=True, nogil=True)
-    def _sweeps1(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv):
-        _, h, w = a12.shape
-        G = 1
-        for _ in range(n_sor):
-            for i in range(h):
-                for j in range(w):
-                    for n in range(G):
-                        s1 = 0.0
-                        s2 = 0.0
-                        if j > 0:
-                            wt = phi[n, i, j - 1]
-                            s1 += wt * du[n, i, j - 1]
-                            s2 += wt * dv[n, i, j - 1]
-                        if j < w - 1:
-                            wt = phi[n, i, j]
-                            s1 += wt * du[n, i, j + 1]
-                            s2 += wt * dv[n, i, j + 1]
-                        if i > 0:
-                            wt = phi[n, i - 1, j]
-                            s1 += wt * du[n, i - 1, j]
-                            s2 += wt * dv[n, i - 1, j]
-                        if i < h - 1:
-                            wt = phi[n, i, j]
-                            s1 += wt * du[n, i + 1, j]
-                            s2 += wt * dv[n, i + 1, j]
-                        s1 *= -alpha
-                        s2 *= -alpha
-                        s1 += a12[n, i, j] * dv[n, i, j]
-                        du[n, i, j] = (1 - OMEGA) * du[n, i, j] + k1[n, i, j] * (b1[n, i, j] - s1)
-                        s2 += a12[n, i, j] * du[n, i, j]
-                        dv[n, i, j] = (1 - OMEGA) * dv[n, i, j] + k2[n, i, j] * (b2[n, i, j] - s2)
+    # One image group of literal size G (1, 2 or 4) per compiled kernel: G is a closure constant, so
+    # LLVM sees a literal trip count and interleaves the independent dependency chains (a run-time
+    # group size or a called per-pixel helper measured several times slower).
+    def _make_sweeps(G: int):
+        @njit(cache=True, nogil=True)
+        def sweeps(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv):
+            _, h, w = a12.shape
+            for _ in range(n_sor):
+                for i in range(h):
+                    for j in range(w):
+                        for n in range(G):
+                            s1 = 0.0
+                            s2 = 0.0
+                            if j > 0:
+                                wt = phi[n, i, j - 1]
+                                s1 += wt * du[n, i, j - 1]
+                                s2 += wt * dv[n, i, j - 1]
+                            if j < w - 1:
+                                wt = phi[n, i, j]
+                                s1 += wt * du[n, i, j + 1]
+                                s2 += wt * dv[n, i, j + 1]
+                            if i > 0:
+                                wt = phi[n, i - 1, j]
+                                s1 += wt * du[n, i - 1, j]
+                                s2 += wt * dv[n, i - 1, j]
+                            if i < h - 1:
+                                wt = phi[n, i, j]
+                                s1 += wt * du[n, i + 1, j]
+                                s2 += wt * dv[n, i + 1, j]
+                            s1 *= -alpha
+                            s2 *= -alpha
+                            s1 += a12[n, i, j] * dv[n, i, j]
+                            du[n, i, j] = (1 - OMEGA) * du[n, i, j] + k1[n, i, j] * (b1[n, i, j] - s1)
+                            s2 += a12[n, i, j] * du[n, i, j]
+                            dv[n, i, j] = (1 - OMEGA) * dv[n, i, j] + k2[n, i, j] * (b2[n, i, j] - s2)
+        return sweeps
 
-    @njit(cache=True, nogil=True)
-    def _sweeps2(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv):
-        _, h, w = a12.shape
-        G = 2
-        for _ in range(n_sor):
-            for i in range(h):
-                for j in range(w):
-                    for n in range(G):
-                        s1 = 0.0
-                        s2 = 0.0
-                        if j > 0:
-                            wt = phi[n, i, j - 1]
-                            s1 += wt * du[n, i, j - 1]
-                            s2 += wt * dv[n, i, j - 1]
-                        if j < w - 1:
-                            wt = phi[n, i, j]
-                            s1 += wt * du[n, i, j + 1]
-                            s2 += wt * dv[n, i, j + 1]
-                        if i > 0:
-                            wt = phi[n, i - 1, j]
-                            s1 += wt * du[n, i - 1, j]
-                            s2 += wt * dv[n, i - 1, j]
-                        if i < h - 1:
-                            wt = phi[n, i, j]
-                            s1 += wt * du[n, i + 1, j]
-                            s2 += wt * dv[n, i + 1, j]
-                        s1 *= -alpha
-                        s2 *= -alpha
-                        s1 += a12[n, i, j] * dv[n, i, j]
-                        du[n, i, j] = (1 - OMEGA) * du[n, i, j] + k1[n, i, j] * (b1[n, i, j] - s1)
-                        s2 += a12[n, i, j] * du[n, i, j]
-                        dv[n, i, j] = (1 - OMEGA) * dv[n, i, j] + k2[n, i, j] * (b2[n, i, j] - s2)
-
-    @njit(cache=True, nogil=True)
-    def _sweeps4(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv):
-        _, h, w = a12.shape
-        G = 4
-        for _ in range(n_sor):
-            for i in range(h):
-                for j in range(w):
-                    for n in range(G):
-                        s1 = 0.0
-                        s2 = 0.0
-                        if j > 0:
-                            wt = phi[n, i, j - 1]
-                            s1 += wt * du[n, i, j - 1]
-                            s2 += wt * dv[n, i, j - 1]
-                        if j < w - 1:
-                            wt = phi[n, i, j]
-                            s1 += wt * du[n, i, j + 1]
-                            s2 += wt * dv[n, i, j + 1]
-                        if i > 0:
-                            wt = phi[n, i - 1, j]
-                            s1 += wt * du[n, i - 1, j]
-                            s2 += wt * dv[n, i - 1, j]
-                        if i < h - 1:
-                            wt = phi[n, i, j]
-                            s1 += wt * du[n, i + 1, j]
-                            s2 += wt * dv[n, i + 1, j]
-                        s1 *= -alpha
-                        s2 *= -alpha
-                        s1 += a12[n, i, j] * dv[n, i, j]
-                        du[n, i, j] = (1 - OMEGA) * du[n, i, j] + k1[n, i, j] * (b1[n, i, j] - s1)
-                        s2 += a12[n, i, j] * du[n, i, j]
-                        dv[n, i, j] = (1 - OMEGA) * dv[n, i, j] + k2[n, i, j] * (b2[n, i, j] - s2)
+    _sweeps1 = _make_sweeps(1)
+    _sweeps2 = _make_sweeps(2)
+    _sweeps4 = _make_sweeps(4)
 
     @njit(cache=True, nogil=True)
     def _sor_group(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv):
