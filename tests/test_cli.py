@@ -14,31 +14,20 @@ pytest.importorskip("vapoursynth")
 
 from vsstar.cli import build_parser, main  # noqa: E402
 
+from support import probe, tiny_net  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "bikes_320x136.mp4"
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
 needs_ffmpeg = pytest.mark.skipif(not (FFMPEG and FFPROBE), reason="needs ffmpeg and ffprobe")
 
 
-def probe(path: Path) -> tuple[int, int, str, int]:
-    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
-                          "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    w, h, rate, n = out.split(",")
-    return int(w), int(h), rate, int(n)
-
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    import torch
-
-    from vsstar.model import StarConfig, StarNet, save_weights
+    from vsstar.model import save_weights
 
     d = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    cfg = StarConfig(scale=2, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
-                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective="STAR-ST")
-    save_weights(StarNet(cfg), d / "tiny_x2.safetensors")
+    save_weights(tiny_net(2, seed=0, damp=False), d / "tiny_x2.safetensors")
     out = {"dir": d, "model": d / "tiny_x2.safetensors"}
     if FFMPEG:
         for name, frames in (("short", 3), ("long", 60)):

@@ -6,22 +6,11 @@ import torch
 
 from vsstar import engine as engine_mod
 from vsstar.engine import PairOutput, StarEngine, resolve_device, tile_grid
-from vsstar.model import StarConfig, StarNet, save_weights
+from vsstar.model import StarNet, save_weights
+
+from support import tiny_net
 
 FAST_FLOW = {"n_outer": 2, "n_sor": 4}
-
-
-def tiny_net(scale: int = 2, objective: str = "STAR-ST", seed: int = 0) -> StarNet:
-    """A small random-weight STARnet with a global skip (outputs stay in a sensible range)."""
-    torch.manual_seed(seed)
-    cfg = StarConfig(scale=scale, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
-                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective=objective)
-    net = StarNet(cfg)
-    with torch.no_grad():  # damp the random residual, as a trained model's would be
-        for m in net.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                m.weight.mul_(0.5)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")

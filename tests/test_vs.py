@@ -11,24 +11,14 @@ import torch
 vs = pytest.importorskip("vapoursynth")
 
 from vsstar.engine import StarEngine  # noqa: E402
-from vsstar.model import StarConfig, StarNet, save_weights  # noqa: E402
+from vsstar.model import StarNet, save_weights  # noqa: E402
 from vsstar.vs import STAR, pair_counts  # noqa: E402
+
+from support import tiny_net  # noqa: E402
 
 core = vs.core
 FAST_FLOW = {"n_outer": 2, "n_sor": 4}
 H, W = 24, 32
-
-
-def tiny_net(scale: int = 2, seed: int = 0) -> StarNet:
-    torch.manual_seed(seed)
-    cfg = StarConfig(scale=scale, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
-                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective="STAR-ST")
-    net = StarNet(cfg)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                m.weight.mul_(0.5)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")

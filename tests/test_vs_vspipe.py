@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("vapoursynth")
 
+from support import probe, tiny_net  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 VSPIPE = shutil.which("vspipe", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
@@ -18,24 +20,10 @@ pytestmark = pytest.mark.skipif(not (VSPIPE and FFMPEG and FFPROBE), reason="nee
 
 
 def tiny_weights(path: Path, scale: int) -> Path:
-    import torch
+    from vsstar.model import save_weights
 
-    from vsstar.model import StarConfig, StarNet, save_weights
-
-    torch.manual_seed(scale)
-    cfg = StarConfig(scale=scale, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
-                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective="STAR-ST")
-    save_weights(StarNet(cfg), path)
+    save_weights(tiny_net(scale, seed=scale, damp=False), path)
     return path
-
-
-def probe(path: Path) -> tuple[int, int, str, int]:
-    """(width, height, r_frame_rate, counted frames) of the first video stream."""
-    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
-                          "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    w, h, rate, n = out.split(",")
-    return int(w), int(h), rate, int(n)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,37 @@
+"""Small shared test helpers: a tiny random-weight STARnet and an ffprobe summary."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from vsstar.model import StarConfig, StarNet
+
+
+def tiny_net(scale: int = 2, objective: str = "STAR-ST", seed: int = 0, damp: bool = True) -> StarNet:
+    """A small random-weight STARnet with a global skip, in eval mode.
+
+    damp=True halves every conv weight, as a trained model's residual would be small, so outputs stay
+    in a sensible range for tests that compare pixels.
+    """
+    torch.manual_seed(seed)
+    cfg = StarConfig(scale=scale, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective=objective)
+    net = StarNet(cfg)
+    if damp:
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    m.weight.mul_(0.5)
+    return net.eval()
+
+
+def probe(path: Path) -> tuple[int, int, str, int]:
+    """(width, height, r_frame_rate, counted frames) of the first video stream."""
+    out = subprocess.run([shutil.which("ffprobe") or "ffprobe", "-v", "error", "-select_streams", "v:0",
+                          "-count_frames", "-show_entries", "stream=width,height,r_frame_rate,nb_read_frames",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+    w, h, rate, n = out.split(",")
+    return int(w), int(h), rate, int(n)
