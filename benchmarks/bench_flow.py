@@ -11,7 +11,7 @@ side by side:
 Examples:
   .venv/bin/python benchmarks/bench_flow.py                       # CPU, 2 threads, batch 1 and 8
   .venv/bin/python benchmarks/bench_flow.py --baseline            # + sequential baseline column
-  .venv/bin/python benchmarks/bench_flow.py --device cuda --ordering redblack
+  .venv/bin/python benchmarks/bench_flow.py --device cuda --eager   # GPU, graphs vs eager launches
 """
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def _child(cfg: dict) -> dict:
             torch.cuda.synchronize()
         return out
 
-    run()  # warm-up: JIT compilation / cache load, CUDA context
     if a.is_cuda:
         torch.cuda.reset_peak_memory_stats()
+    run()  # warm-up: JIT compilation / cache load, CUDA graph capture
     walls, cpus = [], []
     for _ in range(cfg["repeats"]):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -74,14 +74,15 @@ def _child(cfg: dict) -> dict:
     res = {"wall_ms": 1000 * min(walls) / n, "wall_med_ms": 1000 * sorted(walls)[len(walls) // 2] / n,
            "cpu_ms": 1000 * min(cpus) / n}
     if a.is_cuda:
-        res["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        # Reserved, not allocated: a replayed graph allocates nothing, its pool was reserved at capture.
+        res["peak_mb"] = torch.cuda.max_memory_reserved() / 2**20
     else:
         res["peak_mb"] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     return res
 
 
-def _run_child(cfg: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _run_child(cfg: dict, **env_extra: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
     out = subprocess.run([sys.executable, __file__, "--_child", json.dumps(cfg)], capture_output=True,
                          text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline", action="store_true",
                     help="also time the sequential float64 raster baseline (1 image, 1 thread)")
+    ap.add_argument("--eager", action="store_true",
+                    help="CUDA: also time each row with VSSTAR_FLOW_CUDA_GRAPHS=0 (graph_x = eager / graphed)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
@@ -110,7 +113,7 @@ def main() -> None:
           f"threads={args.threads} repeats={args.repeats} cpus={os.cpu_count()} "
           f"load={os.getloadavg()[0]:.1f}")
     print(f"{'size':>9} {'batch':>5} {'ms/dir':>9} {'med':>9} {'cpu ms/dir':>10} {'peak MB':>8} "
-          f"{'cpp_x':>6} {'seq ms':>8} {'seq_x':>6}")
+          f"{'cpp_x':>6} {'seq ms':>8} {'seq_x':>6}" + (f" {'eager ms':>9} {'graph_x':>7}" if args.eager else ""))
     for h, w in sizes:
         seq = None
         if args.baseline:
@@ -122,8 +125,14 @@ def main() -> None:
             cpp = CPP_SECONDS.get((h, w))
             cpp_x = f"{1000 * cpp / r['wall_ms']:6.1f}" if cpp else f"{'-':>6}"
             seq_s = f"{seq:8.1f} {seq / r['wall_ms']:6.2f}" if seq else f"{'-':>8} {'-':>6}"
+            eager = ""
+            if args.eager:
+                e = _run_child(dict(h=h, w=w, batch=n, device=args.device, ordering=args.ordering,
+                                    dtype=args.dtype, threads=args.threads, repeats=args.repeats),
+                               VSSTAR_FLOW_CUDA_GRAPHS="0")
+                eager = f" {e['wall_ms']:9.1f} {e['wall_ms'] / r['wall_ms']:7.2f}"
             print(f"{h:>4}x{w:<4} {n:>5} {r['wall_ms']:9.1f} {r['wall_med_ms']:9.1f} {r['cpu_ms']:10.1f} "
-                  f"{r['peak_mb']:8.1f} {cpp_x} {seq_s}", flush=True)
+                  f"{r['peak_mb']:8.1f} {cpp_x} {seq_s}{eager}", flush=True)
 
 
 if __name__ == "__main__":

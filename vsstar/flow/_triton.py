@@ -2,17 +2,18 @@
 
 One kernel launch updates du then dv at all pixels of one colour, so a sweep is two launches
 instead of the ~26 elementwise torch ops of the eager path (on a GPU these tiny levels are bound
-by launch latency, not arithmetic), and the whole sweep loop of a level is replayed from a CUDA
-graph. Neither the graph path nor the compiled kernel could be run in the session that wrote
-them (no GPU); tests/test_flow_triton.py and tests/test_flow_api.py check them where CUDA exists. Same ordering and arithmetic as `solver.sor_redblack_torch`;
-tested against it on CPU with Triton's interpreter (TRITON_INTERPRET=1).
+by launch latency, not arithmetic), replayed from a CUDA graph (cuda_graphs.py). Neither the graph
+path nor the compiled kernel could be run in the sessions that wrote them (no GPU);
+tests/test_flow_triton.py and tests/test_flow_api.py check them where CUDA exists. Same ordering
+and arithmetic as `solver.sor_redblack_torch`; tested against it on CPU with Triton's
+interpreter (TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
-import os
-import threading
-
 import torch
+
+from . import cuda_graphs
+from .cuda_graphs import GraphCache
 
 try:
     import triton
@@ -79,45 +80,17 @@ def _sweeps(bufs: dict, n_sor: int) -> None:
                                  BLOCK=BLOCK)
 
 
-# CUDA graphs of the sweep loop, keyed by (device, dtype, N, H, W, n_sor): replaying one graph
-# replaces 2*n_sor Python-side kernel launches (the cost that dominates small levels on a GPU).
-_GRAPHS: dict = {}
-_GRAPHS_MAX = 48
-_GRAPHS_BROKEN = False
-_GRAPH_LOCK = threading.Lock()
+def _solve_n(n_sor: int, k1, k2, aphi, a12, b1, b2, du0, dv0, om):
+    """n_sor sweeps from (du0, dv0) on fresh buffers (pure, so it can be captured in a graph)."""
+    du, dv = du0.clone(), dv0.clone()
+    _sweeps({"k1": k1, "k2": k2, "aphi": aphi, "a12": a12, "b1": b1, "b2": b2, "du": du, "dv": dv,
+             "om": om}, n_sor)
+    return du, dv
 
 
-def _graph_for(key, like: dict, n_sor: int):
-    """Capture (once) a graph running `_sweeps` on static copies of the buffers in `like`."""
-    entry = _GRAPHS.get(key)
-    if entry is not None:
-        return entry
-    static = {k: v.clone() for k, v in like.items()}
-    init = {"du": static["du"].clone(), "dv": static["dv"].clone()}
-
-    def run():
-        static["du"].copy_(init["du"])
-        static["dv"].copy_(init["dv"])
-        _sweeps(static, n_sor)
-
-    side = torch.cuda.Stream(device=static["b1"].device)
-    side.wait_stream(torch.cuda.current_stream(static["b1"].device))
-    with torch.cuda.stream(side):
-        run()  # warm-up: compiles the kernel outside the capture
-    torch.cuda.current_stream(static["b1"].device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    if len(_GRAPHS) >= _GRAPHS_MAX:
-        _GRAPHS.pop(next(iter(_GRAPHS)))
-    entry = (graph, static, init)
-    _GRAPHS[key] = entry
-    return entry
-
-
-def _use_graphs(t: torch.Tensor) -> bool:
-    return (t.is_cuda and not _GRAPHS_BROKEN and os.environ.get("VSSTAR_FLOW_CUDA_GRAPHS", "1") != "0"
-            and not torch.cuda.is_current_stream_capturing())
+# One graph per (device, dtype, shape, n_sor) replays the 2*n_sor launches of a level's sweep loop
+# when the SOR is called on its own; inside a whole-flow capture (batch.py) it is part of that.
+_GRAPHS = GraphCache("SOR sweep loop", max_entries=48)
 
 
 def sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None,
@@ -125,31 +98,21 @@ def sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du
     """Red-black SOR like `solver.sor_redblack_torch`, each half-sweep one Triton launch; on CUDA
     the sweep loop is captured once per shape in a CUDA graph and replayed
     (VSSTAR_FLOW_CUDA_GRAPHS=0 launches directly)."""
-    global _GRAPHS_BROKEN
     from .solver import neighbour_weights
 
     wl, wr, wu, wd = neighbour_weights(phi)
     diag = prox * alpha + alpha * (wl + wr + wu + wd)
-    bufs = {
-        "k1": (omega / (a11 + diag)).contiguous(),
-        "k2": (omega / (a22 + diag)).contiguous(),
-        "aphi": (alpha * phi).contiguous(),
-        "a12": a12.contiguous(), "b1": b1.contiguous(), "b2": b2.contiguous(),
-        "du": torch.zeros_like(b1) if du is None else du.contiguous().clone(),
-        "dv": torch.zeros_like(b2) if dv is None else dv.contiguous().clone(),
-        "om": torch.full((1,), 1.0 - omega, dtype=b1.dtype, device=b1.device),
-    }
-    if _use_graphs(b1):
-        key = (b1.device, b1.dtype, tuple(b1.shape), int(n_sor))
-        try:
-            with _GRAPH_LOCK:
-                graph, static, init = _graph_for(key, bufs, n_sor)
-                for k, v in bufs.items():
-                    (init if k in ("du", "dv") else static)[k].copy_(v)
-                graph.replay()
-                return static["du"].clone(), static["dv"].clone()
-        except Exception:  # capture unsupported here: launch directly from now on
-            _GRAPHS_BROKEN = True
-            _GRAPHS.clear()
-    _sweeps(bufs, n_sor)
-    return bufs["du"], bufs["dv"]
+    args = ((omega / (a11 + diag)).contiguous(), (omega / (a22 + diag)).contiguous(),
+            (alpha * phi).contiguous(), a12.contiguous(), b1.contiguous(), b2.contiguous(),
+            torch.zeros_like(b1) if du is None else du.contiguous(),
+            torch.zeros_like(b2) if dv is None else dv.contiguous(),
+            torch.full((1,), 1.0 - omega, dtype=b1.dtype, device=b1.device))
+
+    def solve(*a):
+        return _solve_n(n_sor, *a)
+
+    if cuda_graphs.enabled(b1):
+        out = _GRAPHS.run((b1.device, b1.dtype, tuple(b1.shape), int(n_sor)), solve, *args)
+        if out is not None:
+            return out
+    return solve(*args)

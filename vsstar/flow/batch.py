@@ -6,9 +6,14 @@ import math
 import numpy as np
 import torch
 
+from . import cuda_graphs
 from .ops import resize_to, warp
 from .pyramid import build_pyramid, effective_ratio, features, level_sizes
-from .solver import SOLVERS, smooth_flow_sor
+from .solver import SOLVERS, smooth_flow_sor, use_triton
+
+# Whole-flow CUDA graphs, one per (input shape, parameters): a clip has one frame size, and the
+# last batch may be smaller, so a few entries suffice (each holds one call's working memory).
+_FLOW_GRAPHS = cuda_graphs.GraphCache("flow", max_entries=4)
 
 
 def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float, min_width: int,
@@ -118,5 +123,15 @@ def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float
                          threads=torch.get_num_threads())
         return torch.from_numpy(out).to(im1.dtype)
     sor = SOLVERS["redblack"]
+
+    def core(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _flow_core(a, b, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type, sor)
+
     with torch.no_grad():
-        return _flow_core(im1, im2, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type, sor)
+        if cuda_graphs.enabled(im1):
+            key = (im1.device, im1.dtype, tuple(im1.shape), float(alpha), float(ratio), int(min_width),
+                   int(n_outer), int(n_inner), int(n_sor), int(col_type), use_triton(im1))
+            out = _FLOW_GRAPHS.run(key, core, im1, im2)
+            if out is not None:
+                return out[0]
+        return core(im1, im2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,24 +59,25 @@ def filt2d(img: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
     return filt_y(filt_x(img, taps), taps)
 
 
-def _axis_weights(n_src: int, pos: np.ndarray, dtype: torch.dtype, device) -> tuple:
-    """Indices and weights of clamped linear interpolation at float64 positions `pos`."""
-    x = np.clip(pos, 0.0, n_src - 1)
-    x0 = np.floor(x)
-    d = x - x0
-    i0 = x0.astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_src - 1)
-    return (torch.from_numpy(i0).to(device), torch.from_numpy(i1).to(device),
-            torch.from_numpy(d).to(device=device, dtype=dtype))
+def _axis_weights(n_src: int, n_dst: int, r: float, dtype: torch.dtype, device: torch.device) -> tuple:
+    """Indices and weights of clamped linear interpolation at positions (k+1)/r - 1, k < n_dst.
+
+    Positions are float64 like the C++ code's. They are built with device ops, not copied from
+    the host, so that a CUDA graph can capture the whole flow (cuda_graphs.py).
+    """
+    dev = device if device.type in ("cpu", "cuda", "meta") else torch.device("cpu")  # no float64 on mps
+    x = ((torch.arange(n_dst, dtype=torch.float64, device=dev) + 1.0) / r - 1.0).clamp(0.0, n_src - 1)
+    x0 = torch.floor(x)
+    i0 = x0.long()
+    i1 = (i0 + 1).clamp(max=n_src - 1)
+    return i0.to(device), i1.to(device), (x - x0).to(device=device, dtype=dtype)
 
 
 def resize_scale(img: torch.Tensor, h_dst: int, w_dst: int, rx: float, ry: float) -> torch.Tensor:
     """Non-centred bilinear resize: dst(i, j) = bilinear(src, (j+1)/rx - 1, (i+1)/ry - 1)."""
     h, w = img.shape[-2:]
-    xs = (np.arange(w_dst, dtype=np.float64) + 1.0) / rx - 1.0
-    ys = (np.arange(h_dst, dtype=np.float64) + 1.0) / ry - 1.0
-    x0, x1, dx = _axis_weights(w, xs, img.dtype, img.device)
-    y0, y1, dy = _axis_weights(h, ys, img.dtype, img.device)
+    x0, x1, dx = _axis_weights(w, w_dst, rx, img.dtype, img.device)
+    y0, y1, dy = _axis_weights(h, h_dst, ry, img.dtype, img.device)
     t = img.index_select(-1, x0) * (1.0 - dx) + img.index_select(-1, x1) * dx
     dy = dy.view(-1, 1)
     return t.index_select(-2, y0) * (1.0 - dy) + t.index_select(-2, y1) * dy
