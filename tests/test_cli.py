@@ -30,7 +30,8 @@ def assets(tmp_path_factory):
     save_weights(tiny_net(2, seed=0, damp=False), d / "tiny_x2.safetensors")
     out = {"dir": d, "model": d / "tiny_x2.safetensors"}
     if FFMPEG:
-        for name, frames in (("short", 3), ("long", 60)):
+        # "long" must outlast the Ctrl-C test's wait on a fast, idle machine (60 frames did not).
+        for name, frames in (("short", 3), ("long", 1500)):
             p = d / f"{name}.mp4"
             subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=48x32:rate=25",
                             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-frames:v", str(frames),
