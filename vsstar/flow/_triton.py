@@ -10,6 +10,8 @@ interpreter (TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import cuda_graphs
@@ -73,11 +75,14 @@ def _sweeps(bufs: dict, n_sor: int) -> None:
     half_w = (w + 1) // 2
     total = n * h * half_w
     grid = (triton.cdiv(total, BLOCK),)
-    for _ in range(n_sor):
-        for colour in (FIRST_COLOUR, 1 - FIRST_COLOUR):
-            _rb_half_sweep[grid](bufs["du"], bufs["dv"], bufs["a12"], bufs["b1"], bufs["b2"], bufs["k1"],
-                                 bufs["k2"], bufs["aphi"], total, h, w, half_w, colour, bufs["om"],
-                                 BLOCK=BLOCK)
+    dev = bufs["b1"].device
+    # Triton launches on the current CUDA device, not the tensors' (matters for cuda:N).
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        for _ in range(n_sor):
+            for colour in (FIRST_COLOUR, 1 - FIRST_COLOUR):
+                _rb_half_sweep[grid](bufs["du"], bufs["dv"], bufs["a12"], bufs["b1"], bufs["b2"], bufs["k1"],
+                                     bufs["k2"], bufs["aphi"], total, h, w, half_w, colour, bufs["om"],
+                                     BLOCK=BLOCK)
 
 
 def _solve_n(n_sor: int, k1, k2, aphi, a12, b1, b2, du0, dv0, om):

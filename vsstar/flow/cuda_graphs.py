@@ -15,7 +15,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Hashable
 
 import torch
@@ -70,7 +70,10 @@ class GraphCache:
         unavailable, in which case the caller runs fn eagerly."""
         if self.broken:
             return None
-        with self._lock, _inside():
+        # The device guard matters for cuda:N != current device: the capture stream, the graph and
+        # Triton's launches all follow the current device, not the tensors'.
+        dev = inputs[0].device
+        with self._lock, _inside(), (torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()):
             try:
                 entry = self._entries.get(key)
                 if entry is None:
