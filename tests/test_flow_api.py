@@ -177,6 +177,8 @@ def test_dropin_rejects_bad_input(args, kwargs, name):
     (torch.zeros(1, 2, 30, 40), torch.zeros(1, 2, 30, 40), {}, "im1"),
     (torch.zeros(3, 30, 40), torch.zeros(3, 30, 40), {}, "im1"),
     (torch.zeros(1, 3, 30, 40, dtype=torch.uint8), torch.zeros(1, 3, 30, 40, dtype=torch.uint8), {}, "im1"),
+    (torch.zeros(1, 3, 30, 40, dtype=torch.float16), torch.zeros(1, 3, 30, 40, dtype=torch.float16), {}, "im1"),
+    (torch.zeros(1, 3, 30, 40, dtype=torch.bfloat16), torch.zeros(1, 3, 30, 40, dtype=torch.bfloat16), {}, "im1"),
     (torch.full((1, 3, 30, 40), float("nan")), torch.zeros(1, 3, 30, 40), {}, "im1"),
     (torch.zeros(1, 3, 30, 40), torch.full((1, 3, 30, 40), float("inf")), {}, "im2"),
     (torch.zeros(1, 3, 2, 400), torch.zeros(1, 3, 2, 400), {}, "im1"),

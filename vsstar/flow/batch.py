@@ -88,8 +88,9 @@ def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float
         if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] < need_c:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"{name}: expected a (N,{need_c if need_c == 1 else 3},H,W) torch tensor, got {shape}")
-        if not t.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point tensor (float32 or float64), got {t.dtype}")
+        if t.dtype not in (torch.float32, torch.float64):
+            # Half precision cannot hold the solver's 1e-6 regularisers: the flow would be silently wrong.
+            raise ValueError(f"{name}: expected a float32 or float64 tensor, got {t.dtype}")
     if im1.shape != im2.shape:
         raise ValueError(f"im2: expected the shape of im1 {tuple(im1.shape)}, got {tuple(im2.shape)}")
     if im1.dtype != im2.dtype or im1.device != im2.device:
