@@ -124,7 +124,7 @@ def test_graph_cache_falls_back_once_with_a_warning(monkeypatch):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(cache, "_capture", broken)
-    with pytest.warns(RuntimeWarning, match="capture of the test failed"):
+    with pytest.warns(RuntimeWarning, match="CUDA graph of the test failed"):
         assert cache.run("k", lambda a: a, torch.ones(1)) is None
     assert cache.broken
     assert cache.run("k", lambda a: a, torch.ones(1)) is None  # no second attempt, no second warning

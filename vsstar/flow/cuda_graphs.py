@@ -89,10 +89,10 @@ class GraphCache:
                 graph.replay()
                 # The outputs live in the graph's pool and are overwritten by the next replay.
                 return tuple(o.clone() for o in static_out)
-            except Exception as e:  # noqa: BLE001 - any capture failure means: run eagerly
+            except Exception as e:  # noqa: BLE001 - any capture or replay failure means: run eagerly
                 self.broken = True
                 self._entries.clear()
-                warnings.warn(f"vsstar.flow: CUDA graph capture of the {self.name} failed ({e}); "
+                warnings.warn(f"vsstar.flow: the CUDA graph of the {self.name} failed ({e}); "
                               f"launching kernels directly from now on", RuntimeWarning, stacklevel=3)
                 return None
 
