@@ -121,18 +121,17 @@ def bundled_models() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _looks_like_safetensors(path: str) -> bool:
-    """True when the file starts like safetensors: a little-endian u64 header length, then a JSON '{'.
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """True when a file of `size` bytes starting with `head` (>= 9 bytes read) is laid out like
+    safetensors: a little-endian u64 header length, then a JSON '{'.
 
     Sniffing the first byte alone is not enough: a header length whose low byte is 0x80 looks like the
     pickle protocol marker.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(9)
     if len(head) < 9:
         return False
     header_len = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 2 <= header_len <= os.path.getsize(path) - 8
+    return head[8:9] == b"{" and 2 <= header_len <= size - 8
 
 
 def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None) -> StarNet:
@@ -149,9 +148,9 @@ def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None)
         net = load_weights(bundled[key]["path"])
     elif os.path.isfile(key):
         with open(key, "rb") as fh:
-            head = fh.read(2)
+            head = fh.read(9)
         # zip (torch.save) or legacy pickle; a safetensors header length can also start with 0x80
-        if head == b"PK" or (head[:1] == b"\x80" and not _looks_like_safetensors(key)):
+        if head[:2] == b"PK" or (head[:1] == b"\x80" and not _looks_like_safetensors(head, os.path.getsize(key))):
             return load_official(key, objective=objective or "STAR")
         net = load_weights(key)
     else:
