@@ -71,7 +71,11 @@ def test_triton_sor_arguments_stay_on_device(monkeypatch):
     """The Triton SOR wrapper builds its buffers with device ops only (the kernel is stubbed)."""
     from vsstar.flow import _triton
 
-    monkeypatch.setattr(_triton, "_sweeps", lambda bufs, n: bufs["du"].add_(bufs["b1"]))
+    class Kernel:  # stands in for the compiled kernel: kernel[grid](du, dv, a12, b1, ...)
+        def __getitem__(self, grid):
+            return lambda du, dv, a12, b1, *rest, **kw: du.add_(b1)
+
+    monkeypatch.setattr(_triton, "_rb_half_sweep", Kernel(), raising=False)
     t = [torch.empty(2, 9, 13, device="meta") for _ in range(6)]
     mode = HostTraffic("meta")
     with mode:

@@ -2,9 +2,10 @@
 
 One kernel launch updates du then dv at all pixels of one colour, so a sweep is two launches
 instead of the ~26 elementwise torch ops of the eager path (on a GPU these tiny levels are bound
-by launch latency, not arithmetic), replayed from a CUDA graph (cuda_graphs.py). Neither the graph
-path nor the compiled kernel could be run in the sessions that wrote them (no GPU);
-tests/test_flow_triton.py and tests/test_flow_api.py check them where CUDA exists. Same ordering
+by launch latency, not arithmetic), and the whole flow call is replayed from a CUDA graph
+(cuda_graphs.py). Neither the graph path nor the compiled kernel could be run in the sessions that
+wrote them (no GPU); tests/test_flow_triton.py, tests/test_flow_api.py and
+tests/test_flow_cuda_graphs.py check them where CUDA exists. Same ordering
 and arithmetic as `solver.sor_redblack_torch`; tested against it on CPU with Triton's
 interpreter (TRITON_INTERPRET=1).
 """
@@ -13,9 +14,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-
-from . import cuda_graphs
-from .cuda_graphs import GraphCache
 
 try:
     import triton
@@ -67,57 +65,31 @@ if HAVE_TRITON:
         tl.store(dv_ptr + p, nv, mask=valid)
 
 
-def _sweeps(bufs: dict, n_sor: int) -> None:
-    """The n_sor red-black sweeps on the buffers in `bufs` (du, dv updated in place)."""
-    from .solver import FIRST_COLOUR
-
-    n, h, w = bufs["b1"].shape
-    half_w = (w + 1) // 2
-    total = n * h * half_w
-    grid = (triton.cdiv(total, BLOCK),)
-    dev = bufs["b1"].device
-    # Triton launches on the current CUDA device, not the tensors' (matters for cuda:N).
-    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
-        for _ in range(n_sor):
-            for colour in (FIRST_COLOUR, 1 - FIRST_COLOUR):
-                _rb_half_sweep[grid](bufs["du"], bufs["dv"], bufs["a12"], bufs["b1"], bufs["b2"], bufs["k1"],
-                                     bufs["k2"], bufs["aphi"], total, h, w, half_w, colour, bufs["om"],
-                                     BLOCK=BLOCK)
-
-
-def _solve_n(n_sor: int, k1, k2, aphi, a12, b1, b2, du0, dv0, om):
-    """n_sor sweeps from (du0, dv0) on fresh buffers (pure, so it can be captured in a graph)."""
-    du, dv = du0.clone(), dv0.clone()
-    _sweeps({"k1": k1, "k2": k2, "aphi": aphi, "a12": a12, "b1": b1, "b2": b2, "du": du, "dv": dv,
-             "om": om}, n_sor)
-    return du, dv
-
-
-# One graph per (device, dtype, shape, n_sor) replays the 2*n_sor launches of a level's sweep loop
-# when the SOR is called on its own; inside a whole-flow capture (batch.py) it is part of that.
-_GRAPHS = GraphCache("SOR sweep loop", max_entries=48)
-
-
 def sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None,
                         omega: float = 1.8, prox: float = 0.05):
-    """Red-black SOR like `solver.sor_redblack_torch`, each half-sweep one Triton launch; on CUDA
-    the sweep loop is captured once per shape in a CUDA graph and replayed
-    (VSSTAR_FLOW_CUDA_GRAPHS=0 launches directly)."""
-    from .solver import neighbour_weights
+    """Red-black SOR like `solver.sor_redblack_torch`, each half-sweep one Triton launch.
+
+    On CUDA the launches are recorded with the rest of the flow call in one CUDA graph (batch.py).
+    """
+    from .solver import FIRST_COLOUR, neighbour_weights
 
     wl, wr, wu, wd = neighbour_weights(phi)
     diag = prox * alpha + alpha * (wl + wr + wu + wd)
-    args = ((omega / (a11 + diag)).contiguous(), (omega / (a22 + diag)).contiguous(),
-            (alpha * phi).contiguous(), a12.contiguous(), b1.contiguous(), b2.contiguous(),
-            torch.zeros_like(b1) if du is None else du.contiguous(),
-            torch.zeros_like(b2) if dv is None else dv.contiguous(),
-            torch.full((1,), 1.0 - omega, dtype=b1.dtype, device=b1.device))
-
-    def solve(*a):
-        return _solve_n(n_sor, *a)
-
-    if cuda_graphs.enabled(b1):
-        out = _GRAPHS.run((b1.device, b1.dtype, tuple(b1.shape), int(n_sor)), solve, *args)
-        if out is not None:
-            return out
-    return solve(*args)
+    k1 = (omega / (a11 + diag)).contiguous()
+    k2 = (omega / (a22 + diag)).contiguous()
+    aphi = (alpha * phi).contiguous()
+    a12, b1, b2 = a12.contiguous(), b1.contiguous(), b2.contiguous()
+    du = torch.zeros_like(b1) if du is None else du.contiguous().clone()
+    dv = torch.zeros_like(b2) if dv is None else dv.contiguous().clone()
+    om = torch.full((1,), 1.0 - omega, dtype=b1.dtype, device=b1.device)
+    n, h, w = b1.shape
+    half_w = (w + 1) // 2
+    total = n * h * half_w
+    grid = (triton.cdiv(total, BLOCK),)
+    # Triton launches on the current CUDA device, not the tensors' (matters for cuda:N).
+    with torch.cuda.device(b1.device) if b1.is_cuda else contextlib.nullcontext():
+        for _ in range(n_sor):
+            for colour in (FIRST_COLOUR, 1 - FIRST_COLOUR):
+                _rb_half_sweep[grid](du, dv, a12, b1, b2, k1, k2, aphi, total, h, w, half_w, colour, om,
+                                     BLOCK=BLOCK)
+    return du, dv

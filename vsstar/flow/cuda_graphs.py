@@ -15,30 +15,19 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Callable, Hashable
 
 import torch
 
 ENV = "VSSTAR_FLOW_CUDA_GRAPHS"
-_local = threading.local()
 
 
 def enabled(t: torch.Tensor) -> bool:
-    """Whether work on `t` should go through a graph: CUDA, not disabled, not already inside one
-    (nested work is simply part of the enclosing capture)."""
-    return (t.is_cuda and os.environ.get(ENV, "1") != "0" and not getattr(_local, "inside", False)
+    """Whether work on `t` should go through a graph: CUDA, not disabled, and not already being
+    captured by the caller (then the work is simply part of the caller's graph)."""
+    return (t.is_cuda and os.environ.get(ENV, "1") != "0"
             and not torch.cuda.is_current_stream_capturing())
-
-
-@contextmanager
-def _inside():
-    prev = getattr(_local, "inside", False)
-    _local.inside = True
-    try:
-        yield
-    finally:
-        _local.inside = prev
 
 
 class GraphCache:
@@ -73,7 +62,7 @@ class GraphCache:
         # The device guard matters for cuda:N != current device: the capture stream, the graph and
         # Triton's launches all follow the current device, not the tensors'.
         dev = inputs[0].device
-        with self._lock, _inside(), (torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()):
+        with self._lock, (torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()):
             try:
                 entry = self._entries.get(key)
                 if entry is None:
