@@ -204,6 +204,53 @@ def test_ddp_two_gloo_processes_match_one_process(footage, tmp_path):
         assert torch.allclose(sa[k], sb[k], rtol=1e-3, atol=1e-4), k
 
 
+def _pids_with_env(key: str, value: str) -> dict[int, dict[str, str]]:
+    """Processes whose environment has key=value, with their environments (Linux /proc)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = dict(kv.split("=", 1) for kv in (d / "environ").read_text().split("\0") if "=" in kv)
+        except OSError:
+            continue
+        if env.get(key) == value:
+            out[int(d.name)] = env
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc to find the workers")
+def test_ddp_signal_on_one_rank_stops_all_ranks_after_the_same_step(footage, tmp_path):
+    """SIGTERM reaching one worker only (an OOM killer, a scheduler) must not leave the other one blocked in
+    a collective: both finish the step, rank 0 saves it, and torchrun exits 0."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    run, tag = tmp_path / "run", f"vsstar-{os.getpid()}-{time.time_ns()}"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.train",
+           *_args(footage, run, 100000), "--ckpt-every", "0"]
+    proc = subprocess.Popen(cmd, env=dict(ENV, VSSTAR_TEST_TAG=tag), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 120 and proc.poll() is None:
+            if (run / "losses.jsonl").is_file() and len((run / "losses.jsonl").read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        workers = {pid for pid, env in _pids_with_env("VSSTAR_TEST_TAG", tag).items() if env.get("RANK") == "1"}
+        assert len(workers) == 1, "rank 1 not found"
+        os.kill(workers.pop(), signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    last = max(_losses(run))
+    assert 2 <= last < 100000
+    assert load_checkpoint(run / "last.pt")["step"] == last
+    assert f"stopped at step {last} (a signal on another rank)" in (run / "train.log").read_text()
+
+
 def test_export_round_trip_and_evaluation(footage, tmp_path):
     from training.evaluate import evaluate, load_any
     from training.export import export_checkpoint, net_from_checkpoint

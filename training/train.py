@@ -9,6 +9,7 @@ batch, split over the processes). ``--resume`` continues a run exactly from its 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -243,7 +244,8 @@ class Trainer:
         self.log_file = (self.run_dir / "train.log").open("a") if self.main else None
         # Full-precision per-step losses (a resumed run appends; readers keep the last value per step).
         self.loss_file = (self.run_dir / "losses.jsonl").open("a", buffering=1) if self.main else None
-        self.stop_signal = None
+        self.stop_signal = None  # set by this process's signal handler
+        self.stop_agreed = False  # some rank saw a signal by the end of the last step (DDP only)
 
     # -- logging
     def log(self, msg: str) -> None:
@@ -395,8 +397,12 @@ class Trainer:
         self.step += 1
         lv = loss.detach().float()
         if self.world > 1:
-            dist.all_reduce(lv)
-            lv /= self.world
+            # The stop flag rides on the loss reduction: a rank that left the loop alone would leave the
+            # others blocked in their next collective, so all ranks stop after the same step.
+            buf = torch.stack([lv, torch.tensor(float(self.stop_signal is not None), device=lv.device)])
+            dist.all_reduce(buf)
+            lv = buf[0] / self.world
+            self.stop_agreed = bool(buf[1] > 0)
         return {"loss": float(lv), **parts_l}
 
     # -- validation
@@ -424,6 +430,9 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
         self.stop_signal = signum
 
+    def _should_stop(self) -> bool:
+        return self.stop_agreed if self.world > 1 else self.stop_signal is not None
+
     def run(self) -> int:
         args = self.args
         self.setup()
@@ -438,7 +447,7 @@ class Trainer:
             if self.step == 0 and self.validator is not None:
                 self.validate()
             end = min(args.steps, args.stop_at) if args.stop_at else args.steps
-            while self.step < end and self.stop_signal is None:
+            while self.step < end and not self._should_stop():
                 m = self.train_step()
                 if self.main:
                     self.loss_file.write(json.dumps({"step": self.step, **m}) + "\n")
@@ -475,7 +484,9 @@ class Trainer:
             if not failed:
                 self.save()  # at the end, on SIGTERM / SIGINT
             if self.main:
-                self.log(f"stopped at step {self.step}" + (f" (signal {self.stop_signal})" if self.stop_signal else ""))
+                why = (f" (signal {self.stop_signal})" if self.stop_signal
+                       else " (a signal on another rank)" if self.stop_agreed else "")
+                self.log(f"stopped at step {self.step}{why}")
                 if self.tb:
                     self.tb.close()
                 try:
@@ -484,6 +495,14 @@ class Trainer:
                 except Exception as e:  # the report must never lose a run
                     self.log(f"report failed: {e}")
             if self.world > 1 and dist.is_initialized():
+                if not failed:
+                    # Rank 0 still saves and writes the report; a peer tearing gloo down meanwhile can
+                    # abort in its C++ threads ("terminate called without an active exception").
+                    dist.barrier()
+                # DDP's reducer holds the process group; were it freed only at interpreter exit, gloo's
+                # threads would be torn down after the runtime that joins them is gone (SIGABRT).
+                self.model = self.net
+                gc.collect()
                 dist.destroy_process_group()
         return 0
 
