@@ -120,16 +120,15 @@ def main() -> None:
             seq = _run_child(dict(h=h, w=w, batch=1, device="cpu", ordering="raster", dtype="float64",
                                   threads=1, repeats=args.repeats))["wall_ms"]
         for n in batches:
-            r = _run_child(dict(h=h, w=w, batch=n, device=args.device, ordering=args.ordering,
-                                dtype=args.dtype, threads=args.threads, repeats=args.repeats))
+            cfg = dict(h=h, w=w, batch=n, device=args.device, ordering=args.ordering, dtype=args.dtype,
+                       threads=args.threads, repeats=args.repeats)
+            r = _run_child(cfg)
             cpp = CPP_SECONDS.get((h, w))
             cpp_x = f"{1000 * cpp / r['wall_ms']:6.1f}" if cpp else f"{'-':>6}"
             seq_s = f"{seq:8.1f} {seq / r['wall_ms']:6.2f}" if seq else f"{'-':>8} {'-':>6}"
             eager = ""
             if args.eager:
-                e = _run_child(dict(h=h, w=w, batch=n, device=args.device, ordering=args.ordering,
-                                    dtype=args.dtype, threads=args.threads, repeats=args.repeats),
-                               VSSTAR_FLOW_CUDA_GRAPHS="0")
+                e = _run_child(cfg, VSSTAR_FLOW_CUDA_GRAPHS="0")
                 eager = f" {e['wall_ms']:9.1f} {e['wall_ms'] / r['wall_ms']:7.2f}"
             print(f"{h:>4}x{w:<4} {n:>5} {r['wall_ms']:9.1f} {r['wall_med_ms']:9.1f} {r['cpu_ms']:10.1f} "
                   f"{r['peak_mb']:8.1f} {cpp_x} {seq_s}{eager}", flush=True)

@@ -185,10 +185,15 @@ def test_train_resume_sigkill_and_corrupt_checkpoint(footage, tmp_path):
     assert load_checkpoint(ref / "last.pt")["step"] == 30
 
 
-def test_ddp_two_gloo_processes_match_one_process(footage, tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
+@pytest.fixture
+def torchrun() -> Path:
+    path = Path(sys.executable).with_name("torchrun")
+    if not path.exists():
         pytest.skip("torchrun not installed")
+    return path
+
+
+def test_ddp_two_gloo_processes_match_one_process(footage, tmp_path, torchrun):
     one = tmp_path / "one"
     assert train_main(_args(footage, one, 3)) == 0
     two = tmp_path / "two"
@@ -220,12 +225,9 @@ def _pids_with_env(key: str, value: str) -> dict[int, dict[str, str]]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc to find the workers")
-def test_ddp_signal_on_one_rank_stops_all_ranks_after_the_same_step(footage, tmp_path):
+def test_ddp_signal_on_one_rank_stops_all_ranks_after_the_same_step(footage, tmp_path, torchrun):
     """SIGTERM reaching one worker only (an OOM killer, a scheduler) must not leave the other one blocked in
     a collective: both finish the step, rank 0 saves it, and torchrun exits 0."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        pytest.skip("torchrun not installed")
     run, tag = tmp_path / "run", f"vsstar-{os.getpid()}-{time.time_ns()}"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.train",
            *_args(footage, run, 100000), "--ckpt-every", "0"]
