@@ -170,6 +170,48 @@ def test_bad_arguments_name_the_parameter(net2: StarNet, kwargs: dict, name: str
         StarEngine(net2, **kw)
 
 
+@pytest.mark.parametrize("options, match", [
+    ({"bogus": 1}, r"flow_options: unknown keys \['bogus'\]"),
+    ({"n_outer": 0}, "flow_options: n_outer: expected an integer >= 1, got 0"),
+    ({"alpha": float("nan")}, "flow_options: alpha"),
+    ({"col_type": 2}, "flow_options: col_type"),
+    ({"ratio": "fast"}, "flow_options: ratio"),
+    ([("n_sor", 3)], "flow_options must be None or a dict"),
+])
+def test_bad_flow_options_fail_at_build(net2: StarNet, options, match: str) -> None:
+    """Bad flow settings are refused when the engine is built, naming the key, not at the first frame."""
+    with pytest.raises(ValueError, match=match):
+        StarEngine(net2, scale=2, flow_options=options)
+
+
+def test_engine_uses_the_flow_settings_of_the_weights(tmp_path, net2: StarNet, monkeypatch) -> None:
+    """Weights record their flow settings; the engine runs the flow with them, user overrides on top."""
+    import copy
+
+    from vsstar.flow import FlowSettings
+
+    net = copy.deepcopy(net2)
+    net.flow_settings = FlowSettings(n_outer=2, n_sor=5, alpha=0.02)
+    path = tmp_path / "w.safetensors"
+    save_weights(net, path)
+    seen = []
+    import vsstar.flow as flow_mod
+    real_flow = flow_mod.coarse2fine_flow_batch
+
+    def spy(a, b, **kw):
+        seen.append(kw)
+        return real_flow(a, b, **kw)
+
+    monkeypatch.setattr(flow_mod, "coarse2fine_flow_batch", spy)
+    eng = StarEngine(str(path), scale=2)
+    assert eng.flow == FlowSettings(n_outer=2, n_sor=5, alpha=0.02)
+    eng.process(*frames(1))
+    assert seen[-1] == FlowSettings(n_outer=2, n_sor=5, alpha=0.02).to_dict()
+    over = StarEngine(str(path), scale=2, flow_options={"n_sor": 3})
+    assert over.flow == FlowSettings(n_outer=2, n_sor=3, alpha=0.02)
+    assert StarEngine(net2, scale=2).flow == FlowSettings()  # a fresh net: STARnet's settings
+
+
 def test_bad_inputs(net2: StarNet) -> None:
     eng = StarEngine(net2, scale=2, flow_options=FAST_FLOW)
     a, b = frames(1)

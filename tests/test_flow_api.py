@@ -257,3 +257,42 @@ def test_cuda_rejects_raster():
     with pytest.raises(ValueError, match="^ordering:"):
         coarse2fine_flow_batch(torch.zeros(1, 3, 30, 40, device="cuda"), torch.zeros(1, 3, 30, 40, device="cuda"),
                                ordering="raster")
+
+
+# ---- FlowSettings ---------------------------------------------------------------------------
+
+def test_flow_settings_defaults_are_the_batch_defaults():
+    """The dataclass owns STARnet's parameters: the flow functions default to exactly them."""
+    import inspect
+
+    from vsstar.flow import FlowSettings
+
+    sig = inspect.signature(coarse2fine_flow_batch)
+    assert {k: sig.parameters[k].default for k in FlowSettings().to_dict()} == FlowSettings().to_dict()
+    assert FlowSettings().to_dict() == dict(alpha=0.012, ratio=0.75, min_width=20, n_outer=7, n_inner=1,
+                                            n_sor=30, col_type=0)
+
+
+@pytest.mark.parametrize("kw, name", [({"alpha": 0}, "alpha"), ({"ratio": -1}, "ratio"), ({"min_width": 0}, "min_width"),
+                                      ({"n_outer": 1.5}, "n_outer"), ({"n_inner": True}, "n_inner"),
+                                      ({"n_sor": -1}, "n_sor"), ({"col_type": 3}, "col_type")])
+def test_flow_settings_reject_bad_values(kw, name):
+    from vsstar.flow import FlowSettings
+
+    with pytest.raises(ValueError, match=f"^{name}: expected"):
+        FlowSettings(**kw)
+    with pytest.raises(ValueError, match=f"^{name}: expected"):
+        FlowSettings().replace(**kw)
+
+
+def test_flow_settings_from_dict():
+    from vsstar.flow import FlowSettings
+
+    base = FlowSettings(n_outer=3)
+    assert FlowSettings.from_dict(None, base=base) is base
+    assert FlowSettings.from_dict({"n_sor": 4}, base=base) == FlowSettings(n_outer=3, n_sor=4)
+    assert FlowSettings(alpha=1) == FlowSettings(alpha=1.0) and isinstance(FlowSettings(alpha=1).alpha, float)
+    with pytest.raises(ValueError, match=r"unknown keys \['speed'\]"):
+        FlowSettings.from_dict({"speed": 1})
+    with pytest.raises(ValueError, match="expected a dict"):
+        FlowSettings.from_dict([1, 2])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vsstar.model.weights as weights_mod
+from vsstar.flow import FlowSettings
 from vsstar.model import (CheckpointError, Star, StarConfig, StarNet, bundled_models, load_model, load_official,
                           read_metadata, save_weights)
 
@@ -50,10 +51,12 @@ def test_save_and_load_round_trip(tmp_path):
     assert meta["config"] == net.config.to_dict()
     assert meta["variant"] == "FBPNSR_RBPN_V4_REF" and meta["scale"] == 2
     assert meta["objective"] == "STAR-ST" and meta["global_skip"] is True
-    assert meta["description"] == "test build" and meta["steps"] == 12 and meta["flow"] == {"alpha": 0.02}
+    assert meta["description"] == "test build" and meta["steps"] == 12
+    assert meta["flow"] == dict(FlowSettings().to_dict(), alpha=0.02)  # every field recorded
     assert meta["config"]["t_lr_resblocks"] == 0 and meta["config"]["keep_res_feat3"] is False
     loaded = load_model(path)
     assert loaded.config == net.config and not loaded.training
+    assert loaded.flow_settings == FlowSettings(alpha=0.02)
     a, b = Star(net)(*_pair()), Star(loaded)(*_pair())
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -63,6 +66,28 @@ def test_default_flow_parameters_recorded(tmp_path):
     save_weights(_compact(), path)
     assert read_metadata(path)["flow"] == {"alpha": 0.012, "ratio": 0.75, "min_width": 20, "n_outer": 7,
                                            "n_inner": 1, "n_sor": 30, "col_type": 0}
+
+
+def test_flow_settings_travel_with_the_weights(tmp_path):
+    """The settings a net was trained with are written, read back, and checked at load."""
+    net = _compact()
+    net.flow_settings = FlowSettings(n_outer=3, n_sor=12)
+    path = tmp_path / "w.safetensors"
+    save_weights(net, path)
+    assert load_model(path).flow_settings == FlowSettings(n_outer=3, n_sor=12)
+    with pytest.raises(ValueError, match="metadata 'flow': .*speed"):
+        save_weights(net, tmp_path / "x.safetensors", flow={"speed": 2})
+    # A file whose recorded settings are invalid is refused when loaded, naming the field.
+    from safetensors.torch import load_file, save_file
+    meta = {k: json.dumps(v) for k, v in read_metadata(path).items()}
+    meta["flow"] = json.dumps(dict(FlowSettings().to_dict(), n_sor=-1))
+    save_file(load_file(path), tmp_path / "bad.safetensors", metadata=meta)
+    with pytest.raises(CheckpointError, match="bad flow settings.*n_sor"):
+        load_model(tmp_path / "bad.safetensors")
+    # Older files without the entry: STARnet's settings.
+    del meta["flow"]
+    save_file(load_file(path), tmp_path / "old.safetensors", metadata=meta)
+    assert load_model(tmp_path / "old.safetensors").flow_settings == FlowSettings()
 
 
 def test_load_model_reads_official_checkpoints():

@@ -221,8 +221,28 @@ def test_flow_cache_hits_and_keys(tmp_path):
     p.write_bytes(b"truncated")
     f3 = cache.get(a, b)
     assert np.allclose(f3[0], f1[0])
-    with pytest.raises(ValueError, match="unknown flow parameters"):
+    with pytest.raises(ValueError, match=r"params: unknown keys \['speed'\]"):
         FlowCache(tmp_path / "fc", params={"speed": 1})
+    with pytest.raises(ValueError, match="params: n_sor"):
+        FlowCache(tmp_path / "fc", params={"n_sor": -1})
+
+
+def test_flow_cache_key_is_stable(tmp_path):
+    """Keys hash the same parameter dict as before FlowSettings existed, so existing caches stay valid;
+    equal settings given as ints or floats give the same key."""
+    import hashlib
+    import json
+
+    a = np.zeros((8, 10, 3), np.uint8)
+    b = np.full((8, 10, 3), 7, np.uint8)
+    h = hashlib.sha256()
+    old_params = dict(alpha=0.012, ratio=0.75, min_width=20, n_outer=7, n_inner=1, n_sor=30, col_type=0)
+    h.update(json.dumps({"v": 1, "params": old_params, "shape": [a.shape, b.shape]}, sort_keys=True).encode())
+    h.update(a.tobytes())
+    h.update(b.tobytes())
+    assert FlowCache(tmp_path / "fc").key(a, b) == h.hexdigest()[:40]
+    assert (FlowCache(tmp_path / "fc", {"alpha": 1}).key(a, b)
+            == FlowCache(tmp_path / "fc", {"alpha": 1.0}).key(a, b))
 
 
 def test_dataset_uses_the_cache_on_the_second_epoch(tmp_path):

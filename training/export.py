@@ -19,10 +19,13 @@ __all__ = ["net_from_checkpoint", "export_checkpoint", "main"]
 
 def net_from_checkpoint(path: str | os.PathLike):
     """The StarNet (eval mode, CPU) saved in a training checkpoint, and the checkpoint dict."""
+    from vsstar.flow import FlowSettings
     from vsstar.model import StarConfig, StarNet
     st = load_checkpoint(path, what="checkpoint")
     net = StarNet(StarConfig.from_dict(st["config"]))
     net.load_state_dict(st["model"])
+    # Checkpoints from before the flow settings were recorded were all trained with STARnet's.
+    net.flow_settings = FlowSettings.from_dict(st.get("flow"))
     return net.eval(), st
 
 

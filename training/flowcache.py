@@ -16,17 +16,27 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["FLOW_PARAMS", "compute_flows", "FlowCache"]
+from vsstar.flow import FlowSettings
 
-#: STARnet's flow parameters (pyflow defaults used by the authors' data loader).
-FLOW_PARAMS = dict(alpha=0.012, ratio=0.75, min_width=20, n_outer=7, n_inner=1, n_sor=30, col_type=0)
+__all__ = ["compute_flows", "FlowCache"]
+
+# Part of every key. The key hashes FlowSettings.to_dict() (the same dict, and so the same keys, as the
+# parameter dict used before FlowSettings existed): bump this only when the flows themselves change.
 _VERSION = 1
 
 
+def _settings(params: FlowSettings | dict | None) -> FlowSettings:
+    try:
+        return FlowSettings.from_dict(params)
+    except ValueError as exc:
+        raise ValueError(f"params: {exc}") from exc
+
+
 def compute_flows(a: np.ndarray | Sequence[np.ndarray], b: np.ndarray | Sequence[np.ndarray],
-                  params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  params: FlowSettings | dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Forward (a -> b) and backward (b -> a) pixel flows of uint8 (H, W, 3) frames, or of equally sized
-    lists of them (then arrays of shape (N, 2, H, W)). Uses vsstar.flow.coarse2fine_flow_batch."""
+    lists of them (then arrays of shape (N, 2, H, W)). Uses vsstar.flow.coarse2fine_flow_batch with
+    `params` (a FlowSettings, or a dict of changes to STARnet's settings)."""
     from vsstar.flow import coarse2fine_flow_batch
 
     single = isinstance(a, np.ndarray)
@@ -34,7 +44,7 @@ def compute_flows(a: np.ndarray | Sequence[np.ndarray], b: np.ndarray | Sequence
     bb = [b] if single else list(b)
     ta = torch.stack([torch.from_numpy(np.array(x)).permute(2, 0, 1).float() / 255 for x in aa])
     tb = torch.stack([torch.from_numpy(np.array(x)).permute(2, 0, 1).float() / 255 for x in bb])
-    p = dict(FLOW_PARAMS, **(params or {}))
+    p = _settings(params).to_dict()
     # Both directions in one batch: the solver's cost is per image, batching amortises the Python overhead.
     both = coarse2fine_flow_batch(torch.cat([ta, tb]), torch.cat([tb, ta]), **p).numpy().astype(np.float32)
     n = len(aa)
@@ -45,19 +55,16 @@ def compute_flows(a: np.ndarray | Sequence[np.ndarray], b: np.ndarray | Sequence
 class FlowCache:
     """Directory of ``<key>.npz`` files, each holding the forward and backward flow of one LR pair."""
 
-    def __init__(self, root: str | os.PathLike, params: dict | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, params: FlowSettings | dict | None = None) -> None:
         self.root = Path(root)
-        self.params = dict(FLOW_PARAMS, **(params or {}))
-        unknown = set(self.params) - set(FLOW_PARAMS)
-        if unknown:
-            raise ValueError(f"params: unknown flow parameters {sorted(unknown)}")
+        self.settings = _settings(params)
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
 
     def key(self, a: np.ndarray, b: np.ndarray) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"v": _VERSION, "params": self.params, "shape": [a.shape, b.shape]},
+        h.update(json.dumps({"v": _VERSION, "params": self.settings.to_dict(), "shape": [a.shape, b.shape]},
                             sort_keys=True).encode())
         h.update(np.ascontiguousarray(a).tobytes())
         h.update(np.ascontiguousarray(b).tobytes())
@@ -95,7 +102,7 @@ class FlowCache:
             self.hits += 1
             return got
         self.misses += 1
-        ff, fb = compute_flows(a, b, self.params)
+        ff, fb = compute_flows(a, b, self.settings)
         self._store(p, ff, fb)
         return ff, fb
 
@@ -117,7 +124,7 @@ class FlowCache:
         for items in todo.values():
             for i in range(0, len(items), batch):
                 chunk = items[i:i + batch]
-                ff, fb = compute_flows([c[1] for c in chunk], [c[2] for c in chunk], self.params)
+                ff, fb = compute_flows([c[1] for c in chunk], [c[2] for c in chunk], self.settings)
                 for (p, _, _), f1, f2 in zip(chunk, ff, fb):
                     self._store(p, f1, f2)
                 if bar is not None:

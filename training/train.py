@@ -270,6 +270,7 @@ class Trainer:
     # -- setup
     def setup(self) -> None:
         from vsstar.model.config import StarConfig
+        from vsstar.flow import FlowSettings
         from vsstar.model.star import StarNet
         from .data import TripletDataset
         from .flowcache import FlowCache
@@ -279,8 +280,10 @@ class Trainer:
         self.config = (StarConfig.from_dict(self.resume_state["config"]) if self.resume_state
                        else build_config(args))
         scale_data = 1 if self.config.hr_input else self.config.scale
+        # The flow settings the network is trained with; recorded in checkpoints and exported weights.
+        self.flow_settings = FlowSettings.from_dict(self.resume_state.get("flow") if self.resume_state else None)
         cache_dir = Path(args.flow_cache) if args.flow_cache else self.run_dir.parent / "flowcache"
-        self.flow_cache = FlowCache(cache_dir)
+        self.flow_cache = FlowCache(cache_dir, self.flow_settings)
         clips = load_clips(args, self.log)
         self.data = TripletDataset(clips, scale_data, stride=args.stride, min_motion=args.min_motion,
                                    crop=args.crop, augment=not args.no_augment, flow_cache=self.flow_cache,
@@ -293,6 +296,7 @@ class Trainer:
         if self.world > 1:
             dist.barrier()  # the others read the cache rank 0 filled
         self.net = StarNet(self.config).to(self.device)
+        self.net.flow_settings = self.flow_settings
         if args.init and not self.resume_state:
             self._load_init(args.init)
         self.model = self.net
@@ -353,7 +357,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.amp else None,
-                "rng": rng_state(), "config": self.config.to_dict(), "args": vars(self.args),
+                "rng": rng_state(), "config": self.config.to_dict(), "flow": self.flow_settings.to_dict(),
+                "args": vars(self.args),
                 "history": self.history, "best": self.best}
 
     def save(self, periodic: bool = False) -> None:

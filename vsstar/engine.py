@@ -26,6 +26,7 @@ __all__ = [
     "resolve_device",
     "resolve_model",
     "default_model_name",
+    "flow_settings_for",
     "tile_grid",
 ]
 
@@ -159,6 +160,19 @@ def _config_of(star: nn.Module) -> Any:
     return None
 
 
+def flow_settings_for(star: nn.Module, flow_options: dict[str, Any] | None = None) -> Any:
+    """The FlowSettings to run `star` with: those its weights were trained with, changed by `flow_options`
+    (ValueError naming the bad key or value)."""
+    from .flow import FlowSettings
+
+    net = getattr(star, "net", star)
+    base = getattr(net, "flow_settings", None) or FlowSettings()
+    try:
+        return FlowSettings.from_dict(flow_options, base=base)
+    except ValueError as exc:
+        raise ValueError(f"flow_options: {exc}") from exc
+
+
 def tile_grid(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """Start/stop of overlapping tiles covering [0, size) (the last tile is flush with the end)."""
     if tile >= size:
@@ -222,7 +236,8 @@ class StarEngine:
         tile: LR tile size (int or (h, w)); None = automatic (tiles only when the estimated memory
             would not fit), 0 = never tile.
         tile_overlap: LR pixels shared by neighbouring tiles (blended with linear ramps).
-        flow_options: keyword overrides for ``coarse2fine_flow_batch`` (e.g. fewer iterations in tests).
+        flow_options: changes to the flow settings the weights were trained with (a dict of
+            :class:`vsstar.flow.FlowSettings` fields, e.g. ``{"n_outer": 3}`` for speed); checked here.
         memory_budget: bytes the network may use for activations (default: 80% of free CUDA memory,
             50% of available RAM on CPU); drives automatic tiling.
     """
@@ -264,7 +279,8 @@ class StarEngine:
         if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
             raise ValueError(f"tile_overlap must be an int >= 0, got {tile_overlap!r}")
         self.tile_overlap = tile_overlap
-        self.flow_options = self._check_flow_options(flow_options)
+        if flow_options is not None and not isinstance(flow_options, dict):
+            raise ValueError(f"flow_options must be None or a dict, got {type(flow_options).__name__}")
         if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
             raise ValueError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
         self.memory_budget = memory_budget
@@ -272,6 +288,8 @@ class StarEngine:
         star = resolve_model(model, self.scale, mode)
         self.star = star.to(self.device).eval()
         self.config = _config_of(self.star)
+        #: The flow settings in use: the model's (what its weights were trained with) with flow_options applied.
+        self.flow = flow_settings_for(self.star, flow_options)
         self.stats = EngineStats()
         # One device, one stream of work: calls from several threads are serialised.
         self._lock = threading.Lock()
@@ -297,15 +315,6 @@ class StarEngine:
         if th < 16 or tw < 16:
             raise ValueError(f"tile must be at least 16 LR pixels per side, got {tile!r}")
         return (th, tw)
-
-    @staticmethod
-    def _check_flow_options(opts: dict[str, Any] | None) -> dict[str, Any]:
-        allowed = {"alpha", "ratio", "min_width", "n_outer", "n_inner", "n_sor", "col_type"}
-        opts = dict(opts or {})
-        bad = sorted(set(opts) - allowed)
-        if bad:
-            raise ValueError(f"flow_options has unknown keys {bad}; allowed: {sorted(allowed)}")
-        return opts
 
     # ---------------------------------------------------------------- buffers
     def host_buffer(self, n: int, height: int, width: int) -> Tensor:
@@ -407,7 +416,7 @@ class StarEngine:
         b = self._to_device(b)
         t0 = time.perf_counter()
         # Both directions of every pair in one batched solve: forward = first -> second.
-        flows = coarse2fine_flow_batch(torch.cat([a, b]), torch.cat([b, a]), **self.flow_options)
+        flows = coarse2fine_flow_batch(torch.cat([a, b]), torch.cat([b, a]), **self.flow.to_dict())
         flow_f, flow_b = flows[:n], flows[n:]
         self._sync()
         t1 = time.perf_counter()

@@ -1,15 +1,15 @@
 """Batched coarse-to-fine variational flow (Ce Liu's Coarse2Fine with STARnet's parameters)."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
 from . import cuda_graphs
 from .ops import resize_to, warp
 from .pyramid import build_pyramid, effective_ratio, features, level_sizes
+from .settings import FlowSettings, check_params
 from .solver import SOLVERS, smooth_flow_sor, use_triton
+
+_DEFAULT = FlowSettings()
 
 # Whole-flow CUDA graphs, one per (input shape, parameters): a clip has one frame size, and the
 # last batch may be smaller, so a few entries suffice (each holds one call's working memory).
@@ -41,22 +41,6 @@ def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float,
     return torch.stack([u, v], dim=1)
 
 
-def check_params(alpha: float, ratio: float, min_width: int, n_outer: int, n_inner: int, n_sor: int,
-                 col_type: int, names=("alpha", "ratio", "min_width", "n_outer", "n_inner", "n_sor",
-                                       "col_type")) -> None:
-    """One-line ValueErrors for out-of-range solver parameters (`names` as the caller spells them)."""
-    na, nr, nm, no, ni, ns, nc = names
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"{na}: expected a finite number > 0, got {alpha!r}")
-    if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0):
-        raise ValueError(f"{nr}: expected a number in (0, 1) (out of [0.4, 0.98] means 0.75), got {ratio!r}")
-    for name, val, lo in ((nm, min_width, 1), (no, n_outer, 1), (ni, n_inner, 1), (ns, n_sor, 0)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
-            raise ValueError(f"{name}: expected an integer >= {lo}, got {val!r}")
-    if col_type not in (0, 1):
-        raise ValueError(f"{nc}: expected 0 (RGB) or 1 (gray), got {col_type!r}")
-
-
 def check_pyramid(height: int, width: int, ratio: float, min_width: int, name: str = "im1") -> None:
     """Every pyramid level must be at least 2x2 (frames narrower than min_width/ratio get one level)."""
     if height < 2 or width < 2:
@@ -69,13 +53,15 @@ def check_pyramid(height: int, width: int, ratio: float, min_width: int, name: s
                          f"min width {min_width}: coarsest level {h}x{w})")
 
 
-def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float = 0.012,
-                           ratio: float = 0.75, min_width: int = 20, n_outer: int = 7,
-                           n_inner: int = 1, n_sor: int = 30, col_type: int = 0,
+def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float = _DEFAULT.alpha,
+                           ratio: float = _DEFAULT.ratio, min_width: int = _DEFAULT.min_width,
+                           n_outer: int = _DEFAULT.n_outer, n_inner: int = _DEFAULT.n_inner,
+                           n_sor: int = _DEFAULT.n_sor, col_type: int = _DEFAULT.col_type,
                            ordering: str = "auto") -> torch.Tensor:
     """Flow from im1 to im2 for a batch: (N,3,H,W) RGB in [0,1] -> (N,2,H,W) pixels.
 
-    Channel 0 is horizontal; im2(x+u, y+v) ~ im1(x, y). Runs on the inputs' device and in their
+    The solver parameters default to STARnet's (:class:`FlowSettings`; pass
+    ``**settings.to_dict()``). Channel 0 is horizontal; im2(x+u, y+v) ~ im1(x, y). Runs on the inputs' device and in their
     dtype (float32 default, float64 for exactness checks). `ordering` picks the SOR sweep order:
     "raster" (the reference's, compiled CPU kernel, needs numba and CPU tensors), "redblack"
     (parallel torch ops, any device) or "auto" (raster on CPU when numba is installed).

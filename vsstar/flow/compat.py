@@ -4,7 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batch import check_params, check_pyramid, coarse2fine_flow_batch
+from .batch import check_pyramid, coarse2fine_flow_batch
+from .settings import FlowSettings, check_params
+
+_DEFAULT = FlowSettings()
 
 
 def _cubic_weights(t: torch.Tensor) -> list[torch.Tensor]:
@@ -58,9 +61,10 @@ def _check_image(name: str, im, need_c: int) -> None:
         raise ValueError(f"{name}: expected dtype float64 (or float32), got {im.dtype}")
 
 
-def coarse2fine_flow(im1: np.ndarray, im2: np.ndarray, alpha: float = 0.012, ratio: float = 0.75,
-                     minWidth: int = 20, nOuterFPIterations: int = 7, nInnerFPIterations: int = 1,
-                     nSORIterations: int = 30, colType: int = 0):
+def coarse2fine_flow(im1: np.ndarray, im2: np.ndarray, alpha: float = _DEFAULT.alpha,
+                     ratio: float = _DEFAULT.ratio, minWidth: int = _DEFAULT.min_width,
+                     nOuterFPIterations: int = _DEFAULT.n_outer, nInnerFPIterations: int = _DEFAULT.n_inner,
+                     nSORIterations: int = _DEFAULT.n_sor, colType: int = _DEFAULT.col_type):
     """Ce Liu's Coarse2Fine flow with the `pyflow` call signature (defaults: STARnet's parameters).
 
     im1, im2: HxWx3 float64 RGB in [0,1] (HxWx1 gray with colType=1). Returns (u, v, im2W): u, v

@@ -8,8 +8,7 @@ from .baseline import backward_warp, blend_middle, decode_flow, encode_flow, ups
 from .config import FLOW_CLIP, IMAGENET_MEAN, IMAGENET_STD, OBJECTIVE_OUTPUTS, OBJECTIVES, StarConfig
 from .official import CheckpointError, infer_official_config, load_official, official_to_ours, ours_to_official
 from .star import StarNet
-from .weights import (DEFAULT_FLOW_PARAMS, bundled_models, load_model, load_weights, read_metadata,
-                      save_weights)
+from .weights import bundled_models, load_model, load_weights, read_metadata, save_weights
 from .wrapper import Star, StarOutput, denormalize, normalize
 
 __all__ = [
@@ -17,5 +16,5 @@ __all__ = [
     "save_weights", "bundled_models", "read_metadata", "CheckpointError", "infer_official_config",
     "official_to_ours", "ours_to_official", "normalize", "denormalize", "encode_flow", "decode_flow",
     "backward_warp", "blend_middle", "upscale", "OBJECTIVES", "OBJECTIVE_OUTPUTS", "IMAGENET_MEAN",
-    "IMAGENET_STD", "FLOW_CLIP", "DEFAULT_FLOW_PARAMS",
+    "IMAGENET_STD", "FLOW_CLIP",
 ]

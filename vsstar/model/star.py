@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from ..flow.settings import FlowSettings
 from .baseline import blend_middle, upscale
 from .blocks import Conv, PyramidRefiner, ResBlock, ResStack, apply_act, conv_layers, leaky_bp
 from .config import StarConfig, projection_geometry
@@ -87,6 +88,9 @@ class StarNet(nn.Module):
         if not isinstance(config, StarConfig):
             raise ValueError(f"config must be a StarConfig, got {type(config).__name__}")
         self.config = config
+        #: The flow settings the weights were trained with (recorded in our weight files; the engine
+        #: computes its flows with them). STARnet's unless a loaded file says otherwise.
+        self.flow_settings = FlowSettings()
         #: Run the two frames through Net_S / Net_D / Net_M as one batch. Same numbers; off by default
         #: because it measured slower on the CPU with about the same peak memory (docs/model.md).
         self.batch_frames = False

@@ -9,18 +9,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..flow.settings import FlowSettings
 from .config import StarConfig
 from .official import CheckpointError, check_state_dict, load_official
 from .star import StarNet
 
 __all__ = ["save_weights", "load_weights", "load_model", "bundled_models", "read_metadata", "FORMAT",
-           "DEFAULT_FLOW_PARAMS", "BUNDLED_DIR"]
+           "BUNDLED_DIR"]
 
 #: Identifies our files; bumped on incompatible changes.
 FORMAT = "vsstar-star-1"
-#: The flow settings STARnet was trained with (pyflow's Coarse2Fine parameters).
-DEFAULT_FLOW_PARAMS = {"alpha": 0.012, "ratio": 0.75, "min_width": 20, "n_outer": 7, "n_inner": 1,
-                       "n_sor": 30, "col_type": 0}
 #: Bundled weights live in vsstar/weights/ (one <name>.safetensors each).
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 _SAFETENSORS_MAGIC_MAX = 100 * 1024 * 1024  # a header larger than this is corrupt
@@ -30,17 +28,23 @@ def save_weights(net: StarNet, path: str | os.PathLike, **metadata: Any) -> None
     """Write `net` as safetensors with its StarConfig and `metadata` (JSON-able values) in the header.
 
     Recorded: format, config (every knob: variant, scale, widths, depths, flow_refine, global_skip,
-    objective), variant, scale, objective, global_skip, flow (the flow parameters; STARnet's by default)
-    and anything passed in `metadata` (e.g. description, psnr, steps).
+    objective), variant, scale, objective, global_skip, flow (every field of the FlowSettings the weights
+    were trained with: ``net.flow_settings``, or a `flow` entry of `metadata` (a FlowSettings or a dict of
+    changes to STARnet's)) and anything else passed in `metadata` (e.g. description, psnr, steps).
     """
     from safetensors.torch import save_file
 
     if not isinstance(net, StarNet):
         raise ValueError(f"net must be a StarNet, got {type(net).__name__}")
     cfg = net.config
+    metadata = dict(metadata)
+    try:
+        flow = FlowSettings.from_dict(metadata.pop("flow", None), base=net.flow_settings)
+    except ValueError as exc:
+        raise ValueError(f"metadata 'flow': {exc}") from exc
     meta: dict[str, Any] = {"format": FORMAT, "config": cfg.to_dict(), "variant": cfg.variant,
                             "scale": cfg.scale, "objective": cfg.objective, "global_skip": cfg.global_skip,
-                            "flow": dict(DEFAULT_FLOW_PARAMS)}
+                            "flow": flow.to_dict()}
     for key, value in metadata.items():
         if key in ("format", "config"):
             raise ValueError(f"metadata key {key!r} is reserved")
@@ -100,11 +104,17 @@ def load_weights(path: str | os.PathLike) -> StarNet:
         sd = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable or truncated safetensors ({str(exc)[:160]})") from None
+    try:
+        # Files written before the flow was recorded were all trained with STARnet's settings.
+        flow = FlowSettings.from_dict(meta.get("flow"))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: bad flow settings in metadata ({exc})") from exc
     with torch.device("meta"):
         net = StarNet(cfg)
     check_state_dict(net, sd, source=path)
     net = net.to_empty(device="cpu")
     net.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in sd.items()})
+    net.flow_settings = flow
     return net.eval()
 
 
