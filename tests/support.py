@@ -10,8 +10,8 @@ import torch
 from vsstar.model import StarConfig, StarNet
 
 
-def tiny_net(scale: int = 2, objective: str = "STAR-ST", seed: int = 0, damp: bool = True) -> StarNet:
-    """A small random-weight STARnet with a global skip, in eval mode.
+def tiny_net(scale: int = 2, objective: str = "STAR", seed: int = 0, damp: bool = True) -> StarNet:
+    """A small random-weight STARnet with a global skip, in eval mode (objective STAR: every mode runs it).
 
     damp=True halves every conv weight, as a trained model's residual would be small, so outputs stay
     in a sensible range for tests that compare pixels.

@@ -251,7 +251,57 @@ def test_default_model_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_mod, "_bundled", lambda: fake)
     assert engine_mod.default_model_name(4, "st") == "c_x4_st"
     assert engine_mod.default_model_name(4, "s") == "b_x4_s"
-    assert engine_mod.default_model_name(2, "t") == "a_x2"  # any model of the scale as a fallback
+    # Never a model trained for another mode: the x2 STAR-ST model has no trained in-between at input size.
+    with pytest.raises(ValueError, match=r"model=None: no bundled weights for scale=2 trained for mode='t'"):
+        engine_mod.default_model_name(2, "t")
+    assert engine_mod.default_model_name(2, "st") == "a_x2"
+    fake["d_x4_t"] = {"scale": 4, "objective": "STAR-T_LR"}
+    fake["e_x4"] = {"scale": 4, "objective": "STAR"}
+    assert engine_mod.default_model_name(4, "t") == "d_x4_t"
+    assert engine_mod.default_model_name(4, "st") == "c_x4_st"
+
+
+# Which (objective, mode) pairs run: a mode needs a model trained for the outputs it delivers.
+_RUNS = {"STAR": "st s t", "STAR-ST": "st s", "STAR-S": "s", "STAR-T_LR": "t", "STAR-T_HR": "t"}
+
+
+@pytest.mark.parametrize("objective", list(_RUNS))
+@pytest.mark.parametrize("mode", ["st", "s", "t"])
+def test_model_objective_must_suit_the_mode(objective: str, mode: str) -> None:
+    net = tiny_net(2, objective=objective)
+    if mode in _RUNS[objective].split():
+        assert StarEngine(net, scale=2, mode=mode).mode == mode
+    else:
+        with pytest.raises(ValueError, match=rf"^model: a {objective} model cannot run mode='{mode}' \(.*\); use mode="):
+            StarEngine(net, scale=2, mode=mode)
+
+
+@pytest.mark.parametrize("filename, mode, ok", [
+    ("FBPNSR_RBPN_V4_Lf_STAR_S.pth", "st", False),
+    ("FBPNSR_RBPN_V4_Lf_STAR_S.pth", "s", True),
+    ("FBPNSR_RBPN_V4_REF_Lf_STAR_T_HR.pth", "s", False),
+    ("FBPNSR_RBPN_V4_REF_Lf_STAR_T_HR.pth", "st", False),
+    ("FBPNSR_RBPN_V4_REF_Lf_STAR_T_HR.pth", "t", True),
+    ("FBPNSR_RBPN_V4_Lf_STAR_T_LR.pth", "s", False),
+    ("FBPNSR_RBPN_V4_REF_Lr_STAR_ST.pth", "t", False),
+    ("FBPNSR_RBPN_V4_REF_Lr_STAR_ST.pth", "st", True),
+    ("FBPNSR_RBPN_V4_Lf_STAR.pth", "t", True),
+])
+def test_official_checkpoint_objective_from_its_name(tmp_path, filename: str, mode: str, ok: bool) -> None:
+    """An authors' checkpoint is what its file name says; the engine refuses it for a mode it was not trained for."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent / "data" / "starnet" / "star_v4_small_x4.pt"
+    if not src.exists():
+        pytest.skip("fixture star_v4_small_x4.pt not found")
+    path = tmp_path / filename
+    shutil.copy(src, path)
+    if ok:
+        assert StarEngine(str(path), scale=4, mode=mode).mode == mode
+    else:
+        with pytest.raises(ValueError, match=f"model: a STAR-[A-Z_]+ model cannot run mode='{mode}'"):
+            StarEngine(str(path), scale=4, mode=mode)
 
 
 def test_thread_safe_process(net2: StarNet) -> None:

@@ -247,3 +247,27 @@ def test_loaded_module_cannot_be_a_pickle_of_module(tmp_path):
 def test_error_bad_objective():
     with pytest.raises(ValueError, match="objective must be one of"):
         load_official(_fixture_sd(), objective="STAR-X")
+
+
+@pytest.mark.parametrize("name, objective", [
+    ("FBPNSR_RBPN_V4_REF_Lr_STAR_ST.pth", "STAR-ST"), ("FBPNSR_RBPN_V4_REF_Lf_STAR_T_HR.pth", "STAR-T_HR"),
+    ("FBPNSR_RBPN_V4_Lf_STAR.pth", "STAR"), ("FBPNSR_RBPN_V4_REF_Lf_STAR.pth", "STAR"),
+    ("/some/dir/x_star_t_lr.pth", "STAR-T_LR"), ("x_STAR_S.pth", "STAR-S"), ("STAR-ST.pt", "STAR-ST"),
+    ("weights.pth", None), ("mystar.pth", None), ("STAR_ST_copy.pth", None),
+])
+def test_objective_from_filename(name, objective):
+    from vsstar.model import objective_from_filename
+
+    assert objective_from_filename(name) == objective
+
+
+def test_load_official_takes_the_objective_from_the_file_name(tmp_path):
+    import shutil
+
+    path = tmp_path / "FBPNSR_RBPN_V4_Lf_STAR_T_LR.pth"
+    shutil.copy(fixture_path("star_v4_small_x4.pt"), path)
+    assert load_official(path).config.objective == "STAR-T_LR"
+    assert load_official(path, objective="STAR").config.objective == "STAR"
+    from vsstar.model import load_model
+    assert load_model(path).config.objective == "STAR-T_LR"
+    assert load_official(fixture_path("star_v4_small_x4.pt")).config.objective == "STAR"

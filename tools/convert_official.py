@@ -16,16 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsstar.model import OBJECTIVES, CheckpointError, load_official, save_weights  # noqa: E402
+from vsstar.model import (OBJECTIVES, CheckpointError, load_official, objective_from_filename,  # noqa: E402
+                          save_weights)
 
 
 def guess_objective(path: str) -> str:
     """The objective named at the end of an authors' file name (…_STAR_ST.pth -> STAR-ST), else STAR."""
-    stem = Path(path).stem.upper()
-    for name in sorted(OBJECTIVES, key=len, reverse=True):
-        if stem.endswith("_" + name.replace("-", "_")) or stem.endswith(name):
-            return name
-    return "STAR"
+    return objective_from_filename(path) or "STAR"
 
 
 def main(argv: list[str] | None = None) -> int:

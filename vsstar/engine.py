@@ -20,12 +20,15 @@ from torch import Tensor, nn
 
 __all__ = [
     "MODES",
+    "MODE_OUTPUTS",
     "PairOutput",
     "EngineStats",
     "StarEngine",
     "resolve_device",
     "resolve_model",
     "default_model_name",
+    "check_model_mode",
+    "modes_for_objective",
     "flow_settings_for",
     "tile_grid",
 ]
@@ -33,12 +36,50 @@ __all__ = [
 #: Output modes: space-time ("st"), space only ("s"), time only ("t").
 MODES = ("st", "s", "t")
 
-# Objectives of the paper models that suit each mode, in order of preference (for model=None).
+#: The network outputs each mode delivers (StarOutput field names).
+MODE_OUTPUTS = {"st": ("h1", "ht", "h2"), "s": ("h1", "h2"), "t": ("l",)}
+
+# Objectives of the paper models that suit each mode, in order of preference (for model=None). Only
+# objectives that train every output the mode reads (check_model_mode) may appear here.
 _MODE_OBJECTIVES = {
     "st": ("STAR-ST", "STAR"),
     "s": ("STAR-S", "STAR-ST", "STAR"),
-    "t": ("STAR-T_HR", "STAR-T_LR", "STAR", "STAR-ST"),
+    "t": ("STAR-T_HR", "STAR-T_LR", "STAR"),
 }
+
+
+def modes_for_objective(objective: str) -> tuple[str, ...]:
+    """The modes a model trained as `objective` can serve: those whose outputs it was trained to produce.
+
+    STAR-T_HR is fed HR frames in training, so only mode "t" (in-between frame at the input size) fits it.
+    """
+    from .model import OBJECTIVE_OUTPUTS
+
+    if objective == "STAR-T_HR":
+        return ("t",)
+    trained = set(OBJECTIVE_OUTPUTS[objective])
+    return tuple(m for m in MODES if set(MODE_OUTPUTS[m]) <= trained)
+
+
+def check_model_mode(config: Any, mode: str) -> None:
+    """ValueError unless a model of this StarConfig was trained for the outputs `mode` needs."""
+    from .model import OBJECTIVE_OUTPUTS
+
+    objective = getattr(config, "objective", None)
+    if objective is None:
+        return
+    ok = modes_for_objective(objective)
+    if mode in ok:
+        return
+    if objective == "STAR-T_HR":
+        why = "it expects HR frames as input and only interpolates them"
+    else:
+        names = {"h1": "HR frame t", "h2": "HR frame t+1", "ht": "HR in-between frame",
+                 "l": "in-between frame at the input size"}
+        missing = [names[o] for o in MODE_OUTPUTS[mode] if o not in OBJECTIVE_OUTPUTS[objective]]
+        why = f"it was not trained to produce the {' and the '.join(missing)}"
+    raise ValueError(f"model: a {objective} model cannot run mode={mode!r} ({why}); use "
+                     f"mode={' or '.join(repr(m) for m in ok)}, or a model trained for mode {mode!r}")
 
 
 class PairOutput(NamedTuple):
@@ -106,19 +147,18 @@ def _info_get(info: Any, key: str) -> Any:
 
 
 def default_model_name(scale: int, mode: str = "st") -> str:
-    """Name of the bundled weights used when model=None (ValueError when none fits)."""
+    """Name of the bundled weights used when model=None: one trained for `mode` at `scale` (ValueError
+    when none is; a model trained for another mode is never picked)."""
     models = _bundled()
     for objective in _MODE_OBJECTIVES[mode]:
         for name, info in models.items():
             if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective:
                 return name
-    # Fall back to any bundled model of the scale (its outputs all exist, just trained differently).
-    for name, info in models.items():
-        if _info_get(info, "scale") == scale:
-            return name
-    have = ", ".join(f"{n} (x{_info_get(i, 'scale')})" for n, i in models.items()) or "none"
+    have = ", ".join(f"{n} (x{_info_get(i, 'scale')} {_info_get(i, 'objective')})"
+                     for n, i in models.items()) or "none"
     raise ValueError(
-        f"model=None: no bundled weights for scale={scale} (bundled: {have}); "
+        f"model=None: no bundled weights for scale={scale} trained for mode={mode!r} "
+        f"(objective {' or '.join(_MODE_OBJECTIVES[mode])}; bundled: {have}); "
         "pass model= a bundled name, a .safetensors file or an official .pth checkpoint"
     )
 
@@ -148,6 +188,7 @@ def resolve_model(model: Any, scale: int, mode: str = "st") -> nn.Module:
     cfg = _config_of(star)
     if cfg is not None and cfg.scale != scale:
         raise ValueError(f"scale={scale} but the model is a x{cfg.scale} model; pass scale={cfg.scale}")
+    check_model_mode(cfg, mode)
     return star
 
 
@@ -436,7 +477,7 @@ class StarEngine:
             torch.cuda.synchronize(self.device)
 
     def _wanted(self) -> tuple[str, ...]:
-        return {"st": ("h1", "ht", "h2"), "s": ("h1", "h2"), "t": ("l",)}[self.mode]
+        return MODE_OUTPUTS[self.mode]
 
     def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
         if self.fp16:

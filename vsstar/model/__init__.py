@@ -6,7 +6,8 @@ our safetensors format and the bundled models.
 """
 from .baseline import backward_warp, blend_middle, decode_flow, encode_flow, upscale
 from .config import FLOW_CLIP, IMAGENET_MEAN, IMAGENET_STD, OBJECTIVE_OUTPUTS, OBJECTIVES, StarConfig
-from .official import CheckpointError, infer_official_config, load_official, official_to_ours, ours_to_official
+from .official import (CheckpointError, infer_official_config, load_official, objective_from_filename,
+                       official_to_ours, ours_to_official)
 from .star import StarNet
 from .weights import bundled_models, load_model, load_weights, read_metadata, save_weights
 from .wrapper import Star, StarOutput, denormalize, normalize
@@ -14,6 +15,7 @@ from .wrapper import Star, StarOutput, denormalize, normalize
 __all__ = [
     "StarConfig", "StarNet", "Star", "StarOutput", "load_official", "load_model", "load_weights",
     "save_weights", "bundled_models", "read_metadata", "CheckpointError", "infer_official_config",
+    "objective_from_filename",
     "official_to_ours", "ours_to_official", "normalize", "denormalize", "encode_flow", "decode_flow",
     "backward_warp", "blend_middle", "upscale", "OBJECTIVES", "OBJECTIVE_OUTPUTS", "IMAGENET_MEAN",
     "IMAGENET_STD", "FLOW_CLIP",

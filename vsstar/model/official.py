@@ -13,13 +13,28 @@ from torch import Tensor
 from .config import StarConfig
 
 __all__ = ["load_official", "official_to_ours", "ours_to_official", "infer_official_config",
-           "read_official_checkpoint", "CheckpointError"]
+           "read_official_checkpoint", "objective_from_filename", "CheckpointError"]
 
 _SCALE_OF_KERNEL = {6: 2, 8: 4, 12: 8}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file or state dict that cannot be loaded (one-line message naming the problem)."""
+
+
+# The authors' file names end with the paper model: FBPNSR_RBPN_V4_REF_Lr_STAR_ST.pth, ..._STAR_T_HR.pth,
+# FBPNSR_RBPN_V4_Lf_STAR.pth (STAR itself).
+_OBJECTIVE_IN_NAME = re.compile(r"(?:^|[_-])STAR(?:[_-](ST|S|T[_-]LR|T[_-]HR))?$", re.IGNORECASE)
+
+
+def objective_from_filename(path: str | os.PathLike) -> str | None:
+    """The paper model an authors' checkpoint name ends with (``..._STAR_T_HR.pth`` -> "STAR-T_HR"), or None."""
+    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    m = _OBJECTIVE_IN_NAME.search(stem)
+    if m is None:
+        return None
+    suffix = m.group(1)
+    return "STAR" if suffix is None else "STAR-" + suffix.upper().replace("-", "_")
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -225,17 +240,24 @@ def ours_to_official(state_dict: Mapping[str, Tensor], config: StarConfig, prefi
 
 
 # ----------------------------------------------------------------------------------------- loading
-def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], *, objective: str = "STAR",
+def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], *, objective: str | None = None,
                   device: str | torch.device = "cpu"):
     """Build a StarNet from an authors' checkpoint (path or state dict); returns it in eval mode on `device`.
 
     Keys with or without 'module.'; V4 and V4_REF; x2/x4/x8; the configuration comes from the key names
     and shapes. Every key must match (missing, unexpected or mis-shaped keys raise CheckpointError).
+    `objective` is the paper model the weights were trained as; None takes it from the file name where the
+    name ends with it (``..._STAR_ST.pth``; see objective_from_filename), else "STAR".
     Files are read with torch.load(weights_only=True, map_location='cpu'). device='meta' only validates.
     """
     from .config import OBJECTIVE_OUTPUTS
     from .star import StarNet
 
+    if objective is None:
+        named = None
+        if isinstance(path_or_state_dict, (str, os.PathLike)):
+            named = objective_from_filename(path_or_state_dict)
+        objective = named or "STAR"
     if objective not in OBJECTIVE_OUTPUTS:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVE_OUTPUTS)}, got {objective!r}")
     if isinstance(path_or_state_dict, Mapping):

@@ -147,8 +147,8 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
 def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None) -> StarNet:
     """A StarNet (eval mode, CPU) from a bundled name, our safetensors file or an authors' checkpoint.
 
-    `objective` overrides the paper model an authors' checkpoint was trained as (default STAR); our files
-    record theirs.
+    `objective` overrides the paper model the weights were trained as. Our files record it; an authors'
+    checkpoint takes it from its file name where the name says it (``..._STAR_T_HR.pth``), else STAR.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise ValueError(f"name_or_path must be a model name or a path, got {type(name_or_path).__name__}")
@@ -161,7 +161,7 @@ def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None)
             head = fh.read(9)
         # zip (torch.save) or legacy pickle; a safetensors header length can also start with 0x80
         if head[:2] == b"PK" or (head[:1] == b"\x80" and not _looks_like_safetensors(head, os.path.getsize(key))):
-            return load_official(key, objective=objective or "STAR")
+            return load_official(key, objective=objective)
         net = load_weights(key)
     else:
         names = ", ".join(sorted(bundled)) or "none"
