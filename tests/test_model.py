@@ -170,12 +170,106 @@ def test_wrapper_padding_is_reflection_of_the_input():
     im1, im2, ff, fb = _rgb_pair(5, 7)
     out = star(im1, im2, ff, fb)
     pad = lambda t: torch.nn.functional.pad(t, (0, 1, 0, 1), mode="reflect")  # noqa: E731
+
+    def pad_flow(t):  # mirrored bands: the normal component changes sign
+        t = pad(t)
+        t[:, 0, :, 7:] *= -1
+        t[:, 1, 5:, :] *= -1
+        return t
+
     with torch.inference_mode():
-        ref = net(pad(normalize(im1)), pad(normalize(im2)), pad(encode_flow(ff)), pad(encode_flow(fb)))
+        ref = net(pad(normalize(im1)), pad(normalize(im2)), pad_flow(encode_flow(ff)), pad_flow(encode_flow(fb)))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     assert torch.allclose(out.ht, (ref[0] * std + mean).clamp(0, 1)[..., :10, :14], atol=1e-6)
     assert torch.allclose(out.l, (ref[3] * std + mean).clamp(0, 1)[..., :5, :7], atol=1e-6)
+
+
+@pytest.mark.parametrize("h, w, ph, pw", [(9, 11, 14, 15), (5, 4, 13, 11)])  # one, then repeated reflections
+def test_flow_padding_is_consistent_with_the_mirrored_pictures(h, w, ph, pw):
+    """Warping the padded second frame by the padded flow gives the padded first frame, in the bands too."""
+    from vsstar.model import backward_warp
+    from vsstar.model.wrapper import pad_reflect
+
+    g = torch.Generator().manual_seed(0)
+    world = torch.rand(1, 3, h + 8, w + 8, generator=g)
+    u, v = 2, 1  # integer motion: bilinear warping is exact
+    im1 = world[..., 4:4 + h, 4:4 + w]
+    im2 = world[..., 4 - v:4 - v + h, 4 - u:4 - u + w]  # im2(x + u, y + v) = im1(x, y)
+    flow = torch.zeros(1, 2, h, w)
+    flow[:, 0], flow[:, 1] = u, v
+    p1, p2 = pad_reflect(im1, ph, pw), pad_reflect(im2, ph, pw)
+    padded = pad_reflect(flow, ph, pw, flow=True)
+    warped_new = backward_warp(p2, padded)
+    warped_old = backward_warp(p2, pad_reflect(flow, ph, pw))
+    # Where each padded pixel comes from in the original frame (the pictures' own reflection).
+    oy = pad_reflect(torch.arange(h, dtype=torch.float32).view(1, 1, h, 1).expand(1, 1, h, w).contiguous(), ph, pw)[0, 0]
+    ox = pad_reflect(torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 1, h, w).contiguous(), ph, pw)[0, 0]
+    yy = torch.arange(ph).view(ph, 1).float()
+    xx = torch.arange(pw).view(1, pw).float()
+    ty, tx = yy + padded[0, 1], xx + padded[0, 0]
+    # Exact wherever the moved point exists in the original second frame and lands inside the padded one.
+    ok = (oy + v <= h - 1) & (ox + u <= w - 1) & (ty >= 0) & (ty <= ph - 1) & (tx >= 0) & (tx <= pw - 1)
+    band = (yy >= h) | (xx >= w)
+    assert (ok & band).sum() >= 0.5 * ((oy + v <= h - 1) & (ox + u <= w - 1) & band).sum() > 10
+    assert torch.allclose(warped_new[..., ok], p1[..., ok], atol=1e-5)
+    assert (warped_old[..., band & ok] - p1[..., band & ok]).abs().max() > 0.1  # unsigned padding is wrong
+
+
+def test_padded_flow_matches_the_solver_on_the_mirrored_frames():
+    """The flow solver run on reflect-padded frames finds the normal component negated in the bands, as
+    the padded flow has it (to ~0.01 px here; the unsigned padding was off by twice the motion)."""
+    from vsstar.flow import coarse2fine_flow_batch
+    from vsstar.model.wrapper import pad_reflect
+
+    im1, im2, h, w = _smooth_shift_pair()
+    both = coarse2fine_flow_batch(torch.cat([im1, im2]), torch.cat([im2, im1]))
+    p1, p2 = pad_reflect(im1, 32, 32), pad_reflect(im2, 32, 32)
+    solved = coarse2fine_flow_batch(p1, p2)
+    padded = pad_reflect(both[:1], 32, 32, flow=True)
+    for band in ((..., slice(h + 2, None), slice(0, w - 2)), (..., slice(0, h - 2), slice(w + 2, None))):
+        assert (padded - solved)[band].abs().mean() < 0.05
+    assert solved[0, 1, h + 2:, : w - 2].mean() < -1.5 and solved[0, 1, : h - 2].mean() > 1.5
+
+
+def _smooth_shift_pair():
+    g = torch.Generator().manual_seed(3)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 14, generator=g), size=(48, 56), mode="bicubic",
+                                           align_corners=False).clamp(0, 1)
+    h, w = 20, 24
+    im1 = base[..., 10:10 + h, 10:10 + w]
+    im2 = base[..., 8:8 + h, 9:9 + w]  # moves by (1, 2) px
+    return im1, im2, h, w
+
+
+def test_padded_and_unpadded_results_agree_away_from_the_border():
+    """Star on 20x24 frames (padded inside to the FR net's 32x32) against Star on the reflect-padded 32x32
+    frames with flows solved on them: away from the border the outputs agree."""
+    from vsstar.flow import coarse2fine_flow_batch
+    from vsstar.model.wrapper import pad_reflect
+
+    cfg = StarConfig(scale=2, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
+                     motion_resblocks=1, t_lr_resblocks=1, flow_refine=True, fr_widths=(8,) * 6, global_skip=True)
+    torch.manual_seed(0)
+    net = StarNet(cfg).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.weight.mul_(0.5)
+    star = Star(net)
+    im1, im2, h, w = _smooth_shift_pair()
+    assert cfg.min_size == 32
+    fl = coarse2fine_flow_batch(torch.cat([im1, im2]), torch.cat([im2, im1]))
+    small = star(im1, im2, fl[:1], fl[1:])
+    p1, p2 = pad_reflect(im1, 32, 32), pad_reflect(im2, 32, 32)
+    pfl = coarse2fine_flow_batch(torch.cat([p1, p2]), torch.cat([p2, p1]))
+    big = star(p1, p2, pfl[:1], pfl[1:])
+    m = 4  # LR pixels from the bottom/right border
+    for name in ("ht", "h1", "h2", "l"):
+        a, b = getattr(small, name), getattr(big, name)
+        s = a.shape[-1] // w
+        d = (a - b[..., : h * s, : w * s])[..., : (h - m) * s, : (w - m) * s].abs()
+        assert d.mean() < 2e-3 and d.max() < 0.05, name
 
 
 def test_wrapper_encodes_flow_like_the_original():

@@ -49,15 +49,28 @@ def padded_size(size: int, multiple: int, minimum: int) -> int:
     return -(-target // multiple) * multiple
 
 
-def pad_reflect(x: Tensor, height: int, width: int) -> Tensor:
-    """Pad at the bottom/right to (height, width) by reflection (repeated when the pad exceeds the size)."""
+def pad_reflect(x: Tensor, height: int, width: int, flow: bool = False) -> Tensor:
+    """Pad at the bottom/right to (height, width) by reflection (repeated when the pad exceeds the size).
+
+    flow=True: x is a flow field (channel 0 horizontal, 1 vertical). In a band mirrored across the bottom
+    edge the picture moves up where the original moves down, so the vertical component is negated there
+    (the horizontal one in a band mirrored across the right edge); the padded flow then describes the
+    motion of the padded pictures. Flow encodings that are linear in the pixels (encode_flow) pad alike.
+    """
     while x.shape[2] < height or x.shape[3] < width:
         h, w = x.shape[2], x.shape[3]
         ph, pw = min(height - h, h - 1), min(width - w, w - 1)
         if (ph <= 0 and height > h) or (pw <= 0 and width > w):
-            # A 1-pixel side cannot be reflected: repeat its edge instead.
+            # A 1-pixel side cannot be reflected: repeat its edge instead (flows too: a picture that
+            # repeats one row along an axis fits any motion along that axis).
             return F.pad(x, (0, width - w, 0, height - h), mode="replicate")
         x = F.pad(x, (0, max(pw, 0), 0, max(ph, 0)), mode="reflect")
+        if flow:
+            # The new bands are mirror images: negate the component normal to the mirror line.
+            if ph > 0:
+                x[:, 1, h:, :] = -x[:, 1, h:, :]
+            if pw > 0:
+                x[:, 0, :, w:] = -x[:, 0, :, w:]
     return x
 
 
@@ -66,8 +79,9 @@ class Star(nn.Module):
 
     forward(im1, im2, flow_f_px, flow_b_px): im1/im2 (N,3,H,W) RGB in [0, 1]; flows (N,2,H,W) in pixels,
     channel 0 horizontal (flow_f: im2(x+u) ~ im1(x); flow_b: im1(x+u) ~ im2(x)). Pads by reflection to the
-    size the network needs, normalises, encodes the flows, runs the network and returns StarOutput with
-    the padding cropped away, RGB clamped to [0, 1]. In eval mode (the default) it runs under
+    size the network needs (in the mirrored bands the flows' normal component is negated, see pad_reflect),
+    normalises, encodes the flows, runs the network and returns StarOutput with the padding cropped away,
+    RGB clamped to [0, 1]. In eval mode (the default) it runs under
     torch.inference_mode.
 
     channels_last: keep the weights and activations in NHWC (measured 1.4-1.5x faster on the CPU, same
@@ -106,7 +120,8 @@ class Star(nn.Module):
             x1, x2 = normalize(im1), normalize(im2)
             ff, fb = encode_flow(flow_f_px), encode_flow(flow_b_px)
             if (ph, pw) != (h, w):
-                x1, x2, ff, fb = (pad_reflect(t, ph, pw) for t in (x1, x2, ff, fb))
+                x1, x2 = pad_reflect(x1, ph, pw), pad_reflect(x2, ph, pw)
+                ff, fb = pad_reflect(ff, ph, pw, flow=True), pad_reflect(fb, ph, pw, flow=True)
             if self.channels_last:
                 x1, x2, ff, fb = (t.contiguous(memory_format=torch.channels_last) for t in (x1, x2, ff, fb))
             out = self.net(x1, x2, ff, fb)
