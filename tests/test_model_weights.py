@@ -90,6 +90,27 @@ def test_flow_settings_travel_with_the_weights(tmp_path):
     assert load_model(tmp_path / "old.safetensors").flow_settings == FlowSettings()
 
 
+def test_refuses_non_finite_weights(tmp_path):
+    """All-NaN (or partly inf) weights would make every output frame NaN: refused at load, naming the key."""
+    net = _compact()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(float("nan"))
+    path = tmp_path / "nan.safetensors"
+    save_weights(net, path)
+    with pytest.raises(CheckpointError, match=r"nan.safetensors: weight '[\w.]+' has \d+ non-finite value"):
+        load_model(path)
+    net = _compact()
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] = float("inf")
+    save_weights(net.half(), tmp_path / "inf.safetensors")
+    with pytest.raises(CheckpointError, match="1 non-finite value"):
+        load_model(tmp_path / "inf.safetensors")
+    from vsstar.engine import StarEngine
+    with pytest.raises(ValueError, match="^model=.*non-finite"):
+        StarEngine(str(path), scale=2)
+
+
 def test_load_model_reads_official_checkpoints():
     net = load_model(fixture_path("star_v4_small_x4.pt"), objective="STAR-S")
     assert net.config.base_filter == 32 and net.config.objective == "STAR-S"

@@ -13,7 +13,8 @@ from torch import Tensor
 from .config import StarConfig
 
 __all__ = ["load_official", "official_to_ours", "ours_to_official", "infer_official_config",
-           "read_official_checkpoint", "objective_from_filename", "CheckpointError"]
+           "read_official_checkpoint", "objective_from_filename", "torch_load_safe", "check_finite",
+           "CheckpointError"]
 
 _SCALE_OF_KERNEL = {6: 2, 8: 4, 12: 8}
 
@@ -49,17 +50,47 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
         kind = "a safetensors file: use load_model" if head[8:9] == b"{" else "unrecognised file type"
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({kind})")
+    return extract_state_dict(torch_load_safe(path), source=path)
+
+
+def _refused_call(exc: BaseException) -> str:
+    """What a weights_only unpickler refused ("GLOBAL posix.system"), from its long message."""
+    text = str(exc)
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return f"it calls {m.group(1)}"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("WeightsUnpickler error:", "Unsupported")):
+            return line.split(":", 1)[-1].strip()[:160]
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:160]
+
+
+def torch_load_safe(path: str | os.PathLike) -> Any:
+    """torch.load(path, weights_only=True, map_location='cpu'): tensors, containers and plain types only,
+    never code. Any failure is a CheckpointError naming the file (and, for a refused pickle, the call)."""
+    path = os.fspath(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused unsafe or invalid pickle ({first[:160]})") from None
+        raise CheckpointError(f"{path}: refused unsafe or invalid pickle ({_refused_call(exc)}); "
+                              "only tensors and plain data are loaded") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint or truncated ({msg[:160]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint or truncated ({msg[:160]})") from exc
     except Exception as exc:  # the unpickler raises assorted errors on garbage
-        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from None
-    return extract_state_dict(obj, source=path)
+        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from exc
+
+
+def check_finite(sd: Mapping[str, Tensor], source: str = "state dict") -> None:
+    """CheckpointError naming the first floating-point tensor holding NaN or inf (such weights make every
+    output NaN)."""
+    for key, value in sd.items():
+        if value.is_floating_point() and not value.is_meta and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{source}: weight {key!r} has {bad} non-finite value(s) (NaN or inf) of "
+                                  f"{value.numel()}; the file is damaged or the training diverged")
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
@@ -286,7 +317,8 @@ def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], 
 
 def compare_keys(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], source: str = "state dict",
                  layout: str = "model") -> None:
-    """Raise CheckpointError naming the first missing / unexpected / mis-shaped / mistyped key."""
+    """Raise CheckpointError naming the first missing / unexpected / mis-shaped / mistyped key, or the first
+    tensor with non-finite values."""
     missing = [k for k in expected if k not in given]
     extra = [k for k in given if k not in expected]
     if missing:
@@ -302,6 +334,7 @@ def compare_keys(expected: Mapping[str, Tensor], given: Mapping[str, Tensor], so
         if v.is_floating_point() != ref.is_floating_point():
             kind = "floating-point" if ref.is_floating_point() else "integer"
             raise CheckpointError(f"{source}: key {k!r} has dtype {v.dtype}, expected a {kind} tensor")
+    check_finite(given, source=source)
 
 
 def check_state_dict(net: torch.nn.Module, sd: Mapping[str, Tensor], source: str = "state dict") -> None:
