@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -321,3 +322,101 @@ def test_amp_training_on_cuda(footage, tmp_path):
 
 def test_amp_on_cpu_is_refused(footage, tmp_path):
     assert train_main(_args(footage, tmp_path / "r", 1, "--device", "cpu", "--amp", "on")) == 2
+
+
+class _Plant:
+    """Unpickling this creates the marker file (what a planted checkpoint could do with any code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant_files(tmp_path: Path, marker: Path) -> list[Path]:
+    """Planted pickles in the shapes each loader looks for: a training checkpoint, a state dict (zip
+    format and the legacy raw pickle)."""
+    import pickle
+
+    from training.checkpoint import FORMAT
+    ckpt = tmp_path / "evil_ckpt.pt"
+    torch.save({"format": FORMAT, "format_version": 2, "step": 1, "model": _Plant(marker), "optimizer": {},
+                "config": {}}, ckpt)
+    sd = tmp_path / "FBPNSR_RBPN_V4_Lf_STAR.pth"
+    torch.save({"state_dict": _Plant(marker)}, sd)
+    legacy = tmp_path / "evil_legacy.pt"
+    with open(legacy, "wb") as fh:
+        pickle.dump({"model": _Plant(marker)}, fh, protocol=2)
+    return [ckpt, sd, legacy]
+
+
+def test_no_loader_runs_a_planted_pickle(footage, tmp_path, capsys):
+    """Every way the project reads a .pt/.pth refuses a pickle that would run code, and says what it calls."""
+    from training.checkpoint import load_checkpoint as load_ckpt, load_net
+    from training.evaluate import main as evaluate_main
+    from training.export import main as export_main
+    from training.report import write_report
+    from vsstar.engine import StarEngine
+    from vsstar.model import load_model, load_official
+    marker = tmp_path / "planted_code_ran"
+    files = _plant_files(tmp_path, marker)
+    for evil in files:
+        run = tmp_path / f"run_{evil.stem}"
+        assert train_main(_args(footage, run, 2, "--init", str(evil))) == 2
+        assert train_main(_args(footage, run, 2, "--resume", str(evil))) == 2
+        assert evaluate_main(["--model", str(evil), "--clip", str(footage / "val")]) == 2
+        assert export_main([str(evil), str(tmp_path / "out.safetensors")]) == 2
+        for loader in (load_model, load_official, load_ckpt, load_net, StarEngine):
+            with pytest.raises(ValueError):
+                loader(str(evil))
+        run.mkdir(exist_ok=True)
+        shutil.copy(evil, run / "last.pt")
+        assert train_main(_args(footage, run, 2, "--resume")) == 2  # last.pt, and nothing to fall back to
+        with pytest.raises(ValueError):
+            write_report(run)
+        assert not marker.exists()
+    err = capsys.readouterr().err
+    assert len(re.findall(r"refused .*it calls [\w.]*open\b", err)) >= 5 * len(files)
+    assert not (tmp_path / "out.safetensors").exists()
+    assert not marker.exists()
+
+
+def test_resume_falls_back_from_a_damaged_last_checkpoint(footage, tmp_path, capsys):
+    """A damaged last.pt: the run resumes from the newest intact checkpoint and names it."""
+    ref = tmp_path / "ref"
+    assert train_main(_args(footage, ref, 8)) == 0
+    run = tmp_path / "run"
+    assert train_main(_args(footage, run, 8, "--stop-at", "5", "--ckpt-every", "2")) == 0
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_0000002.pt", "step_0000004.pt"]
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:300])  # truncated by a full disk, say
+    capsys.readouterr()
+    assert train_main(_args(footage, run, 8, "--resume", "--ckpt-every", "2")) == 0
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "resuming from" in err and "step_0000004.pt (step 4)" in err
+    assert "step_0000004.pt (step 4)" in (run / "train.log").read_text()
+    assert load_checkpoint(run / "last.pt")["step"] == 8
+    assert _same_weights(ref / "last.pt", run / "last.pt")  # resumed exactly from step 4
+    # An explicitly named damaged checkpoint is not replaced by another one.
+    (run / "step_0000008.pt").write_bytes(b"\x80\x04garbage")
+    assert train_main(_args(footage, run, 10, "--resume", str(run / "step_0000008.pt"))) == 2
+
+
+def test_checkpoints_load_without_pickled_code(tmp_path):
+    """Checkpoints (RNG states included) load with weights_only=True and restore every RNG exactly."""
+    import random
+
+    from training.checkpoint import rng_state, set_rng_state
+    np.random.seed(3)
+    np.random.normal()  # a cached Gaussian in the numpy state
+    random.seed(4)
+    torch.manual_seed(5)
+    state = {"step": 1, "model": {"w": torch.ones(2)}, "optimizer": {}, "config": {}, "rng": rng_state(),
+             "history": [{"step": 1, "psnr": np.float64(30.5)}], "arr": np.arange(3)}
+    save_checkpoint(tmp_path / "c.pt", state)
+    st = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert st["history"][0]["psnr"] == 30.5 and type(st["history"][0]["psnr"]) is float
+    expect = (np.random.random(), random.random(), torch.rand(1))
+    np.random.seed(0), random.seed(0), torch.manual_seed(0)
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (np.random.random(), random.random(), torch.rand(1)) == expect

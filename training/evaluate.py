@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,18 +31,9 @@ def load_any(spec: str):
             _, name, scale = spec.split(":")
             return StarNet(preset_config(name, int(scale))).eval()
         except ValueError as e:
-            raise ValueError(f"model: expected preset:NAME:SCALE, got {spec!r} ({e})") from None
-    if os.path.isfile(spec) and spec.endswith(".pt"):
-        from .checkpoint import FORMAT
-        try:
-            st = torch.load(spec, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ValueError(f"model: {spec!r} cannot be read ({type(e).__name__})") from None
-        if isinstance(st, dict) and st.get("format") == FORMAT:
-            from .export import net_from_checkpoint
-            return net_from_checkpoint(spec)[0]
-    from vsstar.model import load_model
-    return load_model(spec).eval()
+            raise ValueError(f"model: expected preset:NAME:SCALE, got {spec!r} ({e})") from e
+    from .checkpoint import load_net
+    return load_net(spec, what="model")[0]
 
 
 def evaluate(net, frames, out_dir: Path | None = None, flow_cache=None, name: str = "eval",

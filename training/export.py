@@ -18,10 +18,16 @@ __all__ = ["net_from_checkpoint", "export_checkpoint", "main"]
 
 
 def net_from_checkpoint(path: str | os.PathLike):
-    """The StarNet (eval mode, CPU) saved in a training checkpoint, and the checkpoint dict."""
+    """The StarNet (eval mode, CPU) saved in a training checkpoint, and the checkpoint dict (read with
+    weights_only=True; non-finite weights are refused)."""
     from vsstar.flow import FlowSettings
     from vsstar.model import StarConfig, StarNet
+    from vsstar.model.official import check_finite
     st = load_checkpoint(path, what="checkpoint")
+    try:
+        check_finite(st["model"], source=str(path))
+    except ValueError as exc:
+        raise ValueError(f"checkpoint: {exc}") from exc
     net = StarNet(StarConfig.from_dict(st["config"]))
     net.load_state_dict(st["model"])
     # Checkpoints from before the flow settings were recorded were all trained with STARnet's.

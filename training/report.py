@@ -146,13 +146,12 @@ def _losses(run_dir: Path) -> tuple[list[int], list[float]]:
 
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report.md with plots from the checkpoint history, train.log and eval*.json files."""
-    import torch
-
     run_dir = Path(run_dir)
     ckpt = run_dir / "last.pt"
     history, best, cfg, step = [], None, {}, 0
     if ckpt.is_file():
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        from .checkpoint import load_checkpoint
+        st = load_checkpoint(ckpt, what="report")  # weights_only: a planted pickle is refused
         history, best, cfg, step = st.get("history", []), st.get("best"), st.get("config", {}), st.get("step", 0)
     lines = [f"# Training report: {run_dir.name}", "", f"Steps trained: {step}", ""]
     if cfg:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import find_resume_checkpoint, load_checkpoint, load_net, rng_state, save_checkpoint, set_rng_state
 from .losses import VGG19Features, perceptual_loss, star_loss
 
 __all__ = ["build_parser", "main", "Trainer", "make_optimizer", "make_scheduler", "data_indices"]
@@ -233,21 +233,35 @@ class Trainer:
             raise ValueError("amp: mixed precision needs a CUDA device")
         self.run_dir = Path(args.run_dir)
         self.resume_state = None
+        self.log_file = None
+        self._pending_log: list[str] = []
         if args.resume:
-            path = self.run_dir / "last.pt" if args.resume == "last" else Path(args.resume)
-            self.resume_state = load_checkpoint(path)  # validated before anything is written
+            # Validated before anything is written. The default last.pt falls back to the newest intact
+            # checkpoint of the run when it is damaged; an explicit path must itself be intact.
+            if args.resume == "last":
+                self.resume_state = find_resume_checkpoint(self.run_dir, log=self._early_log)
+            else:
+                self.resume_state = load_checkpoint(args.resume)
             self._check_resume_args(self.resume_state)
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.tmp"):  # left by a writer killed mid-checkpoint
                 stale.unlink(missing_ok=True)
-        self.log_file = (self.run_dir / "train.log").open("a") if self.main else None
+        if self.main:
+            self.log_file = (self.run_dir / "train.log").open("a")
+            for msg in self._pending_log:
+                self.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
         # Full-precision per-step losses (a resumed run appends; readers keep the last value per step).
         self.loss_file = (self.run_dir / "losses.jsonl").open("a", buffering=1) if self.main else None
         self.stop_signal = None  # set by this process's signal handler
         self.stop_agreed = False  # some rank saw a signal by the end of the last step (DDP only)
 
     # -- logging
+    def _early_log(self, msg: str) -> None:
+        """Before train.log is open: to stderr now, to train.log once it is."""
+        self.log(msg)
+        self._pending_log.append(msg)
+
     def log(self, msg: str) -> None:
         if not self.main:
             return
@@ -344,13 +358,15 @@ class Trainer:
                 {"config": self.config.to_dict(), "args": vars(args)}, indent=1, default=str))
 
     def _load_init(self, path: str) -> None:
-        if str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
-            sd = load_file(path)
-        else:
-            st = torch.load(path, map_location="cpu", weights_only=False)
-            sd = st["model"] if isinstance(st, dict) and "model" in st else st
-        self.net.load_state_dict(sd)
+        """Start from the weights of a training checkpoint, our safetensors or an authors' .pth (read without
+        running pickled code); the file must hold this run's architecture."""
+        net, _ = load_net(path, what="init")
+        try:
+            self.net.load_state_dict(net.state_dict())
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"init: {path!r} does not fit this run's model ({first[:200]}); pass weights of the "
+                             "same preset / config") from exc
         self.log(f"initialised from {path}")
 
     # -- checkpoints

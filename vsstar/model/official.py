@@ -13,7 +13,7 @@ from torch import Tensor
 from .config import StarConfig
 
 __all__ = ["load_official", "official_to_ours", "ours_to_official", "infer_official_config",
-           "read_official_checkpoint", "objective_from_filename", "torch_load_safe", "check_finite",
+           "read_official_checkpoint", "objective_from_filename", "torch_load_safe", "refused_call", "check_finite",
            "CheckpointError"]
 
 _SCALE_OF_KERNEL = {6: 2, 8: 4, 12: 8}
@@ -53,18 +53,19 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     return extract_state_dict(torch_load_safe(path), source=path)
 
 
+def refused_call(exc: BaseException) -> str | None:
+    """What a weights_only unpickler refused to call ("it calls posix.system"), from its long message;
+    None when the error is not such a refusal (a damaged file)."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return f"it calls {m.group(1)}" if m else None
+
+
 def _refused_call(exc: BaseException) -> str:
-    """What a weights_only unpickler refused ("GLOBAL posix.system"), from its long message."""
-    text = str(exc)
-    m = re.search(r"GLOBAL ([\w.]+)", text)
-    if m:
-        return f"it calls {m.group(1)}"
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(("WeightsUnpickler error:", "Unsupported")):
-            return line.split(":", 1)[-1].strip()[:160]
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first[:160]
+    called = refused_call(exc)
+    if called:
+        return called
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 def torch_load_safe(path: str | os.PathLike) -> Any:
@@ -173,7 +174,7 @@ def infer_official_config(state_dict: Mapping[str, Tensor], objective: str = "ST
             flow_refine=has_fr, fr_widths=fr_widths or StarConfig().fr_widths,
             keep_res_feat3=any(k.startswith("RBPN.res_feat3.") for k in sd), objective=objective)
     except ValueError as exc:
-        raise CheckpointError(f"unknown checkpoint layout: {exc}") from None
+        raise CheckpointError(f"unknown checkpoint layout: {exc}") from exc
     return cfg
 
 
@@ -302,7 +303,7 @@ def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor], 
     try:
         cfg = infer_official_config(sd, objective=objective)
     except CheckpointError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
+        raise CheckpointError(f"{source}: {exc}") from exc
     with torch.device("meta"):
         net = StarNet(cfg)
     # Compare in the authors' key space so errors name the keys as they appear in the file.
