@@ -223,3 +223,28 @@ def test_load_model_sniffs_safetensors_whose_header_length_starts_with_0x80(tmp_
     loaded = load_model(path)
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_errors_keep_their_cause(tmp_path):
+    """Load errors are one clear line, with the underlying exception kept as __cause__ for debugging."""
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(CheckpointError, match="header is not JSON") as info:
+        load_model(junk)
+    assert isinstance(info.value.__cause__, ValueError)
+    trunc = tmp_path / "trunc.safetensors"
+    save_weights(_compact(), trunc)
+    trunc.write_bytes(trunc.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="unreadable or truncated") as info:
+        load_model(trunc)
+    assert info.value.__cause__ is not None
+    pth = tmp_path / "trunc.pth"
+    torch.save({"a": torch.zeros(3)}, pth)
+    pth.write_bytes(pth.read_bytes()[:60])
+    with pytest.raises(CheckpointError, match="trunc.pth") as info:
+        load_official(pth)
+    assert info.value.__cause__ is not None
+    from vsstar.engine import StarEngine
+    with pytest.raises(ValueError, match="model=") as info:
+        StarEngine(str(junk), scale=2)
+    assert isinstance(info.value.__cause__, CheckpointError)

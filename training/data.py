@@ -137,7 +137,7 @@ def scan_folder(folder: str | os.PathLike, max_side: int | None = None, exclude:
     try:
         entries = sorted(folder.iterdir())
     except OSError as e:
-        raise ValueError(f"data folder {str(folder)!r}: cannot be listed ({e.strerror})") from None
+        raise ValueError(f"data folder {str(folder)!r}: cannot be listed ({e.strerror})") from e
     excluded = set(exclude)
     clips: list[Clip] = []
     if _image_files(folder):

@@ -52,7 +52,7 @@ def save_weights(net: StarNet, path: str | os.PathLike, **metadata: Any) -> None
     try:
         header = {k: json.dumps(v) for k, v in meta.items()}
     except TypeError as exc:
-        raise ValueError(f"metadata values must be JSON-serialisable: {exc}") from None
+        raise ValueError(f"metadata values must be JSON-serialisable: {exc}") from exc
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, os.fspath(path), metadata=header)
@@ -75,15 +75,15 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: truncated safetensors header")
     try:
         header = json.loads(raw)
-    except ValueError:
-        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON)") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON)") from exc
     meta = header.get("__metadata__") or {}
     if meta.get("format") is None:
         raise CheckpointError(f"{path}: safetensors file without vsstar metadata (no 'format' entry)")
     try:
         out = {k: json.loads(v) for k, v in meta.items()}
-    except ValueError:
-        raise CheckpointError(f"{path}: unreadable vsstar metadata") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: unreadable vsstar metadata") from exc
     if out.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported weights format {out.get('format')!r} (expected {FORMAT!r})")
     return out
@@ -99,11 +99,11 @@ def load_weights(path: str | os.PathLike) -> StarNet:
     try:
         cfg = StarConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad config in metadata ({exc})") from None
+        raise CheckpointError(f"{path}: bad config in metadata ({exc})") from exc
     try:
         sd = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated safetensors ({str(exc)[:160]})") from None
+        raise CheckpointError(f"{path}: unreadable or truncated safetensors ({str(exc)[:160]})") from exc
     try:
         # Files written before the flow was recorded were all trained with STARnet's settings.
         flow = FlowSettings.from_dict(meta.get("flow"))
