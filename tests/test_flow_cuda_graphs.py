@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vsstar.flow import coarse2fine_flow_batch, cuda_graphs
 from vsstar.flow.batch import _flow_core
-from vsstar.flow.solver import SOLVERS
+from vsstar.flow.solver import sor_redblack
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA device not available")
 
@@ -45,7 +45,7 @@ class HostTraffic(TorchDispatchMode):
 
 def _meta_core():
     a = torch.empty(2, 3, 64, 112, device="meta")
-    return _flow_core(a, a.clone(), 0.012, 0.75, 20, 2, 1, 3, 0, SOLVERS["redblack"])
+    return _flow_core(a, a.clone(), 0.012, 0.75, 20, 2, 1, 3, 0, sor_redblack)
 
 
 def test_flow_issues_no_host_traffic():

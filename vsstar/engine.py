@@ -562,10 +562,3 @@ def _available_ram() -> int | None:
     except OSError:
         pass
     return None
-
-
-def to_cupy(t: Tensor) -> Any:
-    """Zero-copy view of a CUDA tensor as a CuPy array (needs the `cuda` extra)."""
-    import cupy  # noqa: PLC0415 - optional dependency
-
-    return cupy.from_dlpack(t)

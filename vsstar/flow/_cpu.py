@@ -87,20 +87,6 @@ if HAVE_NUMBA:
     _sweeps2 = _make_sweeps(2)
     _sweeps4 = _make_sweeps(4)
 
-    @njit(cache=True, nogil=True)
-    def _sor_group(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv):
-        """One group of 1 or 2 images: denominators, then n_sor raster sweeps."""
-        k1 = np.empty_like(a11)
-        k2 = np.empty_like(a11)
-        _diag(a11, a22, phi, alpha, k1, k2)
-        if a11.shape[0] == 4:
-            _sweeps4(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv)
-        elif a11.shape[0] == 2:
-            _sweeps2(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv)
-        else:
-            _sweeps1(a12, b1, b2, phi, k1, k2, alpha, n_sor, du, dv)
-
-
     # ---- 1-D correlations with replicate borders; clamp-free interiors so LLVM vectorises -----
     # Accumulation order is the C++ one (acc = 0, then taps left to right), so results are
     # bit-identical to the clamped loops.
@@ -393,34 +379,6 @@ def _pool(threads: int):
         if threads not in _POOLS:
             _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vsstar-flow")
         return _POOLS[threads]
-
-
-def sor_raster_numpy(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, threads: int = 1,
-                     init=None):
-    """Raster-order SOR on (N, H, W) C-contiguous float64 arrays; returns (du, dv).
-
-    `init` = (du, dv) arrays to start from (updated in place); zeros when None.
-
-    Images are swept in pairs when there are at least two per thread; groups run on `threads`
-    threads.
-    """
-    n = a11.shape[0]
-    du, dv = (np.zeros_like(b1), np.zeros_like(b2)) if init is None else init
-    threads, bounds = _groups(n, threads)
-    alpha = float(alpha)
-    n_sor = int(n_sor)
-
-    def job(se):
-        s, e = se
-        _sor_group(a11[s:e], a12[s:e], a22[s:e], b1[s:e], b2[s:e], phi[s:e], alpha, n_sor,
-                   du[s:e], dv[s:e])
-
-    if threads == 1 or len(bounds) == 1:
-        for se in bounds:
-            job(se)
-    else:
-        list(_pool(threads).map(job, bounds))
-    return du, dv
 
 
 def _groups(n: int, threads: int) -> tuple[int, list]:

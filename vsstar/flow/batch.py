@@ -7,9 +7,11 @@ from . import cuda_graphs
 from .ops import resize_to, warp
 from .pyramid import build_pyramid, effective_ratio, features, level_sizes
 from .settings import FlowSettings, check_params
-from .solver import SOLVERS, smooth_flow_sor, use_triton
+from .solver import smooth_flow_sor, sor_redblack, use_triton
 
 _DEFAULT = FlowSettings()
+#: SOR sweep orders: the reference's raster order (compiled CPU kernels), red-black (torch, any device).
+ORDERINGS = ("auto", "raster", "redblack")
 
 # Whole-flow CUDA graphs, one per (input shape, parameters): a clip has one frame size, and the
 # last batch may be smaller, so a few entries suffice (each holds one call's working memory).
@@ -18,7 +20,7 @@ _FLOW_GRAPHS = cuda_graphs.GraphCache("flow", max_entries=4)
 
 def _flow_core(im1: torch.Tensor, im2: torch.Tensor, alpha: float, ratio: float, min_width: int,
                n_outer: int, n_inner: int, n_sor: int, col_type: int, sor=None) -> torch.Tensor:
-    """The torch pipeline (any device); `sor` is the inner solver (see solver.SOLVERS)."""
+    """The torch pipeline (any device); `sor` is the inner solver (default solver.sor_redblack)."""
     ratio = effective_ratio(ratio)
     p1 = build_pyramid(im1, ratio, min_width)
     p2 = build_pyramid(im2, ratio, min_width)
@@ -66,7 +68,7 @@ def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float
     "raster" (the reference's, compiled CPU kernel, needs numba and CPU tensors), "redblack"
     (parallel torch ops, any device) or "auto" (raster on CPU when numba is installed).
     """
-    if ordering not in ("auto", *SOLVERS):
+    if ordering not in ORDERINGS:
         raise ValueError(f"ordering: expected 'auto', 'raster' or 'redblack', got {ordering!r}")
     check_params(alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type)
     need_c = 3 if col_type == 0 else 1
@@ -109,7 +111,7 @@ def coarse2fine_flow_batch(im1: torch.Tensor, im2: torch.Tensor, *, alpha: float
         out = flow_numpy(a, b, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type,
                          threads=torch.get_num_threads())
         return torch.from_numpy(out).to(im1.dtype)
-    sor = SOLVERS["redblack"]
+    sor = sor_redblack
 
     def core(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return _flow_core(a, b, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type, sor)

@@ -130,10 +130,11 @@ def smooth_flow_sor(f1, f2, w2, u, v, alpha: float, n_outer: int, n_sor: int, n_
                     sor=None):
     """Outer fixed-point iterations of one pyramid level; returns the updated (u, v).
 
-    f1, f2, w2: (N, C, H, W) features; u, v: (N, H, W). `sor` picks the inner solver
-    (signature of `sor_redblack_torch`), default: `default_sor(device)`.
+    f1, f2, w2: (N, C, H, W) features; u, v: (N, H, W). `sor` is the inner solver (signature of
+    `sor_redblack_torch`), default `sor_redblack`. (On the CPU with numba the whole pipeline runs as
+    compiled loops instead, see _cpu.flow_numpy.)
     """
-    sor = sor or default_sor(f1.device)
+    sor = sor or sor_redblack
     i1 = filt2d(f1, G5)
     for _ in range(n_outer):
         ix, iy, it = derivatives(i1, w2)
@@ -154,19 +155,6 @@ def smooth_flow_sor(f1, f2, w2, u, v, alpha: float, n_outer: int, n_sor: int, n_
     return u, v
 
 
-def sor_raster_cpu(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None):
-    """The reference's raster-order SOR as a compiled CPU kernel (numba), parallel over the batch."""
-    from ._cpu import sor_raster_numpy
-
-    # The kernel works in float64 whatever the storage dtype: it is faster than mixed float32
-    # arithmetic in numba and keeps the float32 path within ~1e-7 px of the reference.
-    dt = b1.dtype
-    arrs = [t.to(torch.float64).contiguous().numpy() for t in (a11, a12, a22, b1, b2, phi)]
-    init = None if du is None else (du.to(torch.float64).numpy().copy(), dv.to(torch.float64).numpy().copy())
-    du, dv = sor_raster_numpy(*arrs, alpha, n_sor, threads=torch.get_num_threads(), init=init)
-    return torch.from_numpy(du).to(dt), torch.from_numpy(dv).to(dt)
-
-
 def use_triton(t: torch.Tensor) -> bool:
     """The Triton kernel serves CUDA tensors; VSSTAR_FLOW_TRITON=0 forces the eager torch ops."""
     import os
@@ -185,15 +173,3 @@ def sor_redblack(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, 
 
         return sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv, omega=OMEGA, prox=PROX)
     return sor_redblack_torch(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv)
-
-
-SOLVERS = {"redblack": sor_redblack, "raster": sor_raster_cpu}
-
-
-def default_sor(device: torch.device):
-    """Raster order (exact) on CPU when numba is available, red-black elsewhere."""
-    from ._cpu import HAVE_NUMBA
-
-    if torch.device(device).type == "cpu" and HAVE_NUMBA:
-        return sor_raster_cpu
-    return sor_redblack
