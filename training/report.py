@@ -204,4 +204,8 @@ def write_report(run_dir: str | Path) -> Path:
 
 if __name__ == "__main__":
     for a in sys.argv[1:] or ["."]:
-        print(write_report(a))
+        try:
+            print(write_report(a))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)

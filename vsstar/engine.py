@@ -12,11 +12,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .flow import FlowSettings
 
 __all__ = [
     "MODES",
@@ -201,7 +204,7 @@ def _config_of(star: nn.Module) -> Any:
     return None
 
 
-def flow_settings_for(star: nn.Module, flow_options: dict[str, Any] | None = None) -> Any:
+def flow_settings_for(star: nn.Module, flow_options: dict[str, Any] | None = None) -> FlowSettings:
     """The FlowSettings to run `star` with: those its weights were trained with, changed by `flow_options`
     (ValueError naming the bad key or value)."""
     from .flow import FlowSettings
@@ -270,7 +273,8 @@ class StarEngine:
             ``StarNet``/``Star`` module, or None for the bundled weights of ``scale`` (and ``mode``).
         scale: 2, 4 or 8; must match the model.
         mode: "st" (super-resolved frames + HR in-between), "s" (super-resolution only) or "t"
-            (in-between frame at the input size).
+            (in-between frame at the input size). The model must have been trained for the outputs
+            of the mode (its objective; see check_model_mode), else ValueError.
         device: None (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or a torch.device.
         fp16: autocast the network to float16 (default: True on CUDA; CPU needs False).
         batch_size: pairs per network call (default 1 on CPU, 4 on CUDA).
