@@ -295,7 +295,7 @@ def _run_case(spec: dict, timeout: float) -> dict:
 def _max_rel_diff(a_path: str, b_path: str) -> float:
     import torch
 
-    a, b = torch.load(a_path), torch.load(b_path)
+    a, b = torch.load(a_path, weights_only=True), torch.load(b_path, weights_only=True)
     return max(((x - y).abs().max() / y.abs().max().clamp_min(1e-12)).item() for x, y in zip(a, b))
 
 
