@@ -13,8 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import traceback
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
+
+from . import media
 
 __all__ = ["main", "build_parser"]
 
@@ -30,8 +35,8 @@ def _positive(name: str):
     def conv(text: str) -> int:
         try:
             v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from exc
         if v < 0:
             raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
         return v
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="vsstar", description="Space-time video super-resolution (STARnet).")
     p.add_argument("--version", action="version", version=f"vsstar {__version__}")
+    p.add_argument("--debug", action="store_true", help="on errors, show the traceback (default: one line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("enhance", help="super-resolve and/or double the frame rate of a video",
@@ -65,19 +71,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--frames", type=_positive("--frames"), default=None, help="process only the first N input frames")
     e.add_argument("--fast-flow", action="store_true", help="fewer optical-flow iterations (faster, a little softer)")
     e.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too")
-    e.add_argument("--codec", default="libx264", help="ffmpeg video encoder (default libx264)")
+    e.add_argument("--codec", default=None,
+                   help="ffmpeg video encoder (default: libx264, else libx265, else ffv1 in .mkv: the first that "
+                        "keeps the pixel format)")
     e.add_argument("--crf", type=_positive("--crf"), default=16, help="encoder quality (CRF, default 16)")
-    e.add_argument("--pix-fmt", default="yuv420p", help="output pixel format (default yuv420p)")
+    e.add_argument("--pix-fmt", default=None,
+                   help="output pixel format, e.g. yuv420p (default: the input's bit depth and chroma subsampling)")
     e.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
     e.add_argument("--compare", metavar="PNG", default=None,
                    help="also write a side-by-side picture: bicubic (or blend) vs STAR, centre crop of the middle frame")
-    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="on errors, show the traceback (default: one line)")
 
-    sub.add_parser("info", help="versions, devices and bundled models")
+    i = sub.add_parser("info", help="versions, devices and bundled models")
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on errors, show the traceback")
     return p
 
 
 # ----------------------------------------------------------------------------------- enhance
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP arrived: unwind like Ctrl-C, cleaning up on the way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
 def _check_ffmpeg() -> str:
     exe = shutil.which("ffmpeg")
     if exe is None:
@@ -85,73 +109,83 @@ def _check_ffmpeg() -> str:
     return exe
 
 
-def _source(path: str, frames: int | None) -> Any:
+def _source(path: str, track: int, cache: bool = True) -> Any:
     import vapoursynth as vs
 
     core = vs.core
     if not hasattr(core, "bs"):
         raise CliError("the BestSource plugin is missing: pip install vapoursynth-bestsource")
     try:
-        clip = core.bs.VideoSource(source=path)
+        # No index cache for our own temporary copies: it would outlive them.
+        return core.bs.VideoSource(source=path, track=track, **({} if cache else {"cachemode": 0}))
     except vs.Error as exc:
-        raise CliError(f"input {path!r}: cannot be read ({str(exc).strip().splitlines()[-1]})") from None
-    if frames:
-        clip = clip[: min(frames, clip.num_frames)]
-    return clip
+        raise CliError(f"input {path!r}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
 
 
-def _to_y4m_format(clip: Any) -> Any:
-    """y4m carries YUV/GRAY only: RGB results are converted to YUV 4:4:4 (BT.709)."""
+def _writable(clip: Any) -> Any:
+    """Float results (from float sources) are written as 16-bit integers."""
     import vapoursynth as vs
 
-    if clip.format.color_family == vs.RGB:
-        bits = 8 if clip.format.sample_type == vs.INTEGER and clip.format.bits_per_sample == 8 else 16
-        fmt = vs.YUV444P8 if bits == 8 else vs.YUV444P16
-        clip = vs.core.resize.Bicubic(clip, format=fmt, matrix_s="709")
-    elif clip.format.sample_type == vs.FLOAT:
-        fmt = clip.format.replace(sample_type=vs.INTEGER, bits_per_sample=16)
-        clip = vs.core.resize.Point(clip, format=fmt.id)
+    if clip.format.sample_type == vs.FLOAT:
+        clip = vs.core.resize.Point(clip, format=clip.format.replace(sample_type=vs.INTEGER, bits_per_sample=16).id)
     return clip
 
 
-def _temp_path(output: Path) -> Path:
-    return output.with_name(f".{output.stem}.vsstar-partial-{os.getpid()}{output.suffix}")
+def _raw_format(clip: Any) -> media.RawFormat:
+    import vapoursynth as vs
+
+    fam = {vs.YUV: "yuv", vs.GRAY: "gray", vs.RGB: "rgb"}[clip.format.color_family]
+    return media.raw_format(fam, clip.format.bits_per_sample, clip.format.subsampling_w, clip.format.subsampling_h)
 
 
-def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool) -> list[str]:
-    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-"]
+def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool, codec: str, pix_fmt: str,
+                colour: media.Colour, tb: Fraction) -> list[str]:
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-"]
     if audio:
-        cmd += ["-i", args.input, "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy", "-shortest"]
-    cmd += ["-c:v", args.codec]
-    if args.codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
+        # Audio as it is, never cut to the video: the video keeps the source's times, so both end together.
+        cmd += ["-i", args.input, "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy", "-map_metadata", "1"]
+    # The source's timestamps, unshifted for both inputs, keep audio and video in step.
+    cmd += ["-copyts", "-enc_time_base:v", f"{tb.numerator}/{tb.denominator}"]
+    cmd += ["-fps_mode", "passthrough"] if media.ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
+    cmd += ["-c:v", codec]
+    if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
         cmd += ["-crf", str(args.crf)]
-    if args.pix_fmt:
-        cmd += ["-pix_fmt", args.pix_fmt]
+    if codec == "libx265":
+        cmd += ["-x265-params", "log-level=error"]
+    cmd += ["-pix_fmt", pix_fmt] + colour.ffmpeg_args()
     cmd.append(str(tmp))
     return cmd
 
 
-def _has_audio(path: str) -> bool:
-    probe = shutil.which("ffprobe")
-    if probe is None:
-        return False
-    r = subprocess.run([probe, "-v", "error", "-select_streams", "a", "-show_entries", "stream=index",
-                        "-of", "csv=p=0", path], capture_output=True, text=True)
-    return r.returncode == 0 and bool(r.stdout.strip())
-
-
-def _encode(clip: Any, cmd: list[str], quiet: bool) -> None:
-    """Pipe `clip` as y4m into ffmpeg (`cmd`), with a progress bar; raises on any failure."""
+def _encode(clip: Any, times: list[Fraction], end: Fraction, cmd: list[str], fmt: media.RawFormat,
+            colour: media.Colour, quiet: bool) -> None:
+    """Stream `clip` with `times` as raw Matroska into ffmpeg (`cmd`), with a progress bar; raises on failure."""
+    import numpy as np
+    import vapoursynth as vs
     from tqdm import tqdm
 
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     bar = tqdm(total=clip.num_frames, unit="frame", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    dtype = np.dtype("<u2") if fmt.bytes_per_sample == 2 else np.dtype(np.uint8)
+    window = max(1, vs.core.num_threads)
+    pending: dict[int, Any] = {}
     try:
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
+        mux = media.RawVideoMuxer(proc.stdin, clip.width, clip.height, fmt, colour)
+        n = clip.num_frames
+        for i in range(n):
+            for j in range(i, min(n, i + window)):
+                if j not in pending:
+                    pending[j] = clip.get_frame_async(j)
+            frame = pending.pop(i).result()
+            planes = [np.ascontiguousarray(np.asarray(frame[p]), dtype=dtype) for p in range(frame.format.num_planes)]
+            nxt = times[i + 1] if i + 1 < n else end
+            try:
+                mux.write([memoryview(p).cast("B") for p in planes], times[i], nxt - times[i])
+            except BrokenPipeError:
+                break  # ffmpeg stopped: its exit status and message say why
+            del frame
+            bar.update(1)
         try:
-            clip.output(proc.stdin, y4m=True, progress_update=progress)
             proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -171,6 +205,11 @@ def _encode(clip: Any, cmd: list[str], quiet: bool) -> None:
                 stream.close()
             except (OSError, ValueError):
                 pass
+
+
+def _rate_text(tl: media.Timeline, factor: int = 1) -> str:
+    rate = float(tl.rate()) * factor
+    return f"{rate:.3f} fps" if tl.is_constant() else f"{rate:.3f} fps on average (variable)"
 
 
 def _rgb_image(frame: Any) -> Any:
@@ -218,13 +257,10 @@ def write_compare(src: Any, result: Any, mode: str, scale: int, path: str, label
         tmp.unlink(missing_ok=True)
 
 
-def enhance(args: argparse.Namespace) -> int:
-    """Run the ``enhance`` sub-command."""
-    import vapoursynth as vs
-
-    from .vs import STAR
-
+def _check_io(args: argparse.Namespace) -> tuple[str, Path]:
     ffmpeg = _check_ffmpeg()
+    if shutil.which("ffprobe") is None:
+        raise CliError("ffprobe not found on PATH; install ffmpeg (e.g. apt-get install ffmpeg)")
     if not os.path.isfile(args.input):
         raise CliError(f"input {args.input!r}: no such file")
     output = Path(args.output)
@@ -232,39 +268,118 @@ def enhance(args: argparse.Namespace) -> int:
         raise CliError(f"output {args.output!r}: give a file extension (e.g. .mp4, .mkv) to pick the container")
     if output.resolve() == Path(args.input).resolve():
         raise CliError("output must differ from input")
+    return ffmpeg, output
+
+
+def enhance(args: argparse.Namespace) -> int:
+    """Run the ``enhance`` sub-command."""
+    import vapoursynth as vs
+
+    from .vs import STAR
+
+    started = time.monotonic()
+    ffmpeg, output = _check_io(args)
     output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in media.stale_partials(output):
+        stale.unlink(missing_ok=True)
+        _note(args, f"removed {stale.name}, left by an earlier run that was stopped")
 
-    src = _source(args.input, args.frames)
     try:
-        result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
-                      fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
-                      scene_change=not args.no_scene_detect,
-                      flow_options=FAST_FLOW if args.fast_flow else None)
-    except vs.Error as exc:
-        # Speak in the command's terms: STAR's keyword arguments are options here.
-        msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
-        raise CliError(msg) from None
-    clip = _to_y4m_format(result)
-    if not args.quiet:
-        print(f"{args.input}: {src.width}x{src.height} {src.num_frames} frames @ {float(src.fps):.3f} fps -> "
-              f"{clip.width}x{clip.height} {clip.num_frames} frames @ {float(clip.fps):.3f} fps "
-              f"(mode {args.mode}, x{args.scale})", file=sys.stderr)
+        info = media.probe(args.input)
+    except media.MediaError as exc:
+        raise CliError(str(exc)) from exc
+    v = info.video
+    if v is None:
+        raise CliError(f"no video stream in {args.input!r}")
+    if v.interlaced:
+        raise CliError(f"input {args.input!r} is interlaced ({media.FIELD_ORDERS[v.field_order]}, field_order "
+                       f"{v.field_order}); STAR needs progressive frames: deinterlace it first, e.g. "
+                       f"ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
 
-    tmp = _temp_path(output)
-    audio = not args.no_audio and _has_audio(args.input)
-    cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio)
+    tmp = media.partial_path(output)
+    padded = media.partial_path(output, tag="source")
     try:
-        _encode(clip, cmd, args.quiet)
+        src = _source(args.input, v.index)
+        if src.get_frame(0).props.get("_FieldBased", 0) in (1, 2):
+            order = "bottom field first" if src.get_frame(0).props["_FieldBased"] == 1 else "top field first"
+            raise CliError(f"input {args.input!r} is interlaced ({order}); STAR needs progressive frames: "
+                           "deinterlace it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
+        timeline = media.read_timeline(args.input, v)
+        if timeline is None or len(timeline) != src.num_frames:
+            timeline = media.Timeline.constant(src.num_frames, Fraction(src.fps_num, src.fps_den))
+            _note(args, f"frame times could not be read from the input; writing a constant {float(src.fps):.3f} fps")
+        nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
+        timeline = timeline.head(nframes)
+        crop = (0, 0)
+        if (src.width, src.height) != (v.width, v.height):
+            # The decoder's frames cannot hold this size in its chroma layout (odd sizes with 4:2:0/4:2:2):
+            # BestSource would drop the last column/row. Process a copy padded to the next whole chroma
+            # sample instead and crop the result back.
+            mw, mh = 1 << src.format.subsampling_w, 1 << src.format.subsampling_h
+            pw, ph = -(-v.width // mw) * mw, -(-v.height // mh) * mh
+            media.run_ffmpeg(media.padded_copy_cmd(ffmpeg, args.input, v, padded, pw, ph, nframes))
+            src = _source(str(padded), 0, cache=False)
+            crop = (pw - v.width, ph - v.height)
+        src = src[:nframes]
+        try:
+            result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
+                          fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
+                          scene_change=not args.no_scene_detect,
+                          flow_options=FAST_FLOW if args.fast_flow else None)
+        except vs.Error as exc:
+            # Speak in the command's terms: STAR's keyword arguments are options here.
+            msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
+            raise CliError(msg) from exc
+        factor = 1 if args.mode == "t" else args.scale
+        if crop != (0, 0):
+            cw, ch = crop[0] * factor, crop[1] * factor
+            mw, mh = 1 << result.format.subsampling_w, 1 << result.format.subsampling_h
+            if cw % mw or ch % mh:
+                # mode t keeps the input size, and 4:2:0/4:2:2 cannot store an odd one.
+                cw, ch = cw - cw % mw, ch - ch % mh
+                _note(args, f"{v.width}x{v.height} {v.pix_fmt} cannot be stored at that size; the output is "
+                            f"{result.width - cw}x{result.height - ch}, its last column/row repeating the picture's edge")
+            if cw or ch:
+                result = vs.core.std.Crop(result, right=cw, bottom=ch)
+        clip = _writable(result)
+        fmt = _raw_format(clip)
+        pix_fmt = args.pix_fmt or fmt.pix_fmt
+        codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
+        times = timeline.output_times(args.mode)
+        assert len(times) == clip.num_frames, (len(times), clip.num_frames)
+        tb = media.time_base(times + [timeline.end])
+        if not args.quiet:
+            print(f"{args.input}: {v.width}x{v.height} {v.pix_fmt} {nframes} frames @ {_rate_text(timeline)} -> "
+                  f"{clip.width}x{clip.height} {pix_fmt} {clip.num_frames} frames ({codec}; mode {args.mode}, "
+                  f"x{args.scale})", file=sys.stderr)
+        audio = not args.no_audio and info.audio_streams > 0
+        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb)
+        t0 = time.monotonic()
+        _encode(clip, times, timeline.end, cmd, fmt, v.colour, args.quiet)
+        encode_s = time.monotonic() - t0
         os.replace(tmp, output)
+    except media.MediaError as exc:
+        raise CliError(str(exc)) from exc
     except vs.Error as exc:
-        raise CliError(str(exc).strip().splitlines()[-1]) from None
+        raise CliError(str(exc).strip().splitlines()[-1]) from exc
     finally:
         tmp.unlink(missing_ok=True)
+        padded.unlink(missing_ok=True)
     if args.compare:
         write_compare(src, result, args.mode, args.scale, args.compare)
     if not args.quiet:
-        print(f"wrote {output}" + (f" and {args.compare}" if args.compare else ""), file=sys.stderr)
+        total = time.monotonic() - started
+        out_rate = _rate_text(timeline, 1 if args.mode == "s" else 2)
+        print(f"wrote {output}" + (f" and {args.compare}" if args.compare else "")
+              + f": {clip.num_frames} frames {clip.width}x{clip.height} {pix_fmt} @ {out_rate} "
+              f"from {nframes} frames {v.width}x{v.height} @ {_rate_text(timeline)}; "
+              f"{total:.1f} s, {clip.num_frames / max(encode_s, 1e-9):.2f} frames/s", file=sys.stderr)
     return 0
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    """A one-line remark on what was done that the user did not ask for (shown even with -q)."""
+    print(f"vsstar: note: {text}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------- info
@@ -332,27 +447,54 @@ def info() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vsstar`` console script; returns the exit status."""
+    """Entry point of the ``vsstar`` console script; returns the exit status.
+
+    Errors print one line (``vsstar: error: ...``); ``--debug`` adds the traceback with its causes.
+    SIGINT, SIGTERM and SIGHUP stop the job the same way: nothing is left behind and an existing OUTPUT is
+    untouched; the exit status is 128 + the signal number.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread: the host keeps its own handlers
+            pass
     try:
         if args.command == "info":
             return info()
         return enhance(args)
     except CliError as exc:
-        print(f"vsstar: error: {exc}", file=sys.stderr)
+        _report(exc, debug, str(exc))
         code = 2
     except KeyboardInterrupt:
         print("vsstar: interrupted; no output written", file=sys.stderr)
         code = 128 + signal.SIGINT
+    except Terminated as exc:
+        print(f"vsstar: stopped by {signal.Signals(exc.signum).name}; no output written", file=sys.stderr)
+        code = 128 + exc.signum
+    except Exception as exc:  # a bug or an unforeseen failure: still one line unless --debug
+        _report(exc, debug, f"{type(exc).__name__}: {exc}" + ("" if debug else " (--debug shows the traceback)"))
+        code = 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if argv is None:
         # Run as a program and stopped mid-stream: VapourSynth still has frame requests in flight,
         # and tearing its core down under them aborts the interpreter. Everything of ours is
-        # cleaned up already (temporary file removed, ffmpeg reaped), so leave at once.
+        # cleaned up already (temporary files removed, ffmpeg reaped), so leave at once.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _report(exc: BaseException, debug: bool, line: str) -> None:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"vsstar: error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":
