@@ -297,7 +297,7 @@ def enhance(args: argparse.Namespace) -> int:
                        f"ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
 
     tmp = media.partial_path(output)
-    padded = media.partial_path(output, tag="source")
+    full_copy = media.partial_path(output, tag="source")
     try:
         src = _source(args.input, v.index)
         if src.get_frame(0).props.get("_FieldBased", 0) in (1, 2):
@@ -310,16 +310,15 @@ def enhance(args: argparse.Namespace) -> int:
             _note(args, f"frame times could not be read from the input; writing a constant {float(src.fps):.3f} fps")
         nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
         timeline = timeline.head(nframes)
-        crop = (0, 0)
+        back_to = None
         if (src.width, src.height) != (v.width, v.height):
-            # The decoder's frames cannot hold this size in its chroma layout (odd sizes with 4:2:0/4:2:2):
-            # BestSource would drop the last column/row. Process a copy padded to the next whole chroma
-            # sample instead and crop the result back.
-            mw, mh = 1 << src.format.subsampling_w, 1 << src.format.subsampling_h
-            pw, ph = -(-v.width // mw) * mw, -(-v.height // mh) * mh
-            media.run_ffmpeg(media.padded_copy_cmd(ffmpeg, args.input, v, padded, pw, ph, nframes))
-            src = _source(str(padded), 0, cache=False)
-            crop = (pw - v.width, ph - v.height)
+            # Odd sizes with 4:2:0/4:2:2: a clip in that layout cannot hold the whole picture (BestSource
+            # drops the last column/row). Read a 4:4:4 copy at the exact size instead, and go back to the
+            # input's layout after STAR, whose output size is even at x2/x4/x8.
+            back_to = src.format
+            media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, args.input, v, full_copy,
+                                                        src.format.bits_per_sample, nframes))
+            src = _source(str(full_copy), 0, cache=False)
         src = src[:nframes]
         try:
             result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
@@ -330,17 +329,12 @@ def enhance(args: argparse.Namespace) -> int:
             # Speak in the command's terms: STAR's keyword arguments are options here.
             msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
             raise CliError(msg) from exc
-        factor = 1 if args.mode == "t" else args.scale
-        if crop != (0, 0):
-            cw, ch = crop[0] * factor, crop[1] * factor
-            mw, mh = 1 << result.format.subsampling_w, 1 << result.format.subsampling_h
-            if cw % mw or ch % mh:
-                # mode t keeps the input size, and 4:2:0/4:2:2 cannot store an odd one.
-                cw, ch = cw - cw % mw, ch - ch % mh
-                _note(args, f"{v.width}x{v.height} {v.pix_fmt} cannot be stored at that size; the output is "
-                            f"{result.width - cw}x{result.height - ch}, its last column/row repeating the picture's edge")
-            if cw or ch:
-                result = vs.core.std.Crop(result, right=cw, bottom=ch)
+        if back_to is not None:
+            if result.width % (1 << back_to.subsampling_w) or result.height % (1 << back_to.subsampling_h):
+                _note(args, f"{result.width}x{result.height} cannot be stored in {v.pix_fmt}'s chroma layout; "
+                            "writing 4:4:4 (the whole picture, full chroma); --pix-fmt picks another")
+            else:
+                result = vs.core.resize.Spline36(result, format=back_to.id)
         clip = _writable(result)
         fmt = _raw_format(clip)
         pix_fmt = args.pix_fmt or fmt.pix_fmt
@@ -364,7 +358,7 @@ def enhance(args: argparse.Namespace) -> int:
         raise CliError(str(exc).strip().splitlines()[-1]) from exc
     finally:
         tmp.unlink(missing_ok=True)
-        padded.unlink(missing_ok=True)
+        full_copy.unlink(missing_ok=True)
     if args.compare:
         write_compare(src, result, args.mode, args.scale, args.compare)
     if not args.quiet:

@@ -442,16 +442,19 @@ def run_ffmpeg(cmd: list[str]) -> None:
         raise MediaError(f"ffmpeg failed (exit {proc.returncode}): {text.splitlines()[-1] if text else 'no message'}")
 
 
-def padded_copy_cmd(ffmpeg: str, src: str, stream: VideoStream, dst: Path, width: int, height: int,
-                    frames: int | None = None) -> list[str]:
-    """ffmpeg command for a lossless copy of `stream` padded to `width` x `height` by repeating the last
-    column and row (so the network sees no artificial edge), every frame kept (no rate conversion)."""
-    pad_r, pad_b = width - stream.width, height - stream.height
-    vf = f"pad={width}:{height}:0:0"
-    if pad_r or pad_b:
-        vf += f",fillborders=right={pad_r}:bottom={pad_b}:mode=smear"
+def full_chroma_copy_cmd(ffmpeg: str, src: str, stream: VideoStream, dst: Path, bits: int,
+                         frames: int | None = None) -> list[str]:
+    """ffmpeg command for a copy of `stream` with 4:4:4 chroma at its exact size, every frame kept.
+
+    For odd sizes in 4:2:0/4:2:2, whose frames a VapourSynth clip cannot hold whole. The network works on
+    full-resolution RGB anyway, so upsampling the chroma here (spline, accurate rounding) loses nothing it
+    would have used. The copy is lossless (FFV1) and keeps the range (yuvj formats stay full range).
+    """
+    full = stream.pix_fmt.startswith("yuvj")
+    pix_fmt = ("yuvj444p" if full else "yuv444p") if bits == 8 else f"yuv444p{bits}le"
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", src, "-map", f"0:{stream.index}",
-           "-vf", vf, "-c:v", "ffv1", "-an", "-sn", "-dn"]
+           "-vf", f"format={pix_fmt}", "-sws_flags", "spline+accurate_rnd+full_chroma_int",
+           "-c:v", "ffv1", "-an", "-sn", "-dn"]
     cmd += ["-fps_mode", "passthrough"] if ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
     if frames:
         cmd += ["-frames:v", str(frames)]
