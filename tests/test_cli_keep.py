@@ -4,6 +4,7 @@ stale partial files are removed; the last line sums the job up; --debug shows th
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -220,3 +221,14 @@ def test_stale_partials_of_the_output_are_removed(model, tmp_path, capfd) -> Non
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.mp4", "o.mkv"] + [p.name for p in keep])
     assert err.count("removed .o.vsstar-partial-") == 2
+
+
+def test_last_line_sums_the_job_up(model, tmp_path, capfd) -> None:
+    src, out = tmp_path / "a.mp4", tmp_path / "o.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "3", "-pix_fmt", "yuv420p", str(src))
+    code, err = run(capfd, "enhance", str(src), str(out), *FAST, "--model", str(model), "--mode", "s")
+    assert code == 0, err
+    last = err.strip().splitlines()[-1]
+    m = re.fullmatch(rf"wrote {re.escape(str(out))}: 3 frames 128x96 yuv420p @ 25\.000 fps from 3 frames 64x48 "
+                     r"@ 25\.000 fps; (\d+\.\d) s, (\d+\.\d\d) frames/s", last)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, last

@@ -139,12 +139,18 @@ def _raw_format(clip: Any) -> media.RawFormat:
 
 
 def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool, codec: str, pix_fmt: str,
-                colour: media.Colour, tb: Fraction) -> list[str]:
-    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-"]
+                colour: media.Colour, tb: Fraction, offset: Fraction) -> list[str]:
+    """The encoder: video from the pipe (input 0), audio, metadata and chapters from the source (input 1).
+
+    The piped video carries the source's frame times moved by `offset`; the source is moved by the same
+    offset and -copyts keeps both as they are, so audio and video stay in step and start at zero.
+    """
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-",
+           "-itsoffset", f"{float(offset):.9f}", "-i", args.input, "-map", "0:v:0",
+           "-map_metadata", "1", "-map_chapters", "1"]
     if audio:
-        # Audio as it is, never cut to the video: the video keeps the source's times, so both end together.
-        cmd += ["-i", args.input, "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy", "-map_metadata", "1"]
-    # The source's timestamps, unshifted for both inputs, keep audio and video in step.
+        # The audio as it is, never cut to the video's length.
+        cmd += ["-map", "1:a?", "-c:a", "copy"]
     cmd += ["-copyts", "-enc_time_base:v", f"{tb.numerator}/{tb.denominator}"]
     cmd += ["-fps_mode", "passthrough"] if media.ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
     cmd += ["-c:v", codec]
@@ -282,7 +288,7 @@ def enhance(args: argparse.Namespace) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     for stale in media.stale_partials(output):
         stale.unlink(missing_ok=True)
-        _note(args, f"removed {stale.name}, left by an earlier run that was stopped")
+        _note(f"removed {stale.name}, left by an earlier run that was stopped")
 
     try:
         info = media.probe(args.input)
@@ -299,27 +305,7 @@ def enhance(args: argparse.Namespace) -> int:
     tmp = media.partial_path(output)
     full_copy = media.partial_path(output, tag="source")
     try:
-        src = _source(args.input, v.index)
-        if src.get_frame(0).props.get("_FieldBased", 0) in (1, 2):
-            order = "bottom field first" if src.get_frame(0).props["_FieldBased"] == 1 else "top field first"
-            raise CliError(f"input {args.input!r} is interlaced ({order}); STAR needs progressive frames: "
-                           "deinterlace it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
-        timeline = media.read_timeline(args.input, v)
-        if timeline is None or len(timeline) != src.num_frames:
-            timeline = media.Timeline.constant(src.num_frames, Fraction(src.fps_num, src.fps_den))
-            _note(args, f"frame times could not be read from the input; writing a constant {float(src.fps):.3f} fps")
-        nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
-        timeline = timeline.head(nframes)
-        back_to = None
-        if (src.width, src.height) != (v.width, v.height):
-            # Odd sizes with 4:2:0/4:2:2: a clip in that layout cannot hold the whole picture (BestSource
-            # drops the last column/row). Read a 4:4:4 copy at the exact size instead, and go back to the
-            # input's layout after STAR, whose output size is even at x2/x4/x8.
-            back_to = src.format
-            media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, args.input, v, full_copy,
-                                                        src.format.bits_per_sample, nframes))
-            src = _source(str(full_copy), 0, cache=False)
-        src = src[:nframes]
+        src, timeline, nframes, back_to = _open_input(args, ffmpeg, v, full_copy)
         try:
             result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
                           fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
@@ -331,7 +317,7 @@ def enhance(args: argparse.Namespace) -> int:
             raise CliError(msg) from exc
         if back_to is not None:
             if result.width % (1 << back_to.subsampling_w) or result.height % (1 << back_to.subsampling_h):
-                _note(args, f"{result.width}x{result.height} cannot be stored in {v.pix_fmt}'s chroma layout; "
+                _note(f"{result.width}x{result.height} cannot be stored in {v.pix_fmt}'s chroma layout; "
                             "writing 4:4:4 (the whole picture, full chroma); --pix-fmt picks another")
             else:
                 result = vs.core.resize.Spline36(result, format=back_to.id)
@@ -339,19 +325,25 @@ def enhance(args: argparse.Namespace) -> int:
         fmt = _raw_format(clip)
         pix_fmt = args.pix_fmt or fmt.pix_fmt
         codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
-        times = timeline.output_times(args.mode)
-        assert len(times) == clip.num_frames, (len(times), clip.num_frames)
-        tb = media.time_base(times + [timeline.end])
+        # Times from zero: the source is shifted with them (see _ffmpeg_cmd).
+        offset = -min(info.start, timeline.starts[0])
+        times = timeline.shifted(offset).output_times(args.mode)
+        if len(times) != clip.num_frames:
+            raise RuntimeError(f"STAR returned {clip.num_frames} frames for {len(times)} frame times")
+        end = timeline.end + offset
+        tb = media.time_base(times + [end])
         if not args.quiet:
             print(f"{args.input}: {v.width}x{v.height} {v.pix_fmt} {nframes} frames @ {_rate_text(timeline)} -> "
                   f"{clip.width}x{clip.height} {pix_fmt} {clip.num_frames} frames ({codec}; mode {args.mode}, "
                   f"x{args.scale})", file=sys.stderr)
         audio = not args.no_audio and info.audio_streams > 0
-        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb)
+        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset)
         t0 = time.monotonic()
-        _encode(clip, times, timeline.end, cmd, fmt, v.colour, args.quiet)
+        _encode(clip, times, end, cmd, fmt, v.colour, args.quiet)
         encode_s = time.monotonic() - t0
         os.replace(tmp, output)
+        if args.compare:
+            write_compare(src, result, args.mode, args.scale, args.compare)
     except media.MediaError as exc:
         raise CliError(str(exc)) from exc
     except vs.Error as exc:
@@ -359,8 +351,6 @@ def enhance(args: argparse.Namespace) -> int:
     finally:
         tmp.unlink(missing_ok=True)
         full_copy.unlink(missing_ok=True)
-    if args.compare:
-        write_compare(src, result, args.mode, args.scale, args.compare)
     if not args.quiet:
         total = time.monotonic() - started
         out_rate = _rate_text(timeline, 1 if args.mode == "s" else 2)
@@ -371,7 +361,34 @@ def enhance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note(args: argparse.Namespace, text: str) -> None:
+def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
+                full_copy: Path) -> tuple[Any, media.Timeline, int, Any]:
+    """The source clip (first --frames frames), its frame times, its length and, for odd sizes read through a
+    4:4:4 copy, the format to return to (else None)."""
+    src = _source(args.input, v.index)
+    field_based = src.get_frame(0).props.get("_FieldBased", 0)
+    if field_based in (1, 2):  # the stream did not say, the frames do
+        order = "bottom field first" if field_based == 1 else "top field first"
+        raise CliError(f"input {args.input!r} is interlaced ({order}); STAR needs progressive frames: "
+                       "deinterlace it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
+    timeline = media.read_timeline(args.input, v)
+    if timeline is None or len(timeline) != src.num_frames:
+        timeline = media.Timeline.constant(src.num_frames, Fraction(src.fps_num, src.fps_den))
+        _note(f"frame times could not be read from the input; writing a constant {float(src.fps):.3f} fps")
+    nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
+    back_to = None
+    if (src.width, src.height) != (v.width, v.height):
+        # Odd sizes with 4:2:0/4:2:2: a clip in that layout cannot hold the whole picture (BestSource
+        # drops the last column/row). Read a 4:4:4 copy at the exact size instead, and go back to the
+        # input's layout after STAR, whose output size is even at x2/x4/x8.
+        back_to = src.format
+        media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, args.input, v, full_copy,
+                                                    src.format.bits_per_sample, nframes))
+        src = _source(str(full_copy), 0, cache=False)
+    return src[:nframes], timeline.head(nframes), nframes, back_to
+
+
+def _note(text: str) -> None:
     """A one-line remark on what was done that the user did not ask for (shown even with -q)."""
     print(f"vsstar: note: {text}", file=sys.stderr)
 

@@ -113,6 +113,7 @@ class MediaInfo:
     path: str
     video: VideoStream | None
     audio_streams: int
+    start: Fraction = Fraction(0)  # the file's start time (the earliest of its streams), seconds
 
 
 def _tag(value: object) -> str | None:
@@ -121,12 +122,17 @@ def _tag(value: object) -> str | None:
 
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Streams of `path` as far as a transcode must keep them; MediaError when ffprobe cannot read it."""
-    r = subprocess.run([_tool("ffprobe"), "-v", "error", "-show_streams", "-of", "json", os.fspath(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run([_tool("ffprobe"), "-v", "error", "-show_streams", "-show_entries", "format=start_time",
+                        "-of", "json", os.fspath(path)], capture_output=True, text=True)
     if r.returncode != 0:
         detail = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"ffprobe exit {r.returncode}"
         raise MediaError(f"input {os.fspath(path)!r}: cannot be read ({detail})")
-    streams = json.loads(r.stdout or "{}").get("streams", [])
+    doc = json.loads(r.stdout or "{}")
+    streams = doc.get("streams", [])
+    try:
+        start = Fraction(doc.get("format", {}).get("start_time", "0"))
+    except (ValueError, ZeroDivisionError):
+        start = Fraction(0)
     video = None
     for s in streams:
         if s.get("codec_type") != "video" or s.get("disposition", {}).get("attached_pic"):
@@ -139,7 +145,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             time_base=Fraction(s.get("time_base", "1/1000")))
         break
     audio = sum(1 for s in streams if s.get("codec_type") == "audio")
-    return MediaInfo(os.fspath(path), video, audio)
+    return MediaInfo(os.fspath(path), video, audio, start)
 
 
 # ----------------------------------------------------------------------------------- timing
@@ -172,6 +178,10 @@ class Timeline:
         if n >= len(self.starts):
             return self
         return Timeline(self.starts[:n], self.starts[n])
+
+    def shifted(self, offset: Fraction) -> "Timeline":
+        """The same frames `offset` seconds later."""
+        return Timeline(tuple(t + offset for t in self.starts), self.end + offset)
 
     def at(self, k: int, t: Fraction) -> Fraction:
         """Time `t` (0 <= t < 1) of the way from frame k to frame k+1 (to the end of the clip after the last)."""
