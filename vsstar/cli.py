@@ -139,11 +139,12 @@ def _raw_format(clip: Any) -> media.RawFormat:
 
 
 def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool, codec: str, pix_fmt: str,
-                colour: media.Colour, tb: Fraction, offset: Fraction) -> list[str]:
+                colour: media.Colour, tb: Fraction, offset: Fraction, until: Fraction | None = None) -> list[str]:
     """The encoder: video from the pipe (input 0), audio, metadata and chapters from the source (input 1).
 
     The piped video carries the source's frame times moved by `offset`; the source is moved by the same
     offset and -copyts keeps both as they are, so audio and video stay in step and start at zero.
+    `until` (seconds) ends the output there, for --frames; otherwise the audio is kept whole.
     """
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-",
            "-itsoffset", f"{float(offset):.9f}", "-i", args.input, "-map", "0:v:0",
@@ -159,6 +160,8 @@ def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool, c
     if codec == "libx265":
         cmd += ["-x265-params", "log-level=error"]
     cmd += ["-pix_fmt", pix_fmt] + colour.ffmpeg_args()
+    if until is not None:
+        cmd += ["-t", f"{float(until):.9f}"]
     cmd.append(str(tmp))
     return cmd
 
@@ -175,30 +178,32 @@ def _encode(clip: Any, times: list[Fraction], end: Fraction, cmd: list[str], fmt
     dtype = np.dtype("<u2") if fmt.bytes_per_sample == 2 else np.dtype(np.uint8)
     window = max(1, vs.core.num_threads)
     pending: dict[int, Any] = {}
+    written = 0
     try:
-        mux = media.RawVideoMuxer(proc.stdin, clip.width, clip.height, fmt, colour)
-        n = clip.num_frames
-        for i in range(n):
-            for j in range(i, min(n, i + window)):
-                if j not in pending:
-                    pending[j] = clip.get_frame_async(j)
-            frame = pending.pop(i).result()
-            planes = [np.ascontiguousarray(np.asarray(frame[p]), dtype=dtype) for p in range(frame.format.num_planes)]
-            nxt = times[i + 1] if i + 1 < n else end
-            try:
-                mux.write([memoryview(p).cast("B") for p in planes], times[i], nxt - times[i])
-            except BrokenPipeError:
-                break  # ffmpeg stopped: its exit status and message say why
-            del frame
-            bar.update(1)
         try:
+            mux = media.RawVideoMuxer(proc.stdin, clip.width, clip.height, fmt, colour)
+            n = clip.num_frames
+            for i in range(n):
+                for j in range(i, min(n, i + window)):
+                    if j not in pending:
+                        pending[j] = clip.get_frame_async(j)
+                frame = pending.pop(i).result()
+                planes = [np.ascontiguousarray(np.asarray(frame[p]), dtype=dtype)
+                          for p in range(frame.format.num_planes)]
+                nxt = times[i + 1] if i + 1 < n else end
+                mux.write([memoryview(p).cast("B") for p in planes], times[i], nxt - times[i])
+                del frame
+                written += 1
+                bar.update(1)
             proc.stdin.close()
         except BrokenPipeError:
-            pass
+            pass  # ffmpeg stopped early: its exit status and message say why
         rc = proc.wait()
         err = proc.stderr.read().decode(errors="replace").strip()
         if rc != 0:
             raise CliError(f"ffmpeg failed (exit {rc}): {err.splitlines()[-1] if err else 'no message'}")
+        if written != clip.num_frames:
+            raise CliError(f"ffmpeg stopped reading after {written} of {clip.num_frames} frames")
     except BaseException:
         if proc.poll() is None:
             proc.kill()
@@ -305,7 +310,9 @@ def enhance(args: argparse.Namespace) -> int:
     tmp = media.partial_path(output)
     full_copy = media.partial_path(output, tag="source")
     try:
-        src, timeline, nframes, back_to = _open_input(args, ffmpeg, v, full_copy)
+        src, timeline_all, back_to = _open_input(args, ffmpeg, v, full_copy)
+        nframes = src.num_frames
+        timeline = timeline_all.head(nframes)
         try:
             result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
                           fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
@@ -337,7 +344,9 @@ def enhance(args: argparse.Namespace) -> int:
                   f"{clip.width}x{clip.height} {pix_fmt} {clip.num_frames} frames ({codec}; mode {args.mode}, "
                   f"x{args.scale})", file=sys.stderr)
         audio = not args.no_audio and info.audio_streams > 0
-        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset)
+        # --frames: the output ends with the last frame taken (the audio too).
+        until = end if args.frames and args.frames < len(timeline_all) else None
+        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset, until)
         t0 = time.monotonic()
         _encode(clip, times, end, cmd, fmt, v.colour, args.quiet)
         encode_s = time.monotonic() - t0
@@ -362,9 +371,9 @@ def enhance(args: argparse.Namespace) -> int:
 
 
 def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
-                full_copy: Path) -> tuple[Any, media.Timeline, int, Any]:
-    """The source clip (first --frames frames), its frame times, its length and, for odd sizes read through a
-    4:4:4 copy, the format to return to (else None)."""
+                full_copy: Path) -> tuple[Any, media.Timeline, Any]:
+    """The source clip (its first --frames frames), the frame times of the whole input and, for odd sizes
+    read through a 4:4:4 copy, the format to return to (else None)."""
     src = _source(args.input, v.index)
     field_based = src.get_frame(0).props.get("_FieldBased", 0)
     if field_based in (1, 2):  # the stream did not say, the frames do
@@ -385,7 +394,7 @@ def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
         media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, args.input, v, full_copy,
                                                     src.format.bits_per_sample, nframes))
         src = _source(str(full_copy), 0, cache=False)
-    return src[:nframes], timeline.head(nframes), nframes, back_to
+    return src[:nframes], timeline, back_to
 
 
 def _note(text: str) -> None:
