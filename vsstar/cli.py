@@ -1,8 +1,9 @@
 """The ``vsstar`` command: ``vsstar enhance INPUT OUTPUT`` and ``vsstar info``.
 
-``enhance`` reads any video with vapoursynth-bestsource, runs :func:`vsstar.STAR` and pipes the
-result (y4m) into the system ffmpeg. It writes to a hidden temporary file next to OUTPUT and
-renames it at the end, so a failure or Ctrl-C never leaves a half-written OUTPUT behind.
+``enhance`` reads any video with vapoursynth-bestsource, runs :func:`vsstar.STAR` and streams the result,
+with the source's frame times and colour tags, into the system ffmpeg (see :mod:`vsstar.media`), which
+copies the source's audio beside it. It writes to a hidden partial file next to OUTPUT and renames it at the
+end, so a failure, Ctrl-C or SIGTERM never leaves a half-written OUTPUT behind. docs/cli.md has the details.
 """
 from __future__ import annotations
 
