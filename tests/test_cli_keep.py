@@ -232,3 +232,20 @@ def test_last_line_sums_the_job_up(model, tmp_path, capfd) -> None:
     m = re.fullmatch(rf"wrote {re.escape(str(out))}: 3 frames 128x96 yuv420p @ 25\.000 fps from 3 frames 64x48 "
                      r"@ 25\.000 fps; (\d+\.\d) s, (\d+\.\d\d) frames/s", last)
     assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, last
+
+
+def test_unforeseen_failure_is_one_line_unless_debug(monkeypatch, capfd) -> None:
+    import vsstar.cli as cli
+
+    def broken(args):
+        try:
+            {}["key"]
+        except KeyError as exc:
+            raise RuntimeError("boom") from exc
+
+    monkeypatch.setattr(cli, "enhance", broken)
+    code, err = run(capfd, "enhance", "a.mp4", "b.mp4")
+    assert code == 1 and err == "vsstar: error: RuntimeError: boom (--debug shows the traceback)\n"
+    code, err = run(capfd, "enhance", "a.mp4", "b.mp4", "--debug")
+    assert code == 1 and "KeyError: 'key'" in err and "direct cause" in err  # the cause is kept
+    assert err.splitlines()[-1] == "vsstar: error: RuntimeError: boom"

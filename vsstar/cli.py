@@ -478,7 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # no SIGHUP on Windows
+        if sig is None:
+            continue
         try:
             previous[sig] = signal.signal(sig, _on_signal)
         except ValueError:  # not the main thread: the host keeps its own handlers
