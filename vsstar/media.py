@@ -26,7 +26,8 @@ from typing import BinaryIO, Iterable, Sequence
 __all__ = [
     "MediaError", "Colour", "VideoStream", "MediaInfo", "Timeline", "RawFormat", "RawVideoMuxer",
     "probe", "read_timeline", "raw_format", "encoder_pix_fmts", "pick_codec", "ffmpeg_version",
-    "partial_path", "stale_partials", "pid_alive", "FIELD_ORDERS",
+    "partial_path", "stale_partials", "pid_alive", "FIELD_ORDERS", "time_base", "run_ffmpeg",
+    "full_chroma_copy_cmd",
 ]
 
 
