@@ -86,10 +86,14 @@ def test_failure_leaves_no_output(assets, tmp_path, capfd) -> None:
     assert r.returncode == 2 and "model" in r.stderr
     r = run_cli(capfd, "enhance", str(tmp_path / "missing.mp4"), str(out))
     assert r.returncode == 2 and "input" in r.stderr
-    # encoder failure after frames were produced: nothing (not even a partial file) is left
     r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--model", str(assets["model"]),
                 "--fast-flow", "--codec", "no-such-encoder", "-q")
-    assert r.returncode == 2 and "ffmpeg" in r.stderr
+    assert r.returncode == 2 and "--codec 'no-such-encoder': ffmpeg has no such encoder" in r.stderr
+    # encoder failure after frames were produced (mp4 cannot hold FFV1; ffmpeg finds out at the first
+    # frame): nothing, not even a partial file, is left
+    r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--model", str(assets["model"]),
+                "--fast-flow", "--codec", "ffv1", "-q")
+    assert r.returncode == 2 and "ffmpeg failed" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
 
 

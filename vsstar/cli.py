@@ -1,8 +1,9 @@
 """The ``vsstar`` command: ``vsstar enhance INPUT OUTPUT`` and ``vsstar info``.
 
-``enhance`` reads any video with vapoursynth-bestsource, runs :func:`vsstar.STAR` and pipes the
-result (y4m) into the system ffmpeg. It writes to a hidden temporary file next to OUTPUT and
-renames it at the end, so a failure or Ctrl-C never leaves a half-written OUTPUT behind.
+``enhance`` reads any video with vapoursynth-bestsource, runs :func:`vsstar.STAR` and streams the result,
+with the source's frame times and colour tags, into the system ffmpeg (see :mod:`vsstar.media`), which
+copies the source's audio beside it. It writes to a hidden partial file next to OUTPUT and renames it at the
+end, so a failure, Ctrl-C or SIGTERM never leaves a half-written OUTPUT behind. docs/cli.md has the details.
 """
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import traceback
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
+
+from . import media
 
 __all__ = ["main", "build_parser"]
 
@@ -30,8 +36,8 @@ def _positive(name: str):
     def conv(text: str) -> int:
         try:
             v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from exc
         if v < 0:
             raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
         return v
@@ -44,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="vsstar", description="Space-time video super-resolution (STARnet).")
     p.add_argument("--version", action="version", version=f"vsstar {__version__}")
+    p.add_argument("--debug", action="store_true", help="on errors, show the traceback (default: one line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("enhance", help="super-resolve and/or double the frame rate of a video",
@@ -65,19 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--frames", type=_positive("--frames"), default=None, help="process only the first N input frames")
     e.add_argument("--fast-flow", action="store_true", help="fewer optical-flow iterations (faster, a little softer)")
     e.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too")
-    e.add_argument("--codec", default="libx264", help="ffmpeg video encoder (default libx264)")
+    e.add_argument("--codec", default=None,
+                   help="ffmpeg video encoder (default: libx264, else libx265, else ffv1 in .mkv: the first that "
+                        "keeps the pixel format)")
     e.add_argument("--crf", type=_positive("--crf"), default=16, help="encoder quality (CRF, default 16)")
-    e.add_argument("--pix-fmt", default="yuv420p", help="output pixel format (default yuv420p)")
+    e.add_argument("--pix-fmt", default=None,
+                   help="output pixel format, e.g. yuv420p (default: the input's bit depth and chroma subsampling)")
     e.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
     e.add_argument("--compare", metavar="PNG", default=None,
                    help="also write a side-by-side picture: bicubic (or blend) vs STAR, centre crop of the middle frame")
-    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="on errors, show the traceback (default: one line)")
 
-    sub.add_parser("info", help="versions, devices and bundled models")
+    i = sub.add_parser("info", help="versions, devices and bundled models")
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on errors, show the traceback")
     return p
 
 
 # ----------------------------------------------------------------------------------- enhance
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP arrived: unwind like Ctrl-C, cleaning up on the way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    raise Terminated(signum)
+
+
 def _check_ffmpeg() -> str:
     exe = shutil.which("ffmpeg")
     if exe is None:
@@ -85,80 +110,101 @@ def _check_ffmpeg() -> str:
     return exe
 
 
-def _source(path: str, frames: int | None) -> Any:
+def _source(path: str, track: int, cache: bool = True) -> Any:
     import vapoursynth as vs
 
     core = vs.core
     if not hasattr(core, "bs"):
         raise CliError("the BestSource plugin is missing: pip install vapoursynth-bestsource")
     try:
-        clip = core.bs.VideoSource(source=path)
+        # No index cache for our own temporary copies: it would outlive them.
+        return core.bs.VideoSource(source=path, track=track, **({} if cache else {"cachemode": 0}))
     except vs.Error as exc:
-        raise CliError(f"input {path!r}: cannot be read ({str(exc).strip().splitlines()[-1]})") from None
-    if frames:
-        clip = clip[: min(frames, clip.num_frames)]
-    return clip
+        raise CliError(f"input {path!r}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
 
 
-def _to_y4m_format(clip: Any) -> Any:
-    """y4m carries YUV/GRAY only: RGB results are converted to YUV 4:4:4 (BT.709)."""
+def _writable(clip: Any) -> Any:
+    """Float results (from float sources) are written as 16-bit integers."""
     import vapoursynth as vs
 
-    if clip.format.color_family == vs.RGB:
-        bits = 8 if clip.format.sample_type == vs.INTEGER and clip.format.bits_per_sample == 8 else 16
-        fmt = vs.YUV444P8 if bits == 8 else vs.YUV444P16
-        clip = vs.core.resize.Bicubic(clip, format=fmt, matrix_s="709")
-    elif clip.format.sample_type == vs.FLOAT:
-        fmt = clip.format.replace(sample_type=vs.INTEGER, bits_per_sample=16)
-        clip = vs.core.resize.Point(clip, format=fmt.id)
+    if clip.format.sample_type == vs.FLOAT:
+        clip = vs.core.resize.Point(clip, format=clip.format.replace(sample_type=vs.INTEGER, bits_per_sample=16).id)
     return clip
 
 
-def _temp_path(output: Path) -> Path:
-    return output.with_name(f".{output.stem}.vsstar-partial-{os.getpid()}{output.suffix}")
+def _raw_format(clip: Any) -> media.RawFormat:
+    import vapoursynth as vs
+
+    fam = {vs.YUV: "yuv", vs.GRAY: "gray", vs.RGB: "rgb"}[clip.format.color_family]
+    return media.raw_format(fam, clip.format.bits_per_sample, clip.format.subsampling_w, clip.format.subsampling_h)
 
 
-def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool) -> list[str]:
-    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-"]
+def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool, codec: str, pix_fmt: str,
+                colour: media.Colour, tb: Fraction, offset: Fraction, until: Fraction | None = None) -> list[str]:
+    """The encoder: video from the pipe (input 0), audio, metadata and chapters from the source (input 1).
+
+    The piped video carries the source's frame times moved by `offset`; the source is moved by the same
+    offset and -copyts keeps both as they are, so audio and video stay in step and start at zero.
+    `until` (seconds) ends the output there, for --frames; otherwise the audio is kept whole.
+    """
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-",
+           "-itsoffset", f"{float(offset):.9f}", "-i", args.input, "-map", "0:v:0",
+           "-map_metadata", "1", "-map_chapters", "1"]
     if audio:
-        cmd += ["-i", args.input, "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy", "-shortest"]
-    cmd += ["-c:v", args.codec]
-    if args.codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
+        # The audio as it is, never cut to the video's length.
+        cmd += ["-map", "1:a?", "-c:a", "copy"]
+    cmd += ["-copyts", "-enc_time_base:v", f"{tb.numerator}/{tb.denominator}"]
+    cmd += ["-fps_mode", "passthrough"] if media.ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
+    cmd += ["-c:v", codec]
+    if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"):
         cmd += ["-crf", str(args.crf)]
-    if args.pix_fmt:
-        cmd += ["-pix_fmt", args.pix_fmt]
+    if codec == "libx265":
+        cmd += ["-x265-params", "log-level=error"]
+    cmd += ["-pix_fmt", pix_fmt] + colour.ffmpeg_args()
+    if until is not None:
+        cmd += ["-t", f"{float(until):.9f}"]
     cmd.append(str(tmp))
     return cmd
 
 
-def _has_audio(path: str) -> bool:
-    probe = shutil.which("ffprobe")
-    if probe is None:
-        return False
-    r = subprocess.run([probe, "-v", "error", "-select_streams", "a", "-show_entries", "stream=index",
-                        "-of", "csv=p=0", path], capture_output=True, text=True)
-    return r.returncode == 0 and bool(r.stdout.strip())
-
-
-def _encode(clip: Any, cmd: list[str], quiet: bool) -> None:
-    """Pipe `clip` as y4m into ffmpeg (`cmd`), with a progress bar; raises on any failure."""
+def _encode(clip: Any, times: list[Fraction], end: Fraction, cmd: list[str], fmt: media.RawFormat,
+            colour: media.Colour, quiet: bool) -> None:
+    """Stream `clip` with `times` as raw Matroska into ffmpeg (`cmd`), with a progress bar; raises on failure."""
+    import numpy as np
+    import vapoursynth as vs
     from tqdm import tqdm
 
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     bar = tqdm(total=clip.num_frames, unit="frame", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    dtype = np.dtype("<u2") if fmt.bytes_per_sample == 2 else np.dtype(np.uint8)
+    window = max(1, vs.core.num_threads)
+    pending: dict[int, Any] = {}
+    written = 0
     try:
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
         try:
-            clip.output(proc.stdin, y4m=True, progress_update=progress)
+            mux = media.RawVideoMuxer(proc.stdin, clip.width, clip.height, fmt, colour)
+            n = clip.num_frames
+            for i in range(n):
+                for j in range(i, min(n, i + window)):
+                    if j not in pending:
+                        pending[j] = clip.get_frame_async(j)
+                frame = pending.pop(i).result()
+                planes = [np.ascontiguousarray(np.asarray(frame[p]), dtype=dtype)
+                          for p in range(frame.format.num_planes)]
+                nxt = times[i + 1] if i + 1 < n else end
+                mux.write([memoryview(p).cast("B") for p in planes], times[i], nxt - times[i])
+                del frame
+                written += 1
+                bar.update(1)
             proc.stdin.close()
         except BrokenPipeError:
-            pass
+            pass  # ffmpeg stopped early: its exit status and message say why
         rc = proc.wait()
         err = proc.stderr.read().decode(errors="replace").strip()
         if rc != 0:
             raise CliError(f"ffmpeg failed (exit {rc}): {err.splitlines()[-1] if err else 'no message'}")
+        if written != clip.num_frames:
+            raise CliError(f"ffmpeg stopped reading after {written} of {clip.num_frames} frames")
     except BaseException:
         if proc.poll() is None:
             proc.kill()
@@ -171,6 +217,11 @@ def _encode(clip: Any, cmd: list[str], quiet: bool) -> None:
                 stream.close()
             except (OSError, ValueError):
                 pass
+
+
+def _rate_text(tl: media.Timeline, factor: int = 1) -> str:
+    rate = float(tl.rate()) * factor
+    return f"{rate:.3f} fps" if tl.is_constant() else f"{rate:.3f} fps on average (variable)"
 
 
 def _rgb_image(frame: Any) -> Any:
@@ -218,13 +269,10 @@ def write_compare(src: Any, result: Any, mode: str, scale: int, path: str, label
         tmp.unlink(missing_ok=True)
 
 
-def enhance(args: argparse.Namespace) -> int:
-    """Run the ``enhance`` sub-command."""
-    import vapoursynth as vs
-
-    from .vs import STAR
-
+def _check_io(args: argparse.Namespace) -> tuple[str, Path]:
     ffmpeg = _check_ffmpeg()
+    if shutil.which("ffprobe") is None:
+        raise CliError("ffprobe not found on PATH; install ffmpeg (e.g. apt-get install ffmpeg)")
     if not os.path.isfile(args.input):
         raise CliError(f"input {args.input!r}: no such file")
     output = Path(args.output)
@@ -232,39 +280,127 @@ def enhance(args: argparse.Namespace) -> int:
         raise CliError(f"output {args.output!r}: give a file extension (e.g. .mp4, .mkv) to pick the container")
     if output.resolve() == Path(args.input).resolve():
         raise CliError("output must differ from input")
+    return ffmpeg, output
+
+
+def enhance(args: argparse.Namespace) -> int:
+    """Run the ``enhance`` sub-command."""
+    import vapoursynth as vs
+
+    from .vs import STAR
+
+    started = time.monotonic()
+    ffmpeg, output = _check_io(args)
     output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in media.stale_partials(output):
+        stale.unlink(missing_ok=True)
+        _note(f"removed {stale.name}, left by an earlier run that was stopped")
 
-    src = _source(args.input, args.frames)
     try:
-        result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
-                      fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
-                      scene_change=not args.no_scene_detect,
-                      flow_options=FAST_FLOW if args.fast_flow else None)
-    except vs.Error as exc:
-        # Speak in the command's terms: STAR's keyword arguments are options here.
-        msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
-        raise CliError(msg) from None
-    clip = _to_y4m_format(result)
-    if not args.quiet:
-        print(f"{args.input}: {src.width}x{src.height} {src.num_frames} frames @ {float(src.fps):.3f} fps -> "
-              f"{clip.width}x{clip.height} {clip.num_frames} frames @ {float(clip.fps):.3f} fps "
-              f"(mode {args.mode}, x{args.scale})", file=sys.stderr)
+        info = media.probe(args.input)
+    except media.MediaError as exc:
+        raise CliError(str(exc)) from exc
+    v = info.video
+    if v is None:
+        raise CliError(f"no video stream in {args.input!r}")
+    if v.interlaced:
+        raise CliError(f"input {args.input!r} is interlaced ({media.FIELD_ORDERS[v.field_order]}, field_order "
+                       f"{v.field_order}); STAR needs progressive frames: deinterlace it first, e.g. "
+                       f"ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
 
-    tmp = _temp_path(output)
-    audio = not args.no_audio and _has_audio(args.input)
-    cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio)
+    tmp = media.partial_path(output)
+    full_copy = media.partial_path(output, tag="source")
     try:
-        _encode(clip, cmd, args.quiet)
+        src, timeline_all, back_to = _open_input(args, ffmpeg, v, full_copy)
+        nframes = src.num_frames
+        timeline = timeline_all.head(nframes)
+        try:
+            result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
+                          fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
+                          scene_change=not args.no_scene_detect,
+                          flow_options=FAST_FLOW if args.fast_flow else None)
+        except vs.Error as exc:
+            # Speak in the command's terms: STAR's keyword arguments are options here.
+            msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
+            raise CliError(msg) from exc
+        if back_to is not None:
+            if result.width % (1 << back_to.subsampling_w) or result.height % (1 << back_to.subsampling_h):
+                _note(f"{result.width}x{result.height} cannot be stored in {v.pix_fmt}'s chroma layout; "
+                            "writing 4:4:4 (the whole picture, full chroma); --pix-fmt picks another")
+            else:
+                result = vs.core.resize.Spline36(result, format=back_to.id)
+        clip = _writable(result)
+        fmt = _raw_format(clip)
+        pix_fmt = args.pix_fmt or fmt.pix_fmt
+        codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
+        # Times from zero: the source is shifted with them (see _ffmpeg_cmd).
+        offset = -min(info.start, timeline.starts[0])
+        times = timeline.shifted(offset).output_times(args.mode)
+        if len(times) != clip.num_frames:
+            raise RuntimeError(f"STAR returned {clip.num_frames} frames for {len(times)} frame times")
+        end = timeline.end + offset
+        tb = media.time_base(times + [end])
+        if not args.quiet:
+            print(f"{args.input}: {v.width}x{v.height} {v.pix_fmt} {nframes} frames @ {_rate_text(timeline)} -> "
+                  f"{clip.width}x{clip.height} {pix_fmt} {clip.num_frames} frames ({codec}; mode {args.mode}, "
+                  f"x{args.scale})", file=sys.stderr)
+        audio = not args.no_audio and info.audio_streams > 0
+        # --frames: the output ends with the last frame taken (the audio too).
+        until = end if args.frames and args.frames < len(timeline_all) else None
+        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset, until)
+        t0 = time.monotonic()
+        _encode(clip, times, end, cmd, fmt, v.colour, args.quiet)
+        encode_s = time.monotonic() - t0
         os.replace(tmp, output)
+        if args.compare:
+            write_compare(src, result, args.mode, args.scale, args.compare)
+    except media.MediaError as exc:
+        raise CliError(str(exc)) from exc
     except vs.Error as exc:
-        raise CliError(str(exc).strip().splitlines()[-1]) from None
+        raise CliError(str(exc).strip().splitlines()[-1]) from exc
     finally:
         tmp.unlink(missing_ok=True)
-    if args.compare:
-        write_compare(src, result, args.mode, args.scale, args.compare)
+        full_copy.unlink(missing_ok=True)
     if not args.quiet:
-        print(f"wrote {output}" + (f" and {args.compare}" if args.compare else ""), file=sys.stderr)
+        total = time.monotonic() - started
+        out_rate = _rate_text(timeline, 1 if args.mode == "s" else 2)
+        print(f"wrote {output}" + (f" and {args.compare}" if args.compare else "")
+              + f": {clip.num_frames} frames {clip.width}x{clip.height} {pix_fmt} @ {out_rate} "
+              f"from {nframes} frames {v.width}x{v.height} @ {_rate_text(timeline)}; "
+              f"{total:.1f} s, {clip.num_frames / max(encode_s, 1e-9):.2f} frames/s", file=sys.stderr)
     return 0
+
+
+def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
+                full_copy: Path) -> tuple[Any, media.Timeline, Any]:
+    """The source clip (its first --frames frames), the frame times of the whole input and, for odd sizes
+    read through a 4:4:4 copy, the format to return to (else None)."""
+    src = _source(args.input, v.index)
+    field_based = src.get_frame(0).props.get("_FieldBased", 0)
+    if field_based in (1, 2):  # the stream did not say, the frames do
+        order = "bottom field first" if field_based == 1 else "top field first"
+        raise CliError(f"input {args.input!r} is interlaced ({order}); STAR needs progressive frames: "
+                       "deinterlace it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
+    timeline = media.read_timeline(args.input, v)
+    if timeline is None or len(timeline) != src.num_frames:
+        timeline = media.Timeline.constant(src.num_frames, Fraction(src.fps_num, src.fps_den))
+        _note(f"frame times could not be read from the input; writing a constant {float(src.fps):.3f} fps")
+    nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
+    back_to = None
+    if (src.width, src.height) != (v.width, v.height):
+        # Odd sizes with 4:2:0/4:2:2: a clip in that layout cannot hold the whole picture (BestSource
+        # drops the last column/row). Read a 4:4:4 copy at the exact size instead, and go back to the
+        # input's layout after STAR, whose output size is even at x2/x4/x8.
+        back_to = src.format
+        media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, args.input, v, full_copy,
+                                                    src.format.bits_per_sample, nframes))
+        src = _source(str(full_copy), 0, cache=False)
+    return src[:nframes], timeline, back_to
+
+
+def _note(text: str) -> None:
+    """A one-line remark on what was done that the user did not ask for (shown even with -q)."""
+    print(f"vsstar: note: {text}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------- info
@@ -332,27 +468,56 @@ def info() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vsstar`` console script; returns the exit status."""
+    """Entry point of the ``vsstar`` console script; returns the exit status.
+
+    Errors print one line (``vsstar: error: ...``); ``--debug`` adds the traceback with its causes.
+    SIGINT, SIGTERM and SIGHUP stop the job the same way: nothing is left behind and an existing OUTPUT is
+    untouched; the exit status is 128 + the signal number.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):  # no SIGHUP on Windows
+        if sig is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread: the host keeps its own handlers
+            pass
     try:
         if args.command == "info":
             return info()
         return enhance(args)
     except CliError as exc:
-        print(f"vsstar: error: {exc}", file=sys.stderr)
+        _report(exc, debug, str(exc))
         code = 2
     except KeyboardInterrupt:
         print("vsstar: interrupted; no output written", file=sys.stderr)
         code = 128 + signal.SIGINT
+    except Terminated as exc:
+        print(f"vsstar: stopped by {signal.Signals(exc.signum).name}; no output written", file=sys.stderr)
+        code = 128 + exc.signum
+    except Exception as exc:  # a bug or an unforeseen failure: still one line unless --debug
+        _report(exc, debug, f"{type(exc).__name__}: {exc}" + ("" if debug else " (--debug shows the traceback)"))
+        code = 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if argv is None:
         # Run as a program and stopped mid-stream: VapourSynth still has frame requests in flight,
         # and tearing its core down under them aborts the interpreter. Everything of ours is
-        # cleaned up already (temporary file removed, ffmpeg reaped), so leave at once.
+        # cleaned up already (temporary files removed, ffmpeg reaped), so leave at once.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _report(exc: BaseException, debug: bool, line: str) -> None:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"vsstar: error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":
