@@ -431,7 +431,9 @@ def STAR(
         scale: 2, 4 or 8 (must match the model). Ignored for the size in mode "t".
         mode: "st": width/height x scale and frame rate x2 (frame 2k = frame k super-resolved,
             2k+1 = synthesised between k and k+1, the last one repeats the last frame);
-            "s": super-resolution only (N frames); "t": interpolation only at the input size (2N frames).
+            "s": super-resolution only (N frames, from the disjoint pairs (0, 1), (2, 3), ...: about N/2
+            network passes); "t": interpolation only at the input size (2N frames). vsstar.schedule
+            decides which pair makes each frame.
         model: bundled weights name, .safetensors path or official .pth checkpoint; None = the
             bundled weights for ``scale``.
         device: None (CUDA if available, else CPU), "cpu", "cuda", "cuda:N".
