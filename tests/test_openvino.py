@@ -216,3 +216,20 @@ def test_disk_cache_hit_and_corrupt_entry(cache_dir, frames, monkeypatch):
     # Other weights never share an entry.
     other = OpenVINOStar(Star(tiny_net(4, objective="STAR", seed=1)), verbose=False)
     assert other.cache_key((1, 20, 28)) != first.cache_key((1, 20, 28))
+
+
+# ------------------------------------------------------------------------------ CLI
+@needs_ov
+def test_cli_export_onnx(tmp_path, capsys):
+    from vsstar.cli import main
+    from vsstar.model import save_weights
+
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(tiny_net(4), weights)
+    out = tmp_path / "tiny.onnx"
+    assert main(["export-onnx", str(weights), str(out), "--shape", "1x12x16"]) == 0
+    assert out.is_file() and "opset 18" in capsys.readouterr().err
+    assert main(["export-onnx", str(weights), str(tmp_path / "b.onnx"), "--shape", "12x16"]) == 2
+    assert "--shape must be NxHxW" in capsys.readouterr().err
+    assert main(["export-onnx", str(tmp_path / "missing.safetensors"), str(tmp_path / "c.onnx")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("info", help="versions, devices and bundled models")
+    add_export_onnx_parser(sub)
     return p
 
 
@@ -267,6 +268,47 @@ def enhance(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- export-onnx
+def add_export_onnx_parser(sub: Any) -> None:
+    """Register ``vsstar export-onnx MODEL OUT.onnx``."""
+    x = sub.add_parser("export-onnx", help="write the network as an ONNX file (for vs-mlrt, TensorRT, OpenVINO)",
+                       description="Export MODEL (bundled name, .safetensors or the authors' .pth) to ONNX: inputs "
+                                   "im1, im2 (normalised RGB), flow_f, flow_b (encoded flows); outputs ht, h1, h2, "
+                                   "l. See docs/onnx.md for the encodings and the size multiple.")
+    x.add_argument("model", help="bundled model name, .safetensors or official .pth checkpoint")
+    x.add_argument("output", help="ONNX file to write (.onnx)")
+    x.add_argument("--shape", default=None, metavar="NxHxW",
+                   help="fixed LR input shape, e.g. 1x240x426 (default: dynamic batch, height and width)")
+    x.add_argument("--no-check", action="store_true", help="skip running the file against torch after writing it")
+
+
+def export_onnx_command(args: argparse.Namespace) -> int:
+    """Run the ``export-onnx`` sub-command."""
+    from .model.export import ONNX_OPSET, export_onnx, onnx_min_size, onnx_size_multiple
+
+    shape = None
+    if args.shape:
+        try:
+            shape = tuple(int(v) for v in args.shape.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise CliError(f"--shape must be NxHxW (e.g. 1x240x426), got {args.shape!r}")
+    try:
+        from .model import load_model
+
+        net = load_model(args.model)
+        path = export_onnx(net, args.output, shape=shape, check=not args.no_check)
+    except (ValueError, ImportError, OSError) as exc:
+        raise CliError(str(exc).replace("shape must", "--shape must")) from None
+    cfg = net.config
+    what = (f"fixed LR shape {args.shape}" if shape else
+            f"dynamic batch/height/width, height and width multiples of {onnx_size_multiple(cfg)}, "
+            f">= {onnx_min_size(cfg)}")
+    print(f"wrote {path} (opset {ONNX_OPSET}, x{cfg.scale} {cfg.objective}, {what})", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------------- info
 def info() -> int:
     """Run the ``info`` sub-command: versions, devices, bundled models."""
@@ -338,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "info":
             return info()
+        if args.command == "export-onnx":
+            return export_onnx_command(args)
         return enhance(args)
     except CliError as exc:
         print(f"vsstar: error: {exc}", file=sys.stderr)
