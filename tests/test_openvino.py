@@ -233,3 +233,14 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert "--shape must be NxHxW" in capsys.readouterr().err
     assert main(["export-onnx", str(tmp_path / "missing.safetensors"), str(tmp_path / "c.onnx")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_vs_star_passes_backend():
+    vs = pytest.importorskip("vapoursynth")
+    from vsstar.vs import STAR
+
+    clip = vs.core.std.BlankClip(format=vs.RGBS, width=32, height=24, length=3)
+    with pytest.raises(vs.Error, match="backend must be one of"):
+        STAR(clip, device="cpu", backend="tensorrt")
+    with pytest.raises(vs.Error, match="OpenVINO setting"):
+        STAR(clip, device="cpu", backend="torch", precision="bf16")
