@@ -244,3 +244,14 @@ def test_vs_star_passes_backend():
         STAR(clip, device="cpu", backend="tensorrt")
     with pytest.raises(vs.Error, match="OpenVINO setting"):
         STAR(clip, device="cpu", backend="torch", precision="bf16")
+
+
+def test_cli_backend_options():
+    from vsstar.cli import build_parser
+
+    args = build_parser().parse_args(["enhance", "a.mp4", "b.mp4"])
+    assert (args.backend, args.precision) == ("auto", "f32")
+    args = build_parser().parse_args(["enhance", "a.mp4", "b.mp4", "--backend", "openvino", "--precision", "bf16"])
+    assert (args.backend, args.precision) == ("openvino", "bf16")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["enhance", "a.mp4", "b.mp4", "--backend", "onnx"])

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp = e.add_mutually_exclusive_group()
     fp.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="float16 autocast (CUDA only; default on CUDA)")
     fp.add_argument("--no-fp16", dest="fp16", action="store_false", help="full float32 on CUDA")
+    e.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
+                   help="network backend: auto (OpenVINO on the CPU when installed, default), torch, openvino")
+    e.add_argument("--precision", default="f32", choices=("f32", "bf16"),
+                   help="OpenVINO precision: f32 (default) or bf16 (faster, small drift; CPUs with bfloat16)")
     e.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="pairs per network call")
     e.add_argument("--tile", type=_positive("--tile"), default=None,
                    help="LR tile size in pixels (0 = never tile; default: automatic when memory is short)")
@@ -240,7 +244,8 @@ def enhance(args: argparse.Namespace) -> int:
         result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
                       fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
                       scene_change=not args.no_scene_detect,
-                      flow_options=FAST_FLOW if args.fast_flow else None)
+                      flow_options=FAST_FLOW if args.fast_flow else None,
+                      backend=args.backend, precision=args.precision)
     except vs.Error as exc:
         # Speak in the command's terms: STAR's keyword arguments are options here.
         msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
