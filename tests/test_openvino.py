@@ -1,6 +1,7 @@
 """ONNX export and the OpenVINO backend: round trips against torch, backend choice, disk cache, tiling."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -255,3 +256,14 @@ def test_cli_backend_options():
     assert (args.backend, args.precision) == ("openvino", "bf16")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["enhance", "a.mp4", "b.mp4", "--backend", "onnx"])
+
+
+def test_gstreamer_backend_property():
+    gst = pytest.importorskip("test_gstreamer", reason="GStreamer test helpers not importable")
+    if gst._REASON is not None:
+        pytest.skip(gst._REASON)
+    res = gst.launch(f"{gst.source(3, 32, 24, 'RGB')} ! starnet device=cpu backend=tensorrt ! fakesink", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "backend must be one of" in out and "Traceback" not in out
+    res = subprocess.run(["gst-inspect-1.0", "starnet"], capture_output=True, text=True, env=gst._env(), timeout=120)
+    assert "  backend " in res.stdout
