@@ -267,3 +267,20 @@ def test_gstreamer_backend_property():
     assert res.returncode != 0 and "backend must be one of" in out and "Traceback" not in out
     res = subprocess.run(["gst-inspect-1.0", "starnet"], capture_output=True, text=True, env=gst._env(), timeout=120)
     assert "  backend " in res.stdout
+
+
+def test_prune_cache_drops_least_recently_used(tmp_path):
+    import os
+
+    from vsstar.backends.openvino import prune_cache
+
+    files = []
+    for i in range(4):
+        p = tmp_path / f"e{i}.blob"
+        p.write_bytes(b"x" * 100)
+        os.utime(p, (1000 + i, 1000 + i))
+        files.append(p)
+    (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not ours: never touched
+    assert prune_cache(tmp_path, limit=250, keep=files[0]) == 2
+    assert [p.exists() for p in files] == [True, False, False, True]
+    assert (tmp_path / "other.txt").exists()

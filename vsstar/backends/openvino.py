@@ -32,11 +32,43 @@ from ..model.star import StarNet, check_pair_inputs
 from ..model.wrapper import Star, StarOutput, denormalize, normalize, pad_reflect, padded_size
 from . import PRECISIONS
 
-__all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "CACHE_MAGIC"]
+__all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES"]
 
 #: First bytes of a cache entry (then the sha256 of the payload, then OpenVINO's exported model).
 CACHE_MAGIC = b"vsstar-openvino-1\n"
 _MEMORY_SLOTS = 4  # compiled shapes kept in memory per runner (tiles and a short last batch need two or three)
+#: The disk cache is trimmed (least recently used first) to this many bytes after each write: an entry holds
+#: the weights, about 4 MiB for the bundled models but 650 MiB for the paper's STAR x4 + FR, per shape.
+CACHE_LIMIT_BYTES = 4 << 30
+
+
+def prune_cache(folder: Path, limit: int = CACHE_LIMIT_BYTES, keep: Path | None = None) -> int:
+    """Delete the least recently used entries of `folder` until it holds at most `limit` bytes.
+
+    `keep` (the entry just written) is never deleted. Returns the number of files removed; races with other
+    processes (a file already gone) are ignored.
+    """
+    entries = []
+    for p in folder.glob("*.blob"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        entries.append((max(st.st_atime, st.st_mtime), st.st_size, p))
+    total = sum(e[1] for e in entries)
+    removed = 0
+    for _, size, p in sorted(entries):
+        if total <= limit:
+            break
+        if keep is not None and p == keep:
+            continue
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+        total -= size
+    return removed
 
 
 def default_cache_dir() -> Path:
@@ -184,7 +216,9 @@ class OpenVINOStar:
             hashlib.sha256(payload).digest()
         if ok:
             try:
-                return self.core.import_model(payload, "CPU", self._properties())
+                compiled = self.core.import_model(payload, "CPU", self._properties())
+                os.utime(path)  # recently used: pruned last
+                return compiled
             except Exception:  # OpenVINO raises RuntimeError subclasses on blobs it cannot read
                 ok = False
         self.stats["corrupt"] += 1
@@ -211,6 +245,7 @@ class OpenVINOStar:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
+                prune_cache(path.parent, keep=path)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
