@@ -10,6 +10,7 @@ shape, then cached on disk) are timed separately and excluded from the per-call 
     .venv/bin/python benchmarks/bench_openvino.py engine   # flow + network at 426x240, x4, frames/s
     .venv/bin/python benchmarks/bench_openvino.py job      # vsstar enhance of the README (48 frames, 320x136, x4)
     .venv/bin/python benchmarks/bench_openvino.py profile  # where the time goes in the engine with OpenVINO
+    .venv/bin/python benchmarks/bench_openvino.py drift --pairs 20   # Y-PSNR on carphone: torch, f32, bf16
 
 Options: --rounds N, --threads N (torch and OpenVINO threads; default torch's), --no-bf16.
 """
@@ -235,9 +236,67 @@ def bench_profile(args) -> None:
         print(f"| {name} | {v:.2f} s | {100 * v / total:.0f}% |")
 
 
+# ------------------------------------------------------------------------------------ bf16 drift
+def _y(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of 8-bit-rounded RGB in [0, 1]."""
+    q = (rgb.clamp(0, 1) * 255).round() / 255
+    return 0.299 * q[:, 0] + 0.587 * q[:, 1] + 0.114 * q[:, 2]
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((_y(a) - _y(b)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * __import__("math").log10(1.0 / mse)
+
+
+def bench_drift(args) -> None:
+    """Y-PSNR on carphone (evaluation protocol of training/evaluate.py, simplified) per backend and precision."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from vsstar.engine import StarEngine
+
+    src = ROOT.parent / "shared" / "data" / "clips" / "carphone_pristine.mp4"
+    if not src.is_file():
+        raise SystemExit(f"{src} not found")
+    cap = cv2.VideoCapture(str(src))
+    truth = []
+    while len(truth) < 2 * args.pairs + 1:
+        ok, img = cap.read()
+        if not ok:
+            break
+        truth.append(torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255.0)
+    truth = torch.stack(truth)
+    s = 4
+    h, w = truth.shape[2] // s, truth.shape[3] // s
+    # Even frames, antialiased bicubic downscaling (PIL), as the evaluation protocol does.
+    lr = []
+    for t in truth[::2]:
+        img = Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        lr.append(torch.from_numpy(np.asarray(img.resize((w, h), Image.BICUBIC))).permute(2, 0, 1).float() / 255.0)
+    lr = torch.stack(lr)
+    rows = {}
+    outs = {}
+    for name, kw in (("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino")),
+                     ("openvino bf16", dict(backend="openvino", precision="bf16"))):
+        eng = StarEngine(None, scale=s, device="cpu", **kw)
+        res = eng.process(lr[:-1], lr[1:])
+        outs[name] = res
+        sr, mid = res.sr_first, res.mid
+        rows[name] = (statistics.mean(_psnr(sr[i:i + 1], truth[2 * i:2 * i + 1]) for i in range(len(sr))),
+                      statistics.mean(_psnr(mid[i:i + 1], truth[2 * i + 1:2 * i + 2]) for i in range(len(mid))))
+    print(f"\nY-PSNR on carphone ({len(lr) - 1} pairs, x4 from {w}x{h}, bundled star_st_x4, 8-bit outputs)")
+    print("| backend | SR frames dB | in-between frames dB | PSNR vs openvino f32 outputs dB |")
+    print("|---|---|---|---|")
+    for name, (p_sr, p_mid) in rows.items():
+        ref = outs["openvino f32"]
+        agree = _psnr(torch.cat([outs[name].sr_first, outs[name].mid]), torch.cat([ref.sr_first, ref.mid]))
+        print(f"| {name} | {p_sr:.3f} | {p_mid:.3f} | {'-' if name == 'openvino f32' else f'{agree:.1f}'} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("section", choices=("net", "engine", "job", "profile"))
+    p.add_argument("section", choices=("net", "engine", "job", "profile", "drift"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
@@ -248,7 +307,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}")
-    {"net": bench_net, "engine": bench_engine, "job": bench_job, "profile": bench_profile}[args.section](args)
+    {"net": bench_net, "engine": bench_engine, "job": bench_job, "profile": bench_profile,
+     "drift": bench_drift}[args.section](args)
     print(f"load average at the end {os.getloadavg()}")
 
 
