@@ -32,6 +32,10 @@ setup(
         "tqdm>=4.60",
         "pillow>=9.0",
         "opencv-python-headless>=4.8",
+        # The CPU backend of the network (backend="auto" picks it on the CPU) and the ONNX export it goes through.
+        "openvino>=2026.4; platform_machine in 'x86_64 AMD64 aarch64 arm64'",
+        "onnx>=1.23",
+        "onnxscript>=0.7",
         f"vapoursynth>=74; {VS}",
         f"vapoursynth-bestsource; {VS}",
     ],

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp = e.add_mutually_exclusive_group()
     fp.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="float16 autocast (CUDA only; default on CUDA)")
     fp.add_argument("--no-fp16", dest="fp16", action="store_false", help="full float32 on CUDA")
+    e.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
+                   help="network backend: auto (OpenVINO on the CPU when installed, default), torch, openvino")
+    e.add_argument("--precision", default="f32", choices=("f32", "bf16"),
+                   help="OpenVINO precision: f32 (default) or bf16 (faster, small drift; CPUs with bfloat16)")
     e.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="pairs per network call")
     e.add_argument("--tile", type=_positive("--tile"), default=None,
                    help="LR tile size in pixels (0 = never tile; default: automatic when memory is short)")
@@ -87,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="versions, devices and bundled models")
     i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on errors, show the traceback")
+    add_export_onnx_parser(sub)
     return p
 
 
@@ -318,7 +323,8 @@ def enhance(args: argparse.Namespace) -> int:
             result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
                           fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
                           scene_change=not args.no_scene_detect,
-                          flow_options=FAST_FLOW if args.fast_flow else None)
+                          flow_options=FAST_FLOW if args.fast_flow else None,
+                          backend=args.backend, precision=args.precision)
         except vs.Error as exc:
             # Speak in the command's terms: STAR's keyword arguments are options here.
             msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
@@ -401,6 +407,45 @@ def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
 def _note(text: str) -> None:
     """A one-line remark on what was done that the user did not ask for (shown even with -q)."""
     print(f"vsstar: note: {text}", file=sys.stderr)
+# ----------------------------------------------------------------------------------- export-onnx
+def add_export_onnx_parser(sub: Any) -> None:
+    """Register ``vsstar export-onnx MODEL OUT.onnx``."""
+    x = sub.add_parser("export-onnx", help="write the network as an ONNX file (for vs-mlrt, TensorRT, OpenVINO)",
+                       description="Export MODEL (bundled name, .safetensors or the authors' .pth) to ONNX: inputs "
+                                   "im1, im2 (normalised RGB), flow_f, flow_b (encoded flows); outputs ht, h1, h2, "
+                                   "l. See docs/onnx.md for the encodings and the size multiple.")
+    x.add_argument("model", help="bundled model name, .safetensors or official .pth checkpoint")
+    x.add_argument("output", help="ONNX file to write (.onnx)")
+    x.add_argument("--shape", default=None, metavar="NxHxW",
+                   help="fixed LR input shape, e.g. 1x240x426 (default: dynamic batch, height and width)")
+    x.add_argument("--no-check", action="store_true", help="skip running the file against torch after writing it")
+
+
+def export_onnx_command(args: argparse.Namespace) -> int:
+    """Run the ``export-onnx`` sub-command."""
+    from .model.export import ONNX_OPSET, export_onnx, onnx_min_size, onnx_size_multiple
+
+    shape = None
+    if args.shape:
+        try:
+            shape = tuple(int(v) for v in args.shape.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise CliError(f"--shape must be NxHxW (e.g. 1x240x426), got {args.shape!r}")
+    try:
+        from .model import load_model
+
+        net = load_model(args.model)
+        path = export_onnx(net, args.output, shape=shape, check=not args.no_check)
+    except (ValueError, ImportError, OSError) as exc:
+        raise CliError(str(exc).replace("shape must", "--shape must")) from exc
+    cfg = net.config
+    what = (f"fixed LR shape {args.shape}" if shape else
+            f"dynamic batch/height/width, height and width multiples of {onnx_size_multiple(cfg)}, "
+            f">= {onnx_min_size(cfg)}")
+    print(f"wrote {path} (opset {ONNX_OPSET}, x{cfg.scale} {cfg.objective}, {what})", file=sys.stderr)
+    return 0
 
 
 # ----------------------------------------------------------------------------------- info
@@ -488,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "info":
             return info()
+        if args.command == "export-onnx":
+            return export_onnx_command(args)
         return enhance(args)
     except CliError as exc:
         _report(exc, debug, str(exc))

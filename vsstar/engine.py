@@ -286,6 +286,9 @@ class StarEngine:
             :class:`vsstar.flow.FlowSettings` fields, e.g. ``{"n_outer": 3}`` for speed); checked here.
         memory_budget: bytes the network may use for activations (default: 80% of free CUDA memory,
             50% of available RAM on CPU); drives automatic tiling.
+        backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU only;
+            compiles once per input shape and caches it on disk, see docs/openvino.md).
+        precision: OpenVINO precision, "f32" (default) or "bf16" (faster, ~1e-2 drift; CPUs with bfloat16).
     """
 
     def __init__(
@@ -301,6 +304,8 @@ class StarEngine:
         tile_overlap: int = 16,
         flow_options: dict[str, Any] | None = None,
         memory_budget: int | None = None,
+        backend: str = "auto",
+        precision: str = "f32",
     ) -> None:
         if scale not in (2, 4, 8) or isinstance(scale, bool):
             raise ValueError(f"scale must be 2, 4 or 8, got {scale!r}")
@@ -336,6 +341,7 @@ class StarEngine:
         self.config = _config_of(self.star)
         #: The flow settings in use: the model's (what its weights were trained with) with flow_options applied.
         self.flow = flow_settings_for(self.star, flow_options)
+        self.backend, self.precision, self._runner = _make_runner(self.star, backend, precision, self.device)
         self.stats = EngineStats()
         # One device, one stream of work: calls from several threads are serialised.
         self._lock = threading.Lock()
@@ -487,9 +493,9 @@ class StarEngine:
     def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
         if self.fp16:
             with torch.autocast("cuda", dtype=torch.float16):
-                out = self.star(a, b, ff, fb)
+                out = self._runner(a, b, ff, fb)
         else:
-            out = self.star(a, b, ff, fb)
+            out = self._runner(a, b, ff, fb)
         return {k: getattr(out, k).float() for k in self._wanted()}
 
     def _network(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
@@ -555,7 +561,24 @@ class StarEngine:
 
     def __repr__(self) -> str:
         return (f"StarEngine(scale={self.scale}, mode={self.mode!r}, device={str(self.device)!r}, "
-                f"fp16={self.fp16}, batch_size={self.batch_size}, tile={self.tile!r})")
+                f"fp16={self.fp16}, batch_size={self.batch_size}, tile={self.tile!r}, backend={self.backend!r})")
+
+
+def _make_runner(star: nn.Module, backend: str, precision: str, device: torch.device) -> tuple[str, str, Any]:
+    """(backend, precision, callable like Star) for the user's backend/precision choice."""
+    from .backends import PRECISIONS, resolve_backend
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    chosen = resolve_backend(backend, device.type)
+    if chosen != "openvino":
+        if precision != "f32":
+            raise ValueError(f"precision={precision!r} is an OpenVINO setting, but the backend is torch; "
+                             "use backend='openvino' (CPU) or fp16= on CUDA")
+        return chosen, precision, star
+    from .backends.openvino import OpenVINOStar
+
+    return chosen, precision, OpenVINOStar(star, precision=precision)
 
 
 def _available_ram() -> int | None:

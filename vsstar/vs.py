@@ -421,6 +421,8 @@ def STAR(
     flow_options: dict[str, Any] | None = None,
     engine: StarEngine | None = None,
     stats: StoreStats | None = None,
+    backend: str = "auto",
+    precision: str = "f32",
 ) -> vs.VideoNode:
     """Space-time video super-resolution (STARnet).
 
@@ -451,6 +453,8 @@ def STAR(
         engine: a prebuilt :class:`vsstar.engine.StarEngine` to share a loaded model between clips
             (then model/scale/device/fp16/batch_size/tile/tile_overlap/flow_options are taken from it).
         stats: a :class:`StoreStats` the clip's pair store keeps its counters in (diagnostics).
+        backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU).
+        precision: OpenVINO precision, "f32" (default) or "bf16" (faster, small drift; CPUs with bfloat16).
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -479,7 +483,8 @@ def STAR(
     if engine is None:
         try:
             engine = StarEngine(model, scale=scale, mode=mode, device=device, fp16=fp16, batch_size=batch_size,
-                                tile=tile, tile_overlap=tile_overlap, flow_options=flow_options)
+                                tile=tile, tile_overlap=tile_overlap, flow_options=flow_options,
+                                backend=backend, precision=precision)
         except ValueError as exc:
             raise _err(str(exc)) from exc
     else:

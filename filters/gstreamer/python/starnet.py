@@ -368,6 +368,8 @@ if Gst is not None:
                       "official checkpoint; empty: the bundled weights for the scale", "", _RW),
             "device": (str, "Device", "torch device (cpu, cuda, cuda:1); empty: CUDA when "
                        "available, else CPU", "", _RW),
+            "backend": (str, "Backend", "Network backend: auto (OpenVINO on the CPU when installed, "
+                        "else torch), torch or openvino", "auto", _RW),
             "batch-size": (int, "Batch size", "Frame pairs run through the network at once "
                            "(adds as many frames of latency), 1..64", _INT_MIN, _INT_MAX, 1, _RW),
             "scene-change": (bool, "Scene change", "Do not synthesise frames across scene cuts",
@@ -379,7 +381,7 @@ if Gst is not None:
         def __init__(self) -> None:
             super().__init__()
             self.props_store = {"scale": 4, "mode": "st", "model": "", "device": "",
-                                "batch-size": 1, "scene-change": True, "sc-threshold": -1.0}
+                                "backend": "auto", "batch-size": 1, "scene-change": True, "sc-threshold": -1.0}
             self.sinkpad = Gst.Pad.new_from_template(self.__gsttemplates__[0], "sink")
             self.sinkpad.set_chain_function_full(self._chain, None)
             self.sinkpad.set_event_function_full(self._sink_event, None)
@@ -401,7 +403,7 @@ if Gst is not None:
             return self.props_store[prop.name]
 
         def do_set_property(self, prop: GObject.ParamSpec, value: Any) -> None:
-            if prop.name in ("mode", "model", "device"):
+            if prop.name in ("mode", "model", "device", "backend"):
                 value = (value or "").strip()
                 if prop.name == "mode":
                     value = value.lower()
@@ -463,7 +465,8 @@ if Gst is not None:
             try:
                 self.engine = StarEngine(
                     p["model"] or None, scale=p["scale"], mode=p["mode"],
-                    device=p["device"] or None, batch_size=p["batch-size"])
+                    device=p["device"] or None, batch_size=p["batch-size"],
+                    backend=p["backend"].lower() or "auto")
             except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
                 self._error(f"starnet: {e}", debug=_debug_detail(e))
                 return False

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""torch eager vs OpenVINO (f32, bf16) on the CPU: the network alone, the engine, and the README job.
+
+All cases of a section run in one process, interleaved round by round (torch, OpenVINO f32, OpenVINO bf16,
+torch, ...), so load from other processes on a shared machine hits all of them alike; the table gives the
+median time per call and the median of the per-round ratios. Export and compilation (once per model and
+shape, then cached on disk) are timed separately and excluded from the per-call figures.
+
+    .venv/bin/python benchmarks/bench_openvino.py net      # bundled x4 and x2 at 426x240, full STAR x4 at 64x112
+    .venv/bin/python benchmarks/bench_openvino.py engine   # flow + network at 426x240, x4, frames/s
+    .venv/bin/python benchmarks/bench_openvino.py job      # vsstar enhance of the README (48 frames, 320x136, x4)
+    .venv/bin/python benchmarks/bench_openvino.py profile  # where the time goes in the engine with OpenVINO
+    .venv/bin/python benchmarks/bench_openvino.py drift --pairs 20   # Y-PSNR on carphone: torch, f32, bf16
+
+Options: --rounds N, --threads N (torch and OpenVINO threads; default torch's), --no-bf16.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+
+def _frames(n: int, width: int, height: int) -> torch.Tensor:
+    """n consecutive frames of a real clip, resized: (n, 3, H, W) float RGB in [0, 1]."""
+    import cv2
+
+    src = None
+    for cand in (ROOT.parent / "shared" / "data" / "clips" / "bikes.mp4", ROOT / "samples" / "bikes_320x136.mp4"):
+        if cand.is_file():
+            src = cand
+            break
+    if src is None:
+        raise SystemExit("no source clip found (samples/bikes_320x136.mp4)")
+    cap = cv2.VideoCapture(str(src))
+    out = []
+    while len(out) < n:
+        ok, img = cap.read()
+        if not ok:
+            raise SystemExit(f"{src}: fewer than {n} frames")
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)[:, :, ::-1].copy()
+        out.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255.0)
+    return torch.stack(out)
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def _report(title: str, names: list[str], times: dict[str, list[float]], unit_per_call: str, extra: dict) -> None:
+    base = names[0]
+    print(f"\n{title}")
+    print(f"| backend | median s/{unit_per_call} | min s | speed-up vs {base} (median of rounds) | "
+          f"max rel. diff vs {base} | first call (export+compile) s |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        t = times[name]
+        ratios = [b / x for b, x in zip(times[base], t)]
+        diff = extra.get(name, {}).get("diff")
+        build = extra.get(name, {}).get("build")
+        print(f"| {name} | {statistics.median(t):.3f} | {min(t):.3f} | {statistics.median(ratios):.2f}x | "
+              f"{'-' if diff is None else f'{diff:.1e}'} | {'-' if build is None else f'{build:.1f}'} |")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------------ network alone
+def _damped_official():
+    """The paper's STAR x4 + FR with random weights scaled so activations stay O(1) as in a trained model.
+
+    Plain kaiming-initialised weights blow the outputs up to ~5e4 before clamping, where even torch's two
+    memory layouts differ by 1e-2 after the clamp: no useful yardstick for backend agreement.
+    """
+    from vsstar.model import StarConfig, StarNet
+
+    net = StarNet(StarConfig.official(4, True)).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.weight.mul_(0.5)
+    return net
+
+
+def bench_net(args) -> None:
+    from vsstar.backends.openvino import OpenVINOStar, bf16_supported
+    from vsstar.model import Star, load_model
+
+    cases = {"x4": ("bundled star_st_x4", lambda: load_model("star_st_x4"), (240, 426)),
+             "x2": ("bundled star_st_x2", lambda: load_model("star_st_x2"), (240, 426)),
+             "full": ("full STAR x4 + FR (random weights, damped)", _damped_official, (64, 112))}
+    for key in args.cases.split(","):
+        title, make, (h, w) = cases[key]
+        torch.manual_seed(0)
+        net = make()
+        frames = _frames(2, w, h)
+        a, b = frames[:1], frames[1:]
+        g = torch.Generator().manual_seed(1)
+        ff = torch.randn(1, 2, h, w, generator=g) * 2
+        fb = torch.randn(1, 2, h, w, generator=g) * 2
+        star = Star(net)
+        runners = {"torch eager": star}
+        extra: dict = {}
+        variants = [("openvino f32", "f32")]
+        if not args.no_bf16 and bf16_supported():
+            variants.append(("openvino bf16", "bf16"))
+        for name, prec in variants:
+            r = OpenVINOStar(star, precision=prec, num_threads=torch.get_num_threads(), cache_dir=args.cache_dir)
+            extra[name] = {"build": _timed(r.compiled, *r.padded_shape(1, h, w))[0]}
+            runners[name] = r
+        times = {k: [] for k in runners}
+        outs = {}
+        for _ in range(args.rounds):
+            for name, fn in runners.items():
+                dt, out = _timed(fn, a, b, ff, fb)
+                times[name].append(dt)
+                outs[name] = out
+        ref = outs["torch eager"]
+        for name in runners:
+            if name != "torch eager":
+                extra[name]["diff"] = max(float((o - r).abs().max() / r.abs().max()) for o, r in zip(outs[name], ref))
+        _report(f"Network alone: {title}, LR {w}x{h}, one pair, {torch.get_num_threads()} threads, "
+                f"{args.rounds} interleaved rounds", list(runners), times, "pair", extra)
+
+
+# ------------------------------------------------------------------------------------ engine
+def bench_engine(args) -> None:
+    from vsstar.engine import StarEngine
+
+    w, h = 426, 240
+    frames = _frames(args.pairs + 1, w, h)
+    names = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino"))]
+    if not args.no_bf16:
+        names.append(("openvino bf16", dict(backend="openvino", precision="bf16")))
+    engines = {n: StarEngine(None, scale=4, device="cpu", **kw) for n, kw in names}
+    extra = {n: {"build": _timed(engines[n]._runner.compiled, 1, h, w)[0]} for n, _ in names[1:]}
+    times = {n: [] for n in engines}
+    outs = {}
+    for _ in range(args.rounds):
+        for n, eng in engines.items():
+            t0 = time.perf_counter()
+            res = [eng.process(frames[i:i + 1], frames[i + 1:i + 2]) for i in range(args.pairs)]
+            # Output frames per second of the filter: two per pair in mode st (the frame and the in-between).
+            times[n].append((time.perf_counter() - t0) / (2 * args.pairs))
+            outs[n] = res
+    for n, _ in names[1:]:
+        extra[n]["diff"] = max(float((o - r).abs().max() / r.abs().max())
+                               for ro, oo in zip(outs["torch"], outs[n]) for r, o in zip(ro, oo) if r is not None)
+    _report(f"Engine (flow + network), bundled x4, LR {w}x{h}, {args.pairs} pairs per round, "
+            f"{args.rounds} rounds; s per output frame (fps = 1 / value)", [n for n, _ in names], times,
+            "output frame", extra)
+    for n, eng in engines.items():
+        st = eng.stats
+        print(f"{n}: flow {st.flow_s:.1f} s, network {st.net_s:.1f} s over {st.pairs} pairs")
+
+
+# ------------------------------------------------------------------------------------ README job
+def bench_job(args) -> None:
+    exe = ROOT / ".venv" / "bin" / "vsstar"
+    src = ROOT / "samples" / "bikes_320x136.mp4"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("VSSTAR_BACKEND", None)
+    runs = {"torch": ["--backend", "torch"], "openvino f32": ["--backend", "openvino"]}
+    if not args.no_bf16:
+        runs["openvino bf16"] = ["--backend", "openvino", "--precision", "bf16"]
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        # A two-frame job per OpenVINO setting fills the disk cache (export + compile, timed apart).
+        for name, opts in runs.items():
+            if name != "torch":
+                t0 = time.perf_counter()
+                subprocess.run([str(exe), "enhance", str(src), f"{tmp}/w.mp4", "--scale", "4", "--frames", "2", "-q",
+                                *opts], check=True, env=env)
+                print(f"warm-up (2 frames, fills the cache if empty) {name}: {time.perf_counter() - t0:.1f} s")
+        for r in range(args.rounds):
+            for backend, opts in runs.items():
+                cmd = [str(exe), "enhance", str(src), f"{tmp}/o.mp4", "--scale", "4", "-q", *opts]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, env=env)
+                times[backend].append(time.perf_counter() - t0)
+                print(f"round {r}: {backend} {times[backend][-1]:.1f} s", flush=True)
+    _report(f"README job: vsstar enhance samples/bikes_320x136.mp4 --scale 4 (48 frames -> 96), "
+            f"{args.rounds} interleaved rounds, seconds per job (disk cache warm after the first openvino run)",
+            list(times), times, "job", {})
+
+
+# ------------------------------------------------------------------------------------ profile
+def bench_profile(args) -> None:
+    """Split one engine call with OpenVINO into flow, pre/post-processing and the OpenVINO inference."""
+    from vsstar.engine import StarEngine
+
+    w, h = 426, 240
+    frames = _frames(args.pairs + 1, w, h)
+    eng = StarEngine(None, scale=4, device="cpu", backend="openvino")
+    runner = eng._runner
+    req_time = []
+    orig = runner.compiled
+
+    def wrapped(*shape):
+        compiled, request = orig(*shape)
+
+        class Timed:
+            def __getattr__(self, k):
+                return getattr(request, k)
+
+            def infer(self, feeds):
+                t = time.perf_counter()
+                request.infer(feeds)
+                req_time.append(time.perf_counter() - t)
+        return compiled, Timed()
+
+    runner.compiled = wrapped
+    eng.process(frames[:1], frames[1:2])  # build / load
+    eng.stats.flow_s = eng.stats.net_s = 0.0
+    req_time.clear()
+    t0 = time.perf_counter()
+    for i in range(args.pairs):
+        eng.process(frames[i:i + 1], frames[i + 1:i + 2])
+    total = time.perf_counter() - t0
+    st = eng.stats
+    infer = sum(req_time)
+    print(f"\nProfile, engine with OpenVINO f32, bundled x4, 426x240, {args.pairs} pairs: total {total:.2f} s")
+    for name, v in (("flow (both directions)", st.flow_s), ("OpenVINO inference", infer),
+                    ("pre/post-processing + copies (network wrapper)", st.net_s - infer),
+                    ("engine overhead (input checks, batching)", total - st.flow_s - st.net_s)):
+        print(f"| {name} | {v:.2f} s | {100 * v / total:.0f}% |")
+
+
+# ------------------------------------------------------------------------------------ bf16 drift
+def _y(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of 8-bit-rounded RGB in [0, 1]."""
+    q = (rgb.clamp(0, 1) * 255).round() / 255
+    return 0.299 * q[:, 0] + 0.587 * q[:, 1] + 0.114 * q[:, 2]
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((_y(a) - _y(b)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * __import__("math").log10(1.0 / mse)
+
+
+def bench_drift(args) -> None:
+    """Y-PSNR on carphone (evaluation protocol of training/evaluate.py, simplified) per backend and precision."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from vsstar.engine import StarEngine
+
+    src = ROOT.parent / "shared" / "data" / "clips" / "carphone_pristine.mp4"
+    if not src.is_file():
+        raise SystemExit(f"{src} not found")
+    cap = cv2.VideoCapture(str(src))
+    truth = []
+    while len(truth) < 2 * args.pairs + 1:
+        ok, img = cap.read()
+        if not ok:
+            break
+        truth.append(torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255.0)
+    truth = torch.stack(truth)
+    s = 4
+    h, w = truth.shape[2] // s, truth.shape[3] // s
+    # Even frames, antialiased bicubic downscaling (PIL), as the evaluation protocol does.
+    lr = []
+    for t in truth[::2]:
+        img = Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        lr.append(torch.from_numpy(np.asarray(img.resize((w, h), Image.BICUBIC))).permute(2, 0, 1).float() / 255.0)
+    lr = torch.stack(lr)
+    rows = {}
+    outs = {}
+    for name, kw in (("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino")),
+                     ("openvino bf16", dict(backend="openvino", precision="bf16"))):
+        eng = StarEngine(None, scale=s, device="cpu", **kw)
+        res = eng.process(lr[:-1], lr[1:])
+        outs[name] = res
+        sr, mid = res.sr_first, res.mid
+        rows[name] = (statistics.mean(_psnr(sr[i:i + 1], truth[2 * i:2 * i + 1]) for i in range(len(sr))),
+                      statistics.mean(_psnr(mid[i:i + 1], truth[2 * i + 1:2 * i + 2]) for i in range(len(mid))))
+    print(f"\nY-PSNR on carphone ({len(lr) - 1} pairs, x4 from {w}x{h}, bundled star_st_x4, 8-bit outputs)")
+    print("| backend | SR frames dB | in-between frames dB | PSNR vs openvino f32 outputs dB |")
+    print("|---|---|---|---|")
+    for name, (p_sr, p_mid) in rows.items():
+        ref = outs["openvino f32"]
+        agree = _psnr(torch.cat([outs[name].sr_first, outs[name].mid]), torch.cat([ref.sr_first, ref.mid]))
+        print(f"| {name} | {p_sr:.3f} | {p_mid:.3f} | {'-' if name == 'openvino f32' else f'{agree:.1f}'} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("section", choices=("net", "engine", "job", "profile", "drift"))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--cases", default="x4,x2,full", help="net section: any of x4,x2,full")
+    p.add_argument("--cache-dir", default=None, help="OpenVINO disk cache (default: the user cache folder)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}")
+    {"net": bench_net, "engine": bench_engine, "job": bench_job, "profile": bench_profile,
+     "drift": bench_drift}[args.section](args)
+    print(f"load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

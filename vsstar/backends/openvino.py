@@ -1,0 +1,286 @@
+"""OpenVINO CPU runner for the STARnet network, a drop-in for the torch ``Star`` wrapper.
+
+The network is exported to ONNX for each LR input shape (batch, padded height, padded width) it meets, compiled
+by OpenVINO's CPU plugin and kept in memory. The compiled model is also written to a disk cache (by default
+``~/.cache/vsstar/openvino``, or ``$VSSTAR_CACHE_DIR/openvino``) under a key made of the weights' digest, the
+shape, the precision, the thread count, the CPU and the OpenVINO / torch versions, so a later process skips the
+export and the compilation. Entries are written to a temporary file and renamed (concurrent writers never
+expose a partial file) and carry a checksum; an unreadable entry is deleted and rebuilt.
+
+Pre- and post-processing (normalisation, flow encoding, reflection padding, cropping, clamping) stay in torch
+and match ``Star`` exactly; only the network runs in OpenVINO.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..model.export import EXPORT_VERSION, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES, export_onnx, model_digest
+from ..model.baseline import encode_flow
+from ..model.star import StarNet, check_pair_inputs
+from ..model.wrapper import Star, StarOutput, denormalize, normalize, pad_reflect, padded_size
+from . import PRECISIONS
+
+__all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES"]
+
+#: First bytes of a cache entry (then the sha256 of the payload, then OpenVINO's exported model).
+CACHE_MAGIC = b"vsstar-openvino-1\n"
+_MEMORY_SLOTS = 4  # compiled shapes kept in memory per runner (tiles and a short last batch need two or three)
+#: The disk cache is trimmed (least recently used first) to this many bytes after each write: an entry holds
+#: the weights, about 4 MiB for the bundled models but 650 MiB for the paper's STAR x4 + FR, per shape.
+CACHE_LIMIT_BYTES = 4 << 30
+
+
+def prune_cache(folder: Path, limit: int = CACHE_LIMIT_BYTES, keep: Path | None = None) -> int:
+    """Delete the least recently used entries of `folder` until it holds at most `limit` bytes.
+
+    `keep` (the entry just written) is never deleted. Returns the number of files removed; races with other
+    processes (a file already gone) are ignored.
+    """
+    entries = []
+    for p in folder.glob("*.blob"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        entries.append((max(st.st_atime, st.st_mtime), st.st_size, p))
+    total = sum(e[1] for e in entries)
+    removed = 0
+    for _, size, p in sorted(entries):
+        if total <= limit:
+            break
+        if keep is not None and p == keep:
+            continue
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+        total -= size
+    return removed
+
+
+def default_cache_dir() -> Path:
+    """Folder of the compiled-model cache: $VSSTAR_CACHE_DIR/openvino, else the user cache folder."""
+    root = os.environ.get("VSSTAR_CACHE_DIR")
+    if root:
+        return Path(root) / "openvino"
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vsstar" / "openvino"
+
+
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def bf16_supported(core: Any = None) -> bool:
+    """True when OpenVINO's CPU plugin can run bfloat16 on this CPU (AVX512_BF16 or AMX)."""
+    core = core or _core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINOStar:
+    """Runs a ``Star``'s network with OpenVINO on the CPU; called like ``Star`` and returns ``StarOutput``.
+
+    Args:
+        star: the torch wrapper (its weights are exported; it is not modified).
+        precision: "f32" (default; within 1e-4 of max|output| of torch) or "bf16" (faster, ~1e-2 drift;
+            needs a CPU with bfloat16 support).
+        num_threads: OpenVINO inference threads (default: torch.get_num_threads()).
+        cache_dir: disk cache folder, None for default_cache_dir(), False for no disk cache.
+        verbose: say on stderr when a shape is exported and compiled (it takes seconds to minutes).
+    """
+
+    def __init__(self, star: Star | StarNet, *, precision: str = "f32", num_threads: int | None = None,
+                 cache_dir: str | os.PathLike | None | bool = None, verbose: bool = True) -> None:
+        if isinstance(star, StarNet):
+            star = Star(star, channels_last=False)
+        if not isinstance(star, Star):
+            raise ValueError(f"star must be a Star or StarNet, got {type(star).__name__}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if num_threads is None:
+            num_threads = torch.get_num_threads()
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+        self.star = star
+        self.net = star.net
+        self.config = star.net.config
+        self.precision = precision
+        self.num_threads = num_threads
+        self.verbose = verbose
+        self.core = _core()
+        if precision == "bf16" and not bf16_supported(self.core):
+            caps = ", ".join(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            raise ValueError(f"precision='bf16' needs a CPU with bfloat16 support (AVX512_BF16 or AMX); "
+                             f"this one offers {caps}; use precision='f32'")
+        if cache_dir is None or cache_dir is True:
+            cache_dir = default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not False else None
+        self._digest: str | None = None
+        self._compiled: OrderedDict[tuple[int, int, int], tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        #: Counters: shapes exported + compiled, loaded from the disk cache, and broken entries replaced.
+        self.stats = {"exports": 0, "disk_hits": 0, "corrupt": 0, "runs": 0}
+
+    # ------------------------------------------------------------------ compiled models
+    @property
+    def digest(self) -> str:
+        """sha256 of the network's configuration and weights (computed once)."""
+        if self._digest is None:
+            self._digest = model_digest(self.net)
+        return self._digest
+
+    def _properties(self) -> dict[str, Any]:
+        return {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.num_threads,
+                "PERFORMANCE_HINT": "LATENCY"}
+
+    def cache_key(self, shape: tuple[int, int, int]) -> str:
+        """Name of the disk-cache entry of one LR input shape (batch, padded height, padded width)."""
+        import openvino as ov
+
+        cpu = self.core.get_property("CPU", "FULL_DEVICE_NAME")
+        caps = sorted(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        ident = {"model": self.digest, "shape": list(shape), "precision": self.precision,
+                 "threads": self.num_threads, "openvino": ov.get_version(), "torch": torch.__version__,
+                 "export": EXPORT_VERSION, "opset": ONNX_OPSET, "cpu": cpu, "caps": caps}
+        h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:40]
+        n, ph, pw = shape
+        return f"{self.digest[:16]}-{n}x{ph}x{pw}-{self.precision}-{h}.blob"
+
+    def compiled(self, n: int, height: int, width: int) -> Any:
+        """The OpenVINO compiled model for an LR input shape (padded sizes), built or loaded once."""
+        key = (n, height, width)
+        with self._lock:
+            hit = self._compiled.get(key)
+            if hit is not None:
+                self._compiled.move_to_end(key)
+                return hit
+            entry = self._load_or_build(key)
+            self._compiled[key] = entry
+            while len(self._compiled) > _MEMORY_SLOTS:
+                self._compiled.popitem(last=False)
+            return entry
+
+    def _load_or_build(self, shape: tuple[int, int, int]) -> tuple[Any, Any]:
+        path = self.cache_dir / self.cache_key(shape) if self.cache_dir is not None else None
+        if path is not None and path.is_file():
+            compiled = self._read_entry(path)
+            if compiled is not None:
+                self.stats["disk_hits"] += 1
+                return compiled, compiled.create_infer_request()
+        if self.verbose:
+            n, h, w = shape
+            where = f"; cached in {self.cache_dir}" if self.cache_dir is not None else ""
+            print(f"vsstar: compiling the network for OpenVINO ({n}x{h}x{w} LR input, {self.precision}); "
+                  f"once per model and size{where}", file=sys.stderr)
+        compiled = self._build(shape)
+        self.stats["exports"] += 1
+        if path is not None:
+            self._write_entry(path, compiled)
+        return compiled, compiled.create_infer_request()
+
+    def _build(self, shape: tuple[int, int, int]) -> Any:
+        with tempfile.TemporaryDirectory(prefix="vsstar-onnx-") as tmp:
+            onnx_path = Path(tmp) / "star.onnx"
+            export_onnx(self.net, onnx_path, shape=shape, check=False)
+            model = self.core.read_model(str(onnx_path))
+            return self.core.compile_model(model, "CPU", self._properties())
+
+    def _read_entry(self, path: Path) -> Any | None:
+        """The compiled model stored at `path`, or None (and the file removed) when it is unusable."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        payload = data[len(CACHE_MAGIC) + 32:]
+        ok = data.startswith(CACHE_MAGIC) and data[len(CACHE_MAGIC):len(CACHE_MAGIC) + 32] == \
+            hashlib.sha256(payload).digest()
+        if ok:
+            try:
+                compiled = self.core.import_model(payload, "CPU", self._properties())
+                os.utime(path)  # recently used: pruned last
+                return compiled
+            except Exception:  # OpenVINO raises RuntimeError subclasses on blobs it cannot read
+                ok = False
+        self.stats["corrupt"] += 1
+        if self.verbose:
+            print(f"vsstar: ignoring a damaged OpenVINO cache entry {path.name} (rebuilding it)", file=sys.stderr)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+
+    def _write_entry(self, path: Path, compiled: Any) -> None:
+        """Store `compiled` at `path` atomically; a cache that cannot be written is skipped, not fatal."""
+        try:
+            stream = io.BytesIO()
+            compiled.export_model(stream)
+            payload = stream.getvalue()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(CACHE_MAGIC + hashlib.sha256(payload).digest())
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+                prune_cache(path.parent, keep=path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as exc:
+            if self.verbose:
+                print(f"vsstar: cannot write the OpenVINO cache in {path.parent} ({exc}); continuing without it",
+                      file=sys.stderr)
+
+    # ------------------------------------------------------------------ inference
+    def padded_shape(self, n: int, height: int, width: int) -> tuple[int, int, int]:
+        """LR input shape the network runs at for frames of this size (Star's padding)."""
+        cfg = self.config
+        return (n, padded_size(height, cfg.size_multiple, cfg.min_size),
+                padded_size(width, cfg.size_multiple, cfg.min_size))
+
+    @torch.no_grad()
+    def __call__(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor) -> StarOutput:
+        """Same contract as ``Star.forward``: RGB [0, 1] frames and pixel flows in, StarOutput (CPU float32) out."""
+        check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
+                          floating=True)
+        n, _, h, w = im1.shape
+        shape = self.padded_shape(n, h, w)
+        _, ph, pw = shape
+        x1, x2 = normalize(im1.float().cpu()), normalize(im2.float().cpu())
+        ff, fb = encode_flow(flow_f_px.float().cpu()), encode_flow(flow_b_px.float().cpu())
+        if (ph, pw) != (h, w):
+            x1, x2, ff, fb = (pad_reflect(t, ph, pw) for t in (x1, x2, ff, fb))
+        compiled, request = self.compiled(*shape)
+        feeds = {name: t.contiguous().numpy() for name, t in zip(INPUT_NAMES, (x1, x2, ff, fb))}
+        with self._lock:  # one infer request per shape: calls from several threads take turns
+            request.infer(feeds)
+            outs = {name: torch.from_numpy(request.get_tensor(compiled.output(name)).data) for name in OUTPUT_NAMES}
+            s = self.config.scale
+            # denormalize is out of place: the results own their memory before the request is reused.
+            res = StarOutput(*(denormalize(outs[k][..., : h * s, : w * s]) for k in ("ht", "h1", "h2")),
+                             denormalize(outs["l"][..., :h, :w]))
+        self.stats["runs"] += 1
+        return StarOutput(*(t.contiguous() for t in res))
