@@ -3,12 +3,16 @@
 1. Plumbing overhead: the same frame pairs through ``vsstar.STAR`` (VapourSynth clip, pair store,
    format handling, frame copies) versus the bare flow + network loop on pre-loaded tensors, same
    device, same model. Target: <= 10% on CPU at 240p input.
-2. End to end: ``vspipe -c y4m`` of a script (BestSource -> resize -> STAR) for the x2 and x4 models
+2. Mode "s" vs mode "st" on the same clip: super-resolution alone runs the disjoint pairs
+   (0, 1), (2, 3), ... (about N/2 network passes for N frames) where "st" runs every pair (N-1);
+   the network passes, the time and the ratio of both.
+3. End to end: ``vspipe -c y4m`` of a script (BestSource -> resize -> STAR) for the x2 and x4 models
    at 240p and 360p input; the fps vspipe reports. On CUDA also fp16 on/off and batching on/off.
 
 Usage:
     .venv/bin/python benchmarks/bench_filter.py [--pairs 3] [--device cpu] [--src VIDEO]
-        [--model-x2 NAME_OR_PATH] [--model-x4 NAME_OR_PATH] [--stand-in small] [--skip-e2e]
+        [--model-x2 NAME_OR_PATH] [--model-x4 NAME_OR_PATH] [--stand-in small] [--mode-frames 6]
+        [--skip-overhead] [--skip-modes] [--skip-e2e]
 
 Models default to the bundled weights of each scale; where none is bundled, a random-weight model
 of the same architecture as the training preset --stand-in is used (same cost, meaningless pixels)
@@ -156,6 +160,34 @@ def overhead(args, models, src, tmp) -> list[str]:
     return rows
 
 
+def mode_s_vs_st(args, models, src) -> list[str]:
+    """Mode s and mode st of STAR on the same frames: network passes and seconds, side by side."""
+    from vsstar.engine import StarEngine
+    from vsstar.vs import STAR
+
+    size = SIZES["240p"]
+    n = args.mode_frames
+    clip, frames = load_frames(src, size, n)
+    rows = []
+    for scale in (2, 4):
+        model, desc = models[scale]
+        got = {}
+        for mode in ("s", "st"):
+            engine = StarEngine(model, scale=scale, mode=mode, device=args.device, batch_size=1)
+            bare_seconds(engine, frames[:2])  # warm-up, not counted
+            before = engine.stats.pairs
+            out = STAR(clip, engine=engine, mode=mode, scene_change=False)
+            t0 = time.perf_counter()
+            with open(os.devnull, "wb") as sink:
+                out.output(sink)
+            got[mode] = (engine.stats.pairs - before, time.perf_counter() - t0, out.num_frames)
+        (ps, ts, ns), (pst, tst, nst) = got["s"], got["st"]
+        rows.append(f"| x{scale} | {size[0]}x{size[1]} | {n} | {ps} | {ts:.2f} s | {ns} | {pst} | {tst:.2f} s | "
+                    f"{nst} | {ps / pst:.2f} | {ts / tst:.2f} | {desc} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def vspipe_fps(script: str, env_args: dict[str, str]) -> tuple[float, float]:
     """(fps reported by vspipe, wall seconds including startup) of one vspipe run."""
     vspipe = shutil.which("vspipe", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
@@ -215,9 +247,14 @@ def main() -> None:
     p.add_argument("--model-x2", default=None)
     p.add_argument("--model-x4", default=None)
     p.add_argument("--stand-in", default="small", help="training preset used where no model is bundled")
+    p.add_argument("--mode-frames", type=int, default=6, help="input frames of the mode s vs st comparison")
+    p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-modes", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args()
+    if args.mode_frames < 2:
+        p.error(f"--mode-frames must be at least 2, got {args.mode_frames}")
     torch.set_num_threads(args.threads)
     from vsstar.engine import resolve_device
 
@@ -228,19 +265,33 @@ def main() -> None:
         models = {2: model_for(2, args.model_x2, args.stand_in, tmp), 4: model_for(4, args.model_x4, args.stand_in, tmp)}
         dev = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {args.threads} torch threads"
         print(f"# bench_filter: device {args.device} ({dev}); source {src}; {args.pairs} pairs per run")
-        print("\n## Plumbing overhead (STAR vs bare flow + network, same frames, same device)\n")
-        print("| scale | input | pairs | bare pairs/s | STAR pairs/s | STAR out frames/s | A/B overhead "
-              "| plumbing outside flow+net | model |")
-        print("|---|---|---|---|---|---|---|---|---|", flush=True)
-        over = overhead(args, models, src, tmp)
+        over: list[str] = []
+        if not args.skip_overhead:
+            print("\n## Plumbing overhead (STAR vs bare flow + network, same frames, same device)\n")
+            print("| scale | input | pairs | bare pairs/s | STAR pairs/s | STAR out frames/s | A/B overhead "
+                  "| plumbing outside flow+net | model |")
+            print("|---|---|---|---|---|---|---|---|---|", flush=True)
+            over = overhead(args, models, src, tmp)
+        modes: list[str] = []
+        if not args.skip_modes:
+            print(f"\n## Mode s vs mode st, the same {args.mode_frames} input frames (VapourSynth output loop)\n")
+            print("| scale | input | frames | s passes | s time | s out frames | st passes | st time | st out frames "
+                  "| passes s/st | time s/st | model |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+            modes = mode_s_vs_st(args, models, src)
         if not args.skip_e2e:
             print("\n## End to end: vspipe -c y4m (BestSource -> resize -> STAR mode st)\n")
             print("| scale | input | fp16 | batch | frames | vspipe fps | wall |")
             print("|---|---|---|---|---|---|---|", flush=True)
             end_to_end(args, models, src, tmp)
-        print("\nSide by side (plumbing overhead): " + "; ".join(
-            f"x{s}: A/B {row.split('|')[7].strip()}, plumbing {row.split('|')[8].strip()}"
-            for s, row in zip((2, 4), over)))
+        if over:
+            print("\nSide by side (plumbing overhead): " + "; ".join(
+                f"x{s}: A/B {row.split('|')[7].strip()}, plumbing {row.split('|')[8].strip()}"
+                for s, row in zip((2, 4), over)))
+        if modes:
+            print("Mode s / mode st: " + "; ".join(
+                f"x{s}: passes {row.split('|')[10].strip()}, time {row.split('|')[11].strip()}"
+                for s, row in zip((2, 4), modes)))
 
 
 if __name__ == "__main__":

@@ -151,14 +151,34 @@ def test_mode_t_passes_input_frames_and_skips_cut_pairs():
     assert all(o.rgb.shape == (2, 2, 3) for o in outs)
 
 
-def test_mode_s_keeps_input_timestamps():
+@pytest.mark.parametrize("batch", [1, 2])
+def test_mode_s_keeps_input_timestamps_and_runs_disjoint_pairs(batch):
     eng = TagEngine()
-    sched = sn.PairScheduler(eng, "s", 1)
-    outs = feed(sched, 4)
-    assert tags(outs) == [10, 11, 12, 13]
-    assert [o.pts for o in outs] == [k * NS // 30 for k in range(4)]
-    assert [o.dur for o in outs] == [(k + 1) * NS // 30 - k * NS // 30 for k in range(4)]
-    assert eng.pairs == [(0, 1), (1, 2), (2, 3)]
+    sched = sn.PairScheduler(eng, "s", batch)
+    outs = feed(sched, 5)
+    assert tags(outs) == [10, 11, 12, 13, 14]
+    assert [o.pts for o in outs] == [k * NS // 30 for k in range(5)]
+    assert [o.dur for o in outs] == [(k + 1) * NS // 30 - k * NS // 30 for k in range(5)]
+    assert eng.pairs == [(0, 1), (2, 3), (3, 4)]  # about half the passes; the odd last frame takes (3, 4)
+
+
+def test_mode_s_cut_between_disjoint_partners():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "s", 1, is_cut=lambda a, b: int(a[0, 0, 0]) == 2)
+    outs = feed(sched, 6)
+    assert tags(outs) == [10, 11, 12, 13, 14, 15]
+    assert sorted(eng.pairs) == [(0, 1), (1, 2), (3, 4), (4, 5)]  # 2 takes its left neighbour, 3 its right one
+    assert sched.held == 0
+
+
+def test_results_and_frames_are_freed_on_long_streams():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", 2, is_cut=lambda a, b: int(a[0, 0, 0]) % 7 == 3)
+    n = 0
+    for k in range(200):
+        n += len(sched.push(sn.InFrame(frame(k % 10), k, 1)))
+        assert sched.held <= 3 and len(sched.results) <= 3
+    assert n + len(sched.drain()) == 400
 
 
 def test_reset_drops_held_frames():

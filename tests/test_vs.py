@@ -12,7 +12,7 @@ vs = pytest.importorskip("vapoursynth")
 
 from vsstar.engine import StarEngine  # noqa: E402
 from vsstar.model import StarNet, save_weights  # noqa: E402
-from vsstar.vs import STAR, pair_counts  # noqa: E402
+from vsstar.vs import STAR, StoreStats  # noqa: E402
 
 from support import tiny_net  # noqa: E402
 
@@ -28,6 +28,29 @@ def net() -> StarNet:
 
 def engine(net: StarNet, mode: str = "st", **kw) -> StarEngine:
     return StarEngine(net, scale=2, mode=mode, device="cpu", flow_options=FAST_FLOW, **kw)
+
+
+class CountingEngine(StarEngine):
+    """An engine that records which source frames each network pass was given (by content)."""
+
+    def __init__(self, net: StarNet, arrays: list[np.ndarray], mode: str = "st", **kw) -> None:
+        super().__init__(net, scale=2, mode=mode, device="cpu", flow_options=FAST_FLOW, **kw)
+        self.arrays = arrays
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[int, int], int] = {}
+
+    def _index(self, x) -> int:
+        x = np.asarray(x)
+        return next(k for k, a in enumerate(self.arrays) if np.array_equal(a, x))
+
+    def process(self, first, second):
+        with self.lock:
+            self.batches.append(len(first))
+            for a, b in zip(first, second):
+                key = (self._index(a), self._index(b))
+                self.counts[key] = self.counts.get(key, 0) + 1
+        return super().process(first, second)
 
 
 def pattern(k: int, scene: int = 0) -> np.ndarray:
@@ -78,7 +101,8 @@ def five(net):
 def test_st_length_size_rate_props_and_content(net, five) -> None:
     src_arrays, ref = five
     clip = make_clip(src_arrays, props=[{"Foo": 10 + k} for k in range(5)])
-    out = STAR(clip, scale=2, engine=engine(net))
+    eng = CountingEngine(net, src_arrays)
+    out = STAR(clip, scale=2, engine=eng)
     assert (out.num_frames, out.width, out.height, out.format.id) == (10, 2 * W, 2 * H, vs.RGBS)
     assert (out.fps.numerator, out.fps.denominator) == (50, 1)
     frames = [out.get_frame(i) for i in range(10)]
@@ -94,18 +118,21 @@ def test_st_length_size_rate_props_and_content(net, five) -> None:
     np.testing.assert_allclose(arr(frames[8]), ref[3].sr_second[0].numpy(), atol=1e-5)
     np.testing.assert_array_equal(arr(frames[9]), arr(frames[8]))
     assert frames[9].props["STAR_Repeat"] == 1 and frames[7].props["STAR_Repeat"] == 0
-    assert pair_counts(out) == {(k, k + 1): 1 for k in range(4)}
+    assert eng.counts == {(k, k + 1): 1 for k in range(4)}
 
 
 def test_mode_s(net, five) -> None:
     src_arrays, ref = five
-    out = STAR(make_clip(src_arrays), scale=2, mode="s", engine=engine(net, "s"))
+    eng = CountingEngine(net, src_arrays, "s")
+    out = STAR(make_clip(src_arrays), scale=2, mode="s", engine=eng)
     assert (out.num_frames, out.width, out.height) == (5, 2 * W, 2 * H)
     assert (out.fps.numerator, out.fps.denominator) == (25, 1)
     got = all_frames(out)
-    for k in range(4):
-        np.testing.assert_allclose(got[k], ref[k].sr_first[0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(got[4], ref[3].sr_second[0].numpy(), atol=1e-5)
+    # disjoint pairs (0, 1), (2, 3); the odd last frame takes its left neighbour
+    expect = [ref[0].sr_first, ref[0].sr_second, ref[2].sr_first, ref[2].sr_second, ref[3].sr_second]
+    for k in range(5):
+        np.testing.assert_allclose(got[k], expect[k][0].numpy(), atol=1e-5)
+    assert eng.counts == {(0, 1): 1, (2, 3): 1, (3, 4): 1}
     assert "STAR_Interpolated" not in out.get_frame(1).props
 
 
@@ -127,37 +154,43 @@ def test_mode_t(net) -> None:
 
 @pytest.mark.parametrize("mode, length", [("st", 2), ("s", 1), ("t", 2)])
 def test_one_frame_clip(net, mode: str, length: int) -> None:
-    out = STAR(make_clip([pattern(0)]), scale=2, mode=mode, engine=engine(net, mode))
+    eng = CountingEngine(net, [pattern(0)], mode)
+    out = STAR(make_clip([pattern(0)]), scale=2, mode=mode, engine=eng)
     assert out.num_frames == length
     got = all_frames(out)
     assert all(np.isfinite(g).all() for g in got)
     if length == 2:
         np.testing.assert_array_equal(got[1], got[0])
-    assert set(pair_counts(out)) <= {(0, 0)}
+    assert set(eng.counts) <= {(0, 0)}
 
 
 # ------------------------------------------------------------------------------------------ scene cuts
+CUT_ARRAYS = [pattern(0), pattern(1), pattern(2), pattern(0, 1), pattern(1, 1), pattern(2, 1)]
+
+
 def cut_clip(props=None):
-    return make_clip([pattern(0), pattern(1), pattern(2), pattern(0, 1), pattern(1, 1), pattern(2, 1)], props=props)
+    return make_clip(CUT_ARRAYS, props=props)
 
 
 def test_scene_cut_detected(net) -> None:
-    out = STAR(cut_clip(), scale=2, engine=engine(net))
+    eng = CountingEngine(net, CUT_ARRAYS)
+    out = STAR(cut_clip(), scale=2, engine=eng)
     got = all_frames(out)
     np.testing.assert_array_equal(got[5], got[4])  # no synthesis across the cut: left frame repeated
     f5, f4, f6 = out.get_frame(5), out.get_frame(4), out.get_frame(6)
     assert f5.props["STAR_Repeat"] == 1 and f5.props["_SceneChangeNext"] == 1
     assert f4.props["_SceneChangeNext"] == 0
-    counts = pair_counts(out)
+    counts = eng.counts
     assert (2, 3) not in counts  # frames 2 and 3 come from pairs inside their own scenes
     assert all(v == 1 for v in counts.values())
     assert not np.array_equal(got[3], got[2])  # ordinary in-between frames are synthesised
 
 
 def test_scene_change_off_interpolates_across_cuts(net) -> None:
-    out = STAR(cut_clip(), scale=2, scene_change=False, engine=engine(net))
+    eng = CountingEngine(net, CUT_ARRAYS)
+    out = STAR(cut_clip(), scale=2, scene_change=False, engine=eng)
     assert out.get_frame(5).props["STAR_Repeat"] == 0
-    assert (2, 3) in pair_counts(out)
+    assert (2, 3) in eng.counts
 
 
 def test_scene_cut_from_props(net) -> None:
@@ -226,20 +259,21 @@ def test_yuv_matrix_from_props(net) -> None:
 def test_batch_and_prefetch_match_one_by_one(net) -> None:
     arrays = [pattern(k) for k in range(7)]
     plain = STAR(make_clip(arrays), scale=2, prefetch=0, engine=engine(net, batch_size=1))
-    eng = engine(net, batch_size=3)
+    eng = CountingEngine(net, arrays, batch_size=3)
     fast = STAR(make_clip(arrays), scale=2, prefetch=6, engine=eng)
     a, b = all_frames(plain), all_frames(fast)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=2e-5)
-    assert all(v == 1 for v in pair_counts(fast).values()) and len(pair_counts(fast)) == 6
-    assert max(eng.stats.batch_sizes) > 1  # prefetched pairs really were batched
+    assert all(v == 1 for v in eng.counts.values()) and len(eng.counts) == 6
+    assert max(eng.batches) > 1  # prefetched pairs really were batched
 
 
 def test_random_order_and_threads_compute_each_pair_once(net) -> None:
     arrays = [pattern(k) for k in range(7)]
     ref = all_frames(STAR(make_clip(arrays), scale=2, engine=engine(net)))
-    out = STAR(make_clip(arrays), scale=2, engine=engine(net))
-    order = list(range(out.num_frames)) * 2
+    eng = CountingEngine(net, arrays)
+    out = STAR(make_clip(arrays), scale=2, engine=eng)
+    order = list(range(out.num_frames))
     random.Random(5).shuffle(order)
     got: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
@@ -257,17 +291,19 @@ def test_random_order_and_threads_compute_each_pair_once(net) -> None:
     for t in threads:
         t.join(timeout=120)
     assert not errors and not any(t.is_alive() for t in threads)
-    assert pair_counts(out) == {(k, k + 1): 1 for k in range(6)}
+    assert eng.counts == {(k, k + 1): 1 for k in range(6)}
     for i in range(out.num_frames):
         np.testing.assert_allclose(got[i], ref[i], atol=2e-5)
 
 
 def test_async_requests_from_vapoursynth(net) -> None:
-    out = STAR(make_clip([pattern(k) for k in range(4)]), scale=2, engine=engine(net))
+    arrays = [pattern(k) for k in range(4)]
+    eng = CountingEngine(net, arrays)
+    out = STAR(make_clip(arrays), scale=2, engine=eng)
     futures = [out.get_frame_async(i) for i in reversed(range(out.num_frames))]
     frames = [f.result(timeout=120) for f in futures]
     assert len(frames) == 8
-    assert pair_counts(out) == {(0, 1): 1, (1, 2): 1, (2, 3): 1}
+    assert eng.counts == {(0, 1): 1, (1, 2): 1, (2, 3): 1}
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -341,3 +377,54 @@ def test_default_model_is_the_bundled_one_for_the_scale() -> None:
     assert (out.width, out.height, out.num_frames) == (W * scale, H * scale, 4)
     got = arr(out.get_frame(1))
     assert np.isfinite(got).all() and 0.0 <= got.min() and got.max() <= 1.0
+
+
+# ------------------------------------------------------------------------------------------ memory
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one torch thread is many times faster than two on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_memory_stays_flat_on_a_long_clip(net, one_thread) -> None:
+    n = 400
+    base = core.std.BlankClip(width=8, height=8, format=vs.RGBS, length=n, color=[0.2, 0.5, 0.7])
+    eng = StarEngine(net, scale=2, device="cpu", batch_size=2, flow_options={"n_outer": 1, "n_sor": 1})
+    stats = StoreStats()
+    out = STAR(base, scale=2, engine=eng, scene_change=False, stats=stats)
+    for j in range(out.num_frames):
+        out.get_frame(j)
+    # prefetch (2 x batch) + the pair in use + the window kept for hosts that ask twice, never the whole clip
+    assert stats.computed == n - 1
+    assert stats.peak_held <= 2 * 2 + 1 + 2 + 2, stats
+    assert stats.freed >= n - 1 - 8
+    before = eng.stats.pairs
+    out.get_frame(out.num_frames - 3)  # asked again right away: still in the window
+    assert eng.stats.pairs == before
+
+
+def test_mode_s_runs_about_half_the_passes(net, one_thread) -> None:
+    n = 9
+    base = make_clip([pattern(k) for k in range(n)])
+    eng = engine(net, "s")
+    out = STAR(base, scale=2, mode="s", engine=eng)
+    all_frames(out)
+    assert eng.stats.pairs == (n + 1) // 2
+    st = engine(net)
+    all_frames(STAR(base, scale=2, engine=st))
+    assert st.stats.pairs == n - 1
+
+
+def test_cache_mb_bounds_the_store_for_random_access(net, one_thread) -> None:
+    arrays = [pattern(k % 7) + 0.001 * k for k in range(30)]
+    stats = StoreStats()
+    # one pair in mode st weighs 3 HR frames of 48x64x3 float32 (108 KiB): 1 MiB holds 9 pairs
+    out = STAR(make_clip(arrays), scale=2, engine=engine(net), cache_mb=1, scene_change=False, stats=stats)
+    order = list(range(out.num_frames))
+    random.Random(1).shuffle(order)
+    for j in order[:30]:
+        out.get_frame(j)
+    assert stats.peak_held <= 9

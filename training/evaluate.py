@@ -1,7 +1,8 @@
 """The quality bar on a held-out clip (default carphone_pristine.mp4), and the speed at 240p.
 
 Protocol: odd frames dropped, the even frames downscaled by antialiased bicubic (PIL), every frame
-reconstructed (even frames super-resolved, odd frames interpolated), Y-PSNR (BT.601) averaged over all
+reconstructed through the path ``vsstar.STAR`` runs (its frame schedule and its ``Star`` wrapper; even frames
+super-resolved, odd frames interpolated), Y-PSNR (BT.601) averaged over all
 output frames and over the in-between frames alone, beside bicubic (and Lanczos) upscaling with linear
 blending for the in-between frames. Outputs are rounded to 8 bits before measuring.
 
@@ -46,8 +47,10 @@ def evaluate(net, frames, out_dir: Path | None = None, flow_cache=None, name: st
     mid_pick = min(n - 2, (n // 4) * 2 + 1)   # an in-between frame near the first quarter
     sr_pick = mid_pick - 1
     val = Validator(frames, scale, flow_cache, max_pairs=None, with_ssim=with_ssim, keep_images=(sr_pick, mid_pick))
+    from vsstar.model import Star
+    star = Star(net)  # the wrapper vsstar.engine builds around the network (resolve_model)
     t = time.time()
-    res = val.run(net)
+    res = val.run(star)
     elapsed = time.time() - t
     s = res.summary()
     rows = []
@@ -92,8 +95,9 @@ def evaluate(net, frames, out_dir: Path | None = None, flow_cache=None, name: st
 
 def bench(net, size: tuple[int, int] = (240, 426), repeats: int = 2) -> dict:
     """Seconds per frame pair at the given LR size, flow (both directions) and network, on CPU."""
+    from vsstar.model import Star
     from .flowcache import compute_flows
-    from .infer import run_net
+    star = Star(net)
     rng = np.random.default_rng(0)
     h, w = size
     base = (rng.random((h + 8, w + 8, 3)) * 255).astype(np.uint8)
@@ -109,7 +113,7 @@ def bench(net, size: tuple[int, int] = (240, 426), repeats: int = 2) -> dict:
         x1 = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
         x2 = torch.from_numpy(b.copy()).permute(2, 0, 1)[None].float() / 255
         t = time.time()
-        run_net(net, x1, x2, torch.from_numpy(ff)[None], torch.from_numpy(fb)[None])
+        star(x1, x2, torch.from_numpy(ff)[None], torch.from_numpy(fb)[None])
         tn.append(time.time() - t)
     f, n = min(tf), min(tn)
     # A pair yields two output frames in a stream (the SR frame and the in-between one).

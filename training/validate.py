@@ -1,11 +1,15 @@
 """Validation / evaluation on a held-out clip, the way the project's bar is defined.
 
 Odd frames are dropped, the even frames are downscaled (antialiased bicubic, as for training), and every
-frame is reconstructed: even frames by super-resolution (h1 of the pair starting there, h2 for the last
-one), odd frames by the network's HR middle output. Baselines on the same frames: PIL bicubic (and Lanczos)
-upscaling of the LR frames, with the linear blend of the two upscaled neighbours for the in-between frames.
-A trailing odd frame without a right neighbour repeats the last reconstructed frame (for every method).
-Outputs are rounded to 8 bits before measuring, as a video filter would deliver them.
+frame is reconstructed through the code users run: the low-resolution even frames form a clip, and
+:class:`vsstar.schedule.FrameSchedule` in mode "st" says which pair and which output makes each frame,
+exactly as for ``vsstar.STAR`` (even frames super-resolved from the pair starting there, the last one from
+the last pair; odd frames are the network's HR middle output); the network runs through the
+:class:`vsstar.model.Star` wrapper (normalisation, flow encoding, reflect padding) that
+:class:`vsstar.engine.StarEngine` uses. Baselines on the same frames: PIL bicubic (and Lanczos) upscaling of
+the LR frames, with the linear blend of the two upscaled neighbours for the in-between frames. A trailing
+odd frame without a right neighbour repeats the last reconstructed frame (for every method, as the
+schedule says). Outputs are rounded to 8 bits before measuring, as a video filter would deliver them.
 """
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .imaging import crop_to_multiple, downscale_bicubic, to_tensor, upscale_pil
-from .infer import run_net
+from vsstar.model import Star, StarNet
+from vsstar.schedule import PARTS, FrameSchedule, batches
+
+from .imaging import crop_to_multiple, downscale_bicubic, rgb_to_y, to_tensor, upscale_pil
 from .metrics import frame_metrics, psnr
-from .imaging import rgb_to_y
 
 __all__ = ["Validator", "ValidationResult", "METHODS"]
 
@@ -66,82 +71,79 @@ class Validator:
         self.scale = scale
         self.hr = [crop_to_multiple(f, scale) for f in frames]
         n = len(self.hr)
-        self.n_pairs = (n - 1) // 2           # pairs (2k, 2k+2)
+        # The LR clip is the even HR frames: output frame j of its schedule is HR frame j.
+        self.schedule = FrameSchedule((n + 1) // 2, "st")
+        self.n_pairs = (n - 1) // 2           # LR pairs (k, k+1) = HR frames (2k, 2k+2)
         self.full = max_pairs is None
         if self.full:
             self.pairs = list(range(self.n_pairs))
+            outputs = range(n)                 # every HR frame (the schedule's last slot has no truth when n is odd)
         else:
             idx = np.linspace(0, self.n_pairs - 1, min(max_pairs, self.n_pairs))
             self.pairs = sorted(set(int(round(i)) for i in idx))
+            outputs = [j for k in self.pairs for j in (2 * k, 2 * k + 1)]
+        self.plan = [self.schedule.output(j) for j in outputs]
         self.with_ssim = with_ssim
         self.keep_images = set(keep_images)
-        evens = sorted({2 * k for k in self.pairs} | {2 * k + 2 for k in self.pairs})
-        self.lr = {i: downscale_bicubic(self.hr[i], scale) for i in evens}
-        lr_odd = {2 * k + 1: downscale_bicubic(self.hr[2 * k + 1], scale) for k in self.pairs}
-        self.lr_mid = lr_odd
-        # Flows of every pair (cached on disk when a cache is given).
+        run_pairs = self.schedule.pairs(outputs)
+        lr_idx = sorted({k for p in run_pairs for k in p} | {o.source for o in self.plan})
+        self.lr = {2 * k: downscale_bicubic(self.hr[2 * k], scale) for k in lr_idx}
+        # LR truth of the in-between frames (for the network's LR middle output).
+        self.lr_mid = {2 * a + 1: downscale_bicubic(self.hr[2 * a + 1], scale) for a, b in run_pairs if b == a + 1}
+        # Flows of every pair the schedule runs (cached on disk when a cache is given).
         from .flowcache import compute_flows
         self.flows = {}
-        for k in self.pairs:
-            a, b = self.lr[2 * k], self.lr[2 * k + 2]
-            self.flows[k] = flow_cache.get(a, b) if flow_cache is not None else compute_flows(a, b)
-        # Frames to evaluate: (frame index, kind, source).
-        self.targets: list[tuple[int, str]] = []
-        for k in self.pairs:
-            self.targets += [(2 * k, "sr"), (2 * k + 1, "mid")]
-        if self.full:
-            last = 2 * self.n_pairs
-            self.targets.append((last, "sr"))
-            if last + 1 < n:
-                self.targets.append((last + 1, "mid"))
+        for a, b in run_pairs:
+            la, lb = self.lr[2 * a], self.lr[2 * b]
+            self.flows[(a, b)] = flow_cache.get(la, lb) if flow_cache is not None else compute_flows(la, lb)
+        self.run_pairs = run_pairs
+        # Frames to evaluate: (frame index, kind).
+        self.targets: list[tuple[int, str]] = [(o.index, "mid" if o.between else "sr") for o in self.plan]
         self.baseline: dict[str, dict[int, np.ndarray]] = {}
         for method in ("bicubic", "lanczos"):
-            up = {i: upscale_pil(v, scale, method) for i, v in self.lr.items()}
+            up = {k // 2: upscale_pil(v, scale, method) for k, v in self.lr.items()}
             self.baseline[method] = self._assemble(
-                {i: up[i] for i in up},
-                {2 * k + 1: _blend(up[2 * k], up[2 * k + 2]) for k in self.pairs})
+                lambda o, up=up: _blend(up[o.pair[0]], up[o.pair[1]]) if o.synthesised else up[o.source])
         self._baseline_metrics = {m: [self._metrics(self.baseline[m][i], i) for i, _ in self.targets]
                                   for m in self.baseline}
         self._lr_blend_psnr = float(np.mean([
-            psnr(rgb_to_y(to_tensor(_blend(self.lr[2 * k], self.lr[2 * k + 2]))), rgb_to_y(to_tensor(lr_odd[2 * k + 1])))
-            for k in self.pairs]))
+            psnr(rgb_to_y(to_tensor(_blend(self.lr[i - 1], self.lr[i + 1]))), rgb_to_y(to_tensor(v)))
+            for i, v in self.lr_mid.items()]))
 
-    def _assemble(self, sr: dict[int, np.ndarray], mid: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        out = {}
-        for i, kind in self.targets:
-            if kind == "sr":
-                out[i] = sr[i]
-            elif i in mid:
-                out[i] = mid[i]
-            else:  # trailing odd frame: repeat the last reconstructed frame
-                out[i] = out[i - 1]
-        return out
+    def _assemble(self, make) -> dict[int, np.ndarray]:
+        """Output frames in schedule order; ``make(OutputFrame)`` gives the picture of each."""
+        return {o.index: make(o) for o in self.plan}
 
     def _metrics(self, img: np.ndarray, i: int) -> dict[str, float]:
         return frame_metrics(to_tensor(img), to_tensor(self.hr[i]), with_ssim=self.with_ssim)
 
     @torch.no_grad()
-    def run(self, net, batch: int = 4, device: str | torch.device = "cpu") -> ValidationResult:
-        """Evaluate ``net`` (a StarNet) on the clip; returns metrics for it and for the baselines."""
-        sr: dict[int, np.ndarray] = {}
-        mid: dict[int, np.ndarray] = {}
+    def run(self, net: StarNet | Star, batch: int = 4, device: str | torch.device = "cpu") -> ValidationResult:
+        """Evaluate ``net`` on the clip; returns metrics for it and for the baselines.
+
+        ``net``: a :class:`vsstar.model.Star` (as ``vsstar.engine`` builds it) or a StarNet, which is wrapped in
+        one without changing its weights' memory layout (training keeps its own) and put back in its mode.
+        """
+        was_training = net.training
+        star = net if isinstance(net, Star) else Star(net, channels_last=False)
+        outs: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         lr_mid_psnr = []
-        last_pair = self.pairs[-1]
-        for j in range(0, len(self.pairs), batch):
-            ks = self.pairs[j:j + batch]
-            lr1 = torch.stack([to_tensor(self.lr[2 * k]) for k in ks]).to(device)
-            lr2 = torch.stack([to_tensor(self.lr[2 * k + 2]) for k in ks]).to(device)
-            ff = torch.stack([torch.from_numpy(np.array(self.flows[k][0])) for k in ks]).to(device)
-            fb = torch.stack([torch.from_numpy(np.array(self.flows[k][1])) for k in ks]).to(device)
-            out = run_net(net, lr1, lr2, ff, fb)
-            for n, k in enumerate(ks):
-                sr[2 * k] = _u8(out["h1"][n])
-                mid[2 * k + 1] = _u8(out["ht"][n])
-                if k == last_pair:
-                    sr[2 * k + 2] = _u8(out["h2"][n])
-                lm = out["l"][n].float().cpu()
-                lr_mid_psnr.append(psnr(rgb_to_y(_q(lm)), rgb_to_y(to_tensor(self.lr_mid[2 * k + 1]))))
-        imgs = self._assemble(sr, mid)
+        try:
+            star.eval()
+            for chunk in batches(self.run_pairs, batch):
+                lr1 = torch.stack([to_tensor(self.lr[2 * a]) for a, _ in chunk]).to(device)
+                lr2 = torch.stack([to_tensor(self.lr[2 * b]) for _, b in chunk]).to(device)
+                ff = torch.stack([torch.from_numpy(np.array(self.flows[p][0])) for p in chunk]).to(device)
+                fb = torch.stack([torch.from_numpy(np.array(self.flows[p][1])) for p in chunk]).to(device)
+                out = star(lr1, lr2, ff, fb)
+                for i, (a, b) in enumerate(chunk):
+                    outs[(a, b)] = (_u8(out.h1[i]), _u8(out.ht[i]), _u8(out.h2[i]))
+                    if b == a + 1:
+                        lm = out.l[i].float().cpu()
+                        lr_mid_psnr.append(psnr(rgb_to_y(_q(lm)), rgb_to_y(to_tensor(self.lr_mid[2 * a + 1]))))
+        finally:
+            net.train(was_training)
+        imgs = self._assemble(lambda o: outs[o.pair][PARTS[o.part]])
         per = {"model": [self._metrics(imgs[i], i) for i, _ in self.targets]}
         per.update(self._baseline_metrics)
         keep = {"model": {i: imgs[i] for i in self.keep_images if i in imgs}}

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
@@ -107,7 +108,7 @@ class EngineStats:
     flow_s: float = 0.0
     net_s: float = 0.0
     tiles: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    batch_sizes: Counter = field(default_factory=Counter)  # pairs per network call -> calls (bounded)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -473,7 +474,7 @@ class StarEngine:
         st.calls += 1
         st.flow_s += t1 - t0
         st.net_s += t2 - t1
-        st.batch_sizes.append(n)
+        st.batch_sizes[n] += 1
         return result
 
     def _sync(self) -> None:

@@ -5,32 +5,37 @@ Pipeline: the source clip is converted (when needed) to a float RGB working clip
 shared, thread-safe pair store; ``std.Interleave`` puts them in output order (and halves the frame
 durations); a final resize brings the result back to the input's colour family.
 
-The pair store computes every frame pair (k, k+1) once: output frames 2k (super-resolved frame k)
-and 2k+1 (in-between) read the same pair, whichever VapourSynth thread asks first. Pairs are
-batched and prefetched ahead by one background worker thread that owns the device; frames reach
-it as numpy views of the VapourSynth planes.
+Which pair and which of its outputs make each output frame is :mod:`vsstar.schedule`'s decision; this
+module only moves frames. The pair store computes every pair once, whichever VapourSynth thread asks
+first, and frees it once every output frame that needs it was delivered. Pairs are batched and
+prefetched ahead by one background worker thread that owns the device; frames reach it as numpy
+views of the VapourSynth planes.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 import time
 import weakref
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import vapoursynth as vs
 
-from .engine import MODES, StarEngine
+from .engine import MODES, StarEngine, _available_ram
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
+from .schedule import PARTS, FrameSchedule
 
-__all__ = ["STAR"]
+__all__ = ["STAR", "StoreStats"]
 
 core = vs.core
 
-#: Default memory for computed pairs kept for later requests (MiB).
+#: Memory for computed pairs (MiB) where the available memory cannot be read (else a quarter of it).
 DEFAULT_CACHE_MB = 1024
 
 
@@ -40,6 +45,21 @@ def _err(msg: str) -> vs.Error:
 
 # ---------------------------------------------------------------------------------- pair store
 @dataclass
+class StoreStats:
+    """Counters of a clip's pair store, for diagnostics: pass one as ``STAR(..., stats=...)``.
+
+    computed: network passes run (pairs computed, prefetched ones included); held: pairs in memory
+    now (computed or waiting); peak_held: the most ever held at once; freed: pairs dropped because
+    every output frame that needs them was delivered.
+    """
+
+    computed: int = 0
+    held: int = 0
+    peak_held: int = 0
+    freed: int = 0
+
+
+@dataclass
 class _Entry:
     key: tuple[int, int]
     future: Future = field(default_factory=Future)
@@ -48,7 +68,7 @@ class _Entry:
     demanded: bool = False
     state: str = "pending"  # pending -> running -> done
     last_used: float = 0.0
-    nbytes: int = 0
+    released: bool = False  # every output frame that needs it was delivered
 
     def ready(self) -> bool:
         if self.frames is not None:
@@ -57,38 +77,52 @@ class _Entry:
 
 
 class _PairStore:
-    """Thread-safe, memory-bounded cache of computed pairs with batching and prefetch."""
+    """Thread-safe store of computed pairs with batching, prefetch and freeing after delivery.
 
-    def __init__(self, engine: StarEngine, clip: vs.VideoNode, is_cut: Callable[[int, Any, Any], bool],
-                 prefetch: int, cache_bytes: int, pair_bytes: int) -> None:
+    The pairs come from ``schedule``; a pair is freed once every output frame that needs it was
+    delivered (``delivered``), keeping the last ``keep`` such pairs for hosts that ask twice, and
+    at most ``capacity`` pairs are held at once (least recently used computed pairs go first).
+    """
+
+    def __init__(self, engine: StarEngine, clip: vs.VideoNode, schedule: FrameSchedule,
+                 is_cut: Callable[[int, Any, Any], bool], known_cut: Callable[[int], bool | None],
+                 prefetch: int, capacity: int, keep: int, stats: StoreStats | None) -> None:
         self.engine = engine
         self.clip = clip
-        self.n = clip.num_frames
+        self.schedule = schedule
         self.is_cut = is_cut
+        self.known_cut = known_cut
         self.prefetch = prefetch
-        self.capacity = max(2 * (prefetch + engine.batch_size) + 4, cache_bytes // max(1, pair_bytes))
+        self.capacity = capacity
         self.entries: dict[tuple[int, int], _Entry] = {}
+        self.finished: deque[_Entry] = deque()
+        self.keep = keep
+        self.delivered_frames = bytearray(schedule.num_outputs or 0)
+        self.stats = stats if stats is not None else StoreStats()
         self.cond = threading.Condition()
         self.worker: threading.Thread | None = None
-        self.computed: dict[tuple[int, int], int] = {}  # how many times each pair ran (tests)
+        self.closing = False
+        self.serving = 0  # VapourSynth requests inside render() now
         self.idle_exit_s = 2.0
         self._bufs: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        _LIVE_STORES.add(self)
 
     # -- called from VapourSynth threads
-    def get(self, key: tuple[int, int], frames: tuple[Any, Any]) -> tuple[torch.Tensor | None, ...]:
-        """Outputs (sr_first, mid, sr_second) of pair `key`, each (3, H, W), computing it if needed."""
+    def get(self, key: tuple[int, int], frames: tuple[Any, Any], j: int) -> tuple[torch.Tensor | None, ...]:
+        """Outputs (sr_first, mid, sr_second) of pair `key` for output frame j, computing it if needed."""
         with self.cond:
+            if self.closing:
+                raise RuntimeError("the Python interpreter is shutting down")
             e = self.entries.get(key)
             if e is None:
-                e = _Entry(key)
-                self.entries[key] = e
+                e = self._add(key)
             if e.state == "pending":
                 if e.frames is None:
                     e.frames = frames
                     e.frame_futures = None
                 e.demanded = True
             e.last_used = time.monotonic()
-            ahead = self._reserve_prefetch(key[0]) if key[1] == key[0] + 1 else []
+            ahead = self._reserve_prefetch(j, key)
             self._ensure_worker()
             self.cond.notify_all()
         # Ask VapourSynth for the frames of the pairs ahead outside our lock: its callbacks take it.
@@ -105,23 +139,64 @@ class _PairStore:
             # cut disagrees only if props changed between requests, so compute it on demand.
             with self.cond:
                 if self.entries.get(key) is e:
-                    del self.entries[key]
-            return self.get(key, frames)
+                    self._drop(e)
+            return self.get(key, frames, j)
         return result
 
-    def _reserve_prefetch(self, a: int) -> list[_Entry]:
-        """Entries for the pairs after pair (a, a+1), within the prefetch distance and the cache size."""
+    def delivered(self, j: int, source: int) -> None:
+        """Output frame j (of source frame `source`) was handed to the host: free what no frame needs."""
+        with self.cond:
+            if j < len(self.delivered_frames):
+                self.delivered_frames[j] = 1
+            for a in range(source - 2, source + 2):
+                for key in ((a, a + 1), (a, a)):
+                    e = self.entries.get(key)
+                    if e is None or e.state != "done" or e.released:
+                        continue
+                    need = self.schedule.outputs_of(key, self.known_cut)
+                    if all(self.delivered_frames[i] for i in need):
+                        e.released = True
+                        self.finished.append(e)
+            while len(self.finished) > self.keep:
+                old = self.finished.popleft()
+                if self.entries.get(old.key) is old:
+                    self._drop(old)
+                    self.stats.freed += 1
+
+    def _add(self, key: tuple[int, int]) -> _Entry:
+        e = _Entry(key, last_used=time.monotonic())
+        self.entries[key] = e
+        self._evict()
+        st = self.stats
+        st.held = len(self.entries)
+        st.peak_held = max(st.peak_held, st.held)
+        return e
+
+    def _drop(self, e: _Entry) -> None:
+        del self.entries[e.key]
+        self.stats.held = len(self.entries)
+
+    def _reserve_prefetch(self, j: int, current: tuple[int, int]) -> list[_Entry]:
+        """Entries for the next `prefetch` pairs after output frame j's, within the store's capacity."""
+        if self.prefetch <= 0:
+            return []
         budget = self.capacity - len(self.entries)
-        out = []
-        for j in range(a + 1, min(a + 1 + self.prefetch, self.n - 1)):
-            if budget <= 0:
-                break
-            key = (j, j + 1)
-            if key in self.entries:
+        n_out = self.schedule.num_outputs or 0
+        # Assume no cut where none is known yet; a prefetched pair found to straddle one is dropped.
+        guess = lambda b: bool(self.known_cut(b))  # noqa: E731
+        out: list[_Entry] = []
+        seen: set[tuple[int, int]] = set()
+        i = j + 1
+        stop = min(n_out, j + 1 + 4 * (self.prefetch + 1))  # mode "t" across cuts needs no pairs at all
+        while i < stop and len(seen) < self.prefetch and budget > 0:
+            key = self.schedule.output(i, guess).pair
+            i += 1
+            if key is None or key in seen or key == current:
                 continue
-            e = _Entry(key)
-            e.last_used = time.monotonic()
-            self.entries[key] = e
+            seen.add(key)
+            if key in self.entries or all(self.delivered_frames[x] for x in self.schedule.outputs_of(key, guess)):
+                continue
+            e = self._add(key)
             out.append(e)
             budget -= 1
         return out
@@ -132,8 +207,55 @@ class _PairStore:
 
     def _ensure_worker(self) -> None:
         if self.worker is None or not self.worker.is_alive():
+            # Daemon, so an idle store never delays exit; close() (at interpreter exit) stops it.
             self.worker = threading.Thread(target=self._run, name="vsstar-worker", daemon=True)
             self.worker.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker and wait for the frame requests in flight.
+
+        Run at interpreter exit: a VapourSynth thread that completes a request after Python began
+        finalising cannot take the GIL and would abort the process ("terminate called without an
+        active exception"), and so would the worker thread torn down inside torch. Requests still
+        waiting for a pair fail (nobody will read them), so the VapourSynth threads serving them
+        come free, then the worker finishes its batch and the prefetch requests complete.
+        """
+        gone = RuntimeError("the Python interpreter is shutting down")
+        with self.cond:
+            self.closing = True
+            worker = self.worker
+            waiting = [f for e in self.entries.values() if e.frame_futures for f in e.frame_futures]
+            pending = [e for e in self.entries.values() if e.state == "pending"]
+            for e in pending:
+                e.state = "done"
+            self.cond.notify_all()
+        for e in pending:
+            if not e.future.done():
+                e.future.set_exception(gone)
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+        for f in waiting:
+            try:
+                f.result(timeout)
+            except Exception:  # noqa: BLE001 - a failed prefetch matters to nobody now
+                pass
+        with self.cond:
+            self.cond.wait_for(lambda: self.serving == 0, timeout)
+            self.entries.clear()
+            self.finished.clear()
+            self.stats.held = 0
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[None]:
+        """Marks a VapourSynth request in progress (close() waits for them to leave)."""
+        with self.cond:
+            self.serving += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.serving -= 1
+                self.cond.notify_all()
 
     # -- worker thread
     def _pick(self) -> list[_Entry]:
@@ -151,6 +273,9 @@ class _PairStore:
             with self.cond:
                 deadline = time.monotonic() + self.idle_exit_s
                 while True:
+                    if self.closing:
+                        self.worker = None
+                        return
                     batch = self._pick()
                     if batch:
                         break
@@ -169,7 +294,7 @@ class _PairStore:
                     e.frames = (e.frame_futures[0].result(), e.frame_futures[1].result())
                     e.frame_futures = None
                     a, b = e.key
-                    if not e.demanded and self.is_cut(a, e.frames[0], e.frames[1]):
+                    if not e.demanded and b == a + 1 and self.is_cut(a, e.frames[0], e.frames[1]):
                         # Prefetched pair across a cut: nobody will ask for it.
                         self._finish(e, None)
                         continue
@@ -184,7 +309,6 @@ class _PairStore:
             out = self.engine.process(first, second)
             for i, e in enumerate(todo):
                 parts = tuple(None if t is None else t[i] for t in out)
-                self.computed[e.key] = self.computed.get(e.key, 0) + 1
                 self._finish(e, parts)
         except BaseException as exc:  # report to every waiter instead of hanging the host
             for e in batch:
@@ -193,7 +317,7 @@ class _PairStore:
                         e.state = "done"
                         e.frames = None
                         if self.entries.get(e.key) is e:
-                            del self.entries[e.key]
+                            self._drop(e)
                     e.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
@@ -213,19 +337,29 @@ class _PairStore:
             e.state = "done"
             if parts is None:
                 if self.entries.get(e.key) is e and not e.demanded:
-                    del self.entries[e.key]
+                    self._drop(e)
             else:
-                e.nbytes = sum(t.numel() * 4 for t in parts if t is not None)
+                self.stats.computed += 1
                 self._evict()
         e.future.set_result(parts)
 
     def _evict(self) -> None:
-        done = [e for e in self.entries.values() if e.state == "done"]
         extra = len(self.entries) - self.capacity
         if extra <= 0:
             return
-        for e in sorted(done, key=lambda e: e.last_used)[:extra]:
-            del self.entries[e.key]
+        done = [e for e in self.entries.values() if e.state == "done"]
+        for e in sorted(done, key=lambda e: (not e.released, e.last_used))[:extra]:
+            self._drop(e)
+
+
+# Stores whose worker or frame requests may be alive, closed at interpreter exit (see close()).
+_LIVE_STORES: "weakref.WeakSet[_PairStore]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_stores() -> None:
+    for store in list(_LIVE_STORES):
+        store.close()
 
 
 def _frame_into(frame: vs.VideoFrame, dst: torch.Tensor) -> None:
@@ -283,9 +417,10 @@ def STAR(
     scene_change: bool = True,
     sc_threshold: float = DEFAULT_SC_THRESHOLD,
     prefetch: int | None = None,
-    cache_mb: int = DEFAULT_CACHE_MB,
+    cache_mb: int | None = None,
     flow_options: dict[str, Any] | None = None,
     engine: StarEngine | None = None,
+    stats: StoreStats | None = None,
 ) -> vs.VideoNode:
     """Space-time video super-resolution (STARnet).
 
@@ -296,7 +431,9 @@ def STAR(
         scale: 2, 4 or 8 (must match the model). Ignored for the size in mode "t".
         mode: "st": width/height x scale and frame rate x2 (frame 2k = frame k super-resolved,
             2k+1 = synthesised between k and k+1, the last one repeats the last frame);
-            "s": super-resolution only (N frames); "t": interpolation only at the input size (2N frames).
+            "s": super-resolution only (N frames, from the disjoint pairs (0, 1), (2, 3), ...: about N/2
+            network passes); "t": interpolation only at the input size (2N frames). vsstar.schedule
+            decides which pair makes each frame.
         model: bundled weights name, .safetensors path or official .pth checkpoint; None = the
             bundled weights for ``scale``.
         device: None (CUDA if available, else CPU), "cpu", "cuda", "cuda:N".
@@ -308,10 +445,12 @@ def STAR(
             present, else the built-in detector); the in-between frame repeats the left frame.
         sc_threshold: threshold of the built-in detector (see vsstar.scene), in [0, 1].
         prefetch: pairs computed ahead of the host's requests (default 2 x batch_size).
-        cache_mb: memory for computed pairs kept until the host asks for them (MiB).
+        cache_mb: most memory for computed pairs waiting for the host (MiB); None = a quarter of the
+            available memory. A pair is freed as soon as every output frame that needs it was delivered.
         flow_options: overrides for the optical flow (e.g. ``{"n_outer": 3}`` for speed).
         engine: a prebuilt :class:`vsstar.engine.StarEngine` to share a loaded model between clips
             (then model/scale/device/fp16/batch_size/tile/tile_overlap/flow_options are taken from it).
+        stats: a :class:`StoreStats` the clip's pair store keeps its counters in (diagnostics).
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -323,12 +462,14 @@ def STAR(
         raise _err(f"scene_change must be a bool, got {scene_change!r}")
     try:
         sc_threshold = float(sc_threshold)
-    except (TypeError, ValueError):
-        raise _err(f"sc_threshold must be a number in [0, 1], got {sc_threshold!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise _err(f"sc_threshold must be a number in [0, 1], got {sc_threshold!r}") from exc
     if not 0.0 <= sc_threshold <= 1.0:
         raise _err(f"sc_threshold must be in [0, 1], got {sc_threshold!r}")
     _check_int("prefetch", prefetch, 0, allow_none=True)
-    _check_int("cache_mb", cache_mb, 1)
+    _check_int("cache_mb", cache_mb, 1, allow_none=True)
+    if stats is not None and not isinstance(stats, StoreStats):
+        raise _err(f"stats must be a vsstar.vs.StoreStats or None, got {type(stats).__name__}")
     fmt = clip.format
     if fmt.color_family not in (vs.RGB, vs.YUV, vs.GRAY):
         raise _err(f"clip format {fmt.name} is not supported (RGB, YUV or GRAY expected)")
@@ -340,7 +481,7 @@ def STAR(
             engine = StarEngine(model, scale=scale, mode=mode, device=device, fp16=fp16, batch_size=batch_size,
                                 tile=tile, tile_overlap=tile_overlap, flow_options=flow_options)
         except ValueError as exc:
-            raise _err(str(exc)) from None
+            raise _err(str(exc)) from exc
     else:
         if not isinstance(engine, StarEngine):
             raise _err(f"engine must be a vsstar.engine.StarEngine, got {type(engine).__name__}")
@@ -398,61 +539,64 @@ def STAR(
             cuts[k] = cut
         return cut
 
+    def known_cut(k: int) -> bool | None:
+        """What is known of boundary k|k+1 without looking at frames (None: not decided yet)."""
+        if not scene_change:
+            return False
+        with cut_lock:
+            return cuts.get(k)
+
+    schedule = FrameSchedule(nframes, mode)
+    # Memory of one computed pair: the HR frames of the outputs the mode keeps, float32.
     pair_bytes = 4 * 3 * (hr_w * hr_h * (3 if mode == "st" else 2) if mode != "t" else w * h)
-    store = _PairStore(engine, work, is_cut, prefetch, cache_mb << 20, pair_bytes)
+    if cache_mb is None:
+        avail = _available_ram()
+        cache_bytes = avail // 4 if avail else DEFAULT_CACHE_MB << 20
+    else:
+        cache_bytes = cache_mb << 20
+    # A batch in flight plus a little room is the least that works, whatever the budget says.
+    capacity = max(engine.batch_size + 2, cache_bytes // max(1, pair_bytes))
+    store = _PairStore(engine, work, schedule, is_cut, known_cut, min(prefetch, capacity),
+                       capacity, keep=max(2, engine.batch_size), stats=stats)
 
     prev = work[0] + work[:-1] if nframes > 1 else work
     nxt = work[1:] + work[-1] if nframes > 1 else work
 
-    def sr_of(k: int, fp: vs.VideoFrame, fc: vs.VideoFrame, fn: vs.VideoFrame) -> torch.Tensor:
-        """Super-resolved frame k from the pair that contains it without crossing a cut."""
-        if k + 1 < nframes and not is_cut(k, fc, fn):
-            return store.get((k, k + 1), (fc, fn))[0]
-        if k > 0 and not is_cut(k - 1, fp, fc):
-            return store.get((k - 1, k), (fp, fc))[2]
-        return store.get((k, k), (fc, fc))[0]  # isolated frame: pair it with itself
-
-    def sr_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+    def render(j: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:
+            with store.serve():
+                return _render(j, n, f)
+        except vs.Error:
+            raise
+        except Exception as exc:
+            raise _err(f"frame {j}: {type(exc).__name__}: {exc}") from exc
+
+    def _render(j: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        """Output frame j (source frame n) as the schedule says; f = [blank HR, prev, cur, next]."""
+        near = {n - 1: f[1], n: f[2], n + 1: f[3]}
+        o = schedule.output(j, lambda b: is_cut(b, near[b], near[b + 1]))
+        props = dict(f[2].props)
+        if o.pair is None:
+            out = f[2].copy()  # mode "t": the source frame passes through (or is repeated)
+        else:
+            a, b = o.pair
             out = f[0].copy()
-            _write(out, sr_of(n, f[1], f[2], f[3]))
-            props = dict(f[2].props)
-            out.props.clear()
-            out.props.update(props)
-            if mode != "s":
-                out.props["_SceneChangeNext"] = 0
-            return out
-        except vs.Error:
-            raise
-        except Exception as exc:
-            raise _err(f"frame {n}: {type(exc).__name__}: {exc}") from None
-
-    def mid_frame(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        try:
-            fp, fc, fn = f[1], f[2], f[3]
-            props = dict(fc.props)
-            cut = n + 1 < nframes and is_cut(n, fc, fn)
-            repeat = n + 1 >= nframes or cut
-            if repeat:
-                if mode == "t":
-                    out = fc.copy()
-                else:
-                    out = f[0].copy()
-                    _write(out, sr_of(n, fp, fc, fn))
-            else:
-                out = f[0].copy()
-                _write(out, store.get((n, n + 1), (fc, fn))[1])
-            out.props.clear()
-            out.props.update(props)
+            _write(out, store.get(o.pair, (near[a], near[b]), j)[PARTS[o.part]])
+        out.props.clear()
+        out.props.update(props)
+        if o.between:
             out.props["STAR_Interpolated"] = 1
-            out.props["STAR_Repeat"] = int(repeat)
+            out.props["STAR_Repeat"] = int(o.repeat)
             out.props["_SceneChangePrev"] = 0
-            out.props["_SceneChangeNext"] = int(cut)
-            return out
-        except vs.Error:
-            raise
-        except Exception as exc:
-            raise _err(f"frame {2 * n + 1}: {type(exc).__name__}: {exc}") from None
+            out.props["_SceneChangeNext"] = int(o.cut)
+        elif mode != "s":
+            out.props["_SceneChangeNext"] = 0
+        store.delivered(j, n)
+        return out
+
+    per_source = 1 if mode == "s" else 2  # output frames per source frame (factor of the schedule)
+    sr_frame = lambda n, f: render(per_source * n, n, f)  # noqa: E731
+    mid_frame = lambda n, f: render(2 * n + 1, n, f)  # noqa: E731
 
     inputs = [blank, prev, work, nxt]
     if mode == "s":
@@ -465,19 +609,4 @@ def STAR(
         mid = back(core.std.ModifyFrame(blank, inputs, mid_frame))
         src = core.std.SetFrameProps(clip, _SceneChangeNext=0)
         res = core.std.Interleave([src, mid])
-    # Keep the store reachable for tests and the benchmark (counts of computed pairs).
-    _STORES[id(res)] = store
     return res
-
-
-# Stores of the clips built in this process, by id(output clip); weak, so a store lives exactly as
-# long as the callbacks of its clip. Used by `pair_counts`.
-_STORES: "weakref.WeakValueDictionary[int, _PairStore]" = weakref.WeakValueDictionary()
-
-
-def pair_counts(clip: vs.VideoNode) -> dict[tuple[int, int], int]:
-    """How many times each pair was computed for a clip returned by STAR (diagnostics/tests)."""
-    store = _STORES.get(id(clip))
-    if store is None:
-        raise ValueError("clip was not returned by vsstar.STAR in this process")
-    return dict(store.computed)

@@ -4,7 +4,8 @@ Loaded by the gst-python plugin loader (Debian: ``gstreamer1.0-python3-plugin-lo
 ``$GST_PLUGIN_PATH/python/``. The loader embeds the system Python 3.11, so torch and vsstar come
 from a venv made with ``--system-site-packages`` (see ``filters/gstreamer/setup.sh``): this file
 adds that venv's site-packages to ``sys.path`` itself (``$VSSTAR_GST_VENV``, else ``.venv-gst`` of
-the repository it sits in), so ``GST_PLUGIN_PATH`` is the only thing a user has to set.
+the repository it sits in), and that repository's ``vsstar`` ahead of any installed one, so
+``GST_PLUGIN_PATH`` is the only thing a user has to set.
 
 Semantics follow the VapourSynth filter ``vsstar.STAR``:
 
@@ -22,8 +23,9 @@ Inference is :class:`vsstar.engine.StarEngine` (one flow + network pass per fram
 nothing of it is duplicated here. This module imports torch and vsstar only when the element
 starts, so the plugin scan stays fast and a missing install becomes a clear bus error.
 
-The scheduling logic (:class:`PairScheduler`) has no GStreamer dependency, so it can be tested
-on any Python; the element class is defined only where PyGObject with GStreamer is present.
+Which pair makes each output frame is decided by :mod:`vsstar.schedule`, as for ``vsstar.STAR``;
+:class:`PairScheduler` only buffers and times frames. It has no GStreamer dependency, so it can be
+tested on any Python; the element class is defined only where PyGObject with GStreamer is present.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import site
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 MODES = ("st", "s", "t")
 SCALES = (2, 4, 8)
@@ -71,11 +74,19 @@ def _add_venv_paths() -> None:
             if sp not in sys.path:
                 site.addsitedir(sp)
     if root is not None and str(root) not in sys.path:
-        # Fall back to the checkout's own package when vsstar is not installed in the venv.
-        sys.path.append(str(root))
+        # The checkout this file sits in goes first: the element and vsstar (its frame schedule)
+        # must be the same version, whatever vsstar the venv has installed.
+        sys.path.insert(0, str(root))
 
 
 _add_venv_paths()
+
+# The frame schedule is vsstar's (pure Python, no torch): the element only buffers and times frames.
+# Without vsstar the plugin still registers; starting the element then reports what is missing.
+try:
+    from vsstar.schedule import FrameSchedule, batches
+except ImportError:
+    FrameSchedule = batches = None  # type: ignore[assignment,misc]
 
 try:
     import numpy as np
@@ -123,10 +134,11 @@ class PairScheduler:
 
     ``run_pairs`` runs flow + network on a list of (first, second) uint8 frames at once;
     ``is_cut`` says whether two consecutive frames straddle a scene cut (None: never).
-    Holds at most ``batch + 1`` frames. As in ``vsstar.STAR``, the super-resolved frame k comes
-    from the pair (k, k+1), or, when a cut follows k, from (k-1, k), or, between two cuts, from
-    (k, k): it never sees the other scene; the in-between frame at a cut repeats frame k. Every
-    pair runs once; in mode t a cut needs no network at all.
+    Which pair makes each output frame is :class:`vsstar.schedule.FrameSchedule`'s decision, the
+    same as in ``vsstar.STAR`` (the SR frame never sees the other scene; the in-between frame at a
+    cut repeats the left frame; mode s runs disjoint pairs). This class only buffers: it holds
+    about ``batch + 1`` frames, runs every pair once, and keeps a pair's result until every output
+    frame that needs it went out.
     """
 
     def __init__(self, run_pairs: RunPairs, mode: str = "st", batch: int = 1,
@@ -135,21 +147,23 @@ class PairScheduler:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch!r}")
+        if FrameSchedule is None:
+            raise ImportError("vsstar is not importable: the scheduler needs vsstar.schedule")
         self.run_pairs = run_pairs
         self.mode = mode
         self.batch = batch
         self.is_cut = is_cut
         self.frame_duration = frame_duration
-        self.frames: List[InFrame] = []
-        # super-resolved copy of frames[0], left over from the pair that ended on it
-        self._sr_of_first: Any = None
-        self._last_interval: Optional[int] = None
+        self.reset()
 
     def reset(self) -> None:
-        """Drop held frames (flush, seek, stop)."""
-        self.frames = []
-        self._sr_of_first = None
-        self._last_interval = None
+        """Drop held frames (flush, seek, stop); frame numbers start again from 0."""
+        self.frames: Dict[int, InFrame] = {}  # held input frames by number since the last reset
+        self.count = 0  # frames received since the last reset
+        self.next_out = 0  # the next output frame number
+        self.results: Dict[Tuple[int, int], PairResult] = {}
+        self.cuts: Dict[int, bool] = {}
+        self._last_interval: Optional[int] = None
 
     @property
     def held(self) -> int:
@@ -157,93 +171,105 @@ class PairScheduler:
 
     def push(self, frame: InFrame) -> List[OutFrame]:
         """Add a frame; returns the output frames that became ready (possibly none)."""
-        self.frames.append(frame)
+        self.frames[self.count] = frame
+        self.count += 1
         if len(self.frames) < self.batch + 1:
             return []
-        return self._process(self.batch)
+        return self._process(final=False)
 
     def drain(self) -> List[OutFrame]:
         """Output everything held (EOS, caps change); the scheduler is empty afterwards."""
-        out: List[OutFrame] = []
-        if len(self.frames) > 1:
-            out += self._process(len(self.frames) - 1)
-        if self.frames:
-            out += self._last(self.frames[0])
+        out = self._process(final=True) if self.frames else []
         self.reset()
         return out
 
     # -- internals ---------------------------------------------------------------------------
-    def _process(self, n: int) -> List[OutFrame]:
-        """Run the first n pairs, output frames 0..n-1 and keep frame n."""
-        frames = self.frames
-        cuts = [bool(self.is_cut(frames[i].rgb, frames[i + 1].rgb)) if self.is_cut else False
-                for i in range(n)]
-        jobs: List[Tuple[int, Any, Any]] = []
-        for i in range(n):
-            if not cuts[i]:
-                jobs.append((i, frames[i].rgb, frames[i + 1].rgb))
-            elif self.mode != "t" and not self._sr_from_previous(i, cuts):
-                # isolated between two cuts: pair the frame with itself
-                jobs.append((i, frames[i].rgb, frames[i].rgb))
-        results = self.run_pairs([(a, b) for _, a, b in jobs]) if jobs else []
-        if len(results) != len(jobs):
-            raise RuntimeError(f"engine returned {len(results)} results for {len(jobs)} pairs")
-        by_index = {i: r for (i, _, _), r in zip(jobs, results)}
+    def _cut(self, k: int) -> bool:
+        if self.is_cut is None:
+            return False
+        if k not in self.cuts:
+            self.cuts[k] = bool(self.is_cut(self.frames[k].rgb, self.frames[k + 1].rgb))
+        return self.cuts[k]
 
-        out: List[OutFrame] = []
-        for i in range(n):
-            a, b = frames[i], frames[i + 1]
-            r = by_index.get(i)
-            if self.mode == "t":
-                left = a.rgb
-            elif r is not None:
-                left = r.sr_first
-            elif i == 0:
-                left = self._sr_of_first
-            else:
-                left = by_index[i - 1].sr_second
-            if a.pts is not None and b.pts is not None and b.pts >= a.pts:
-                self._last_interval = b.pts - a.pts
-            if self.mode == "s":
-                dur = a.dur if a.dur is not None else self._interval(a, b)
-                out.append(OutFrame(left, a.pts, dur, False))
-                continue
-            mid = left if cuts[i] else r.mid
-            t_mid, d_left, d_mid = self._split(a, b)
-            out.append(OutFrame(left, a.pts, d_left, False))
-            out.append(OutFrame(mid, t_mid, d_mid, not cuts[i]))
+    def _known_cut(self, k: int) -> Optional[bool]:
+        return False if self.is_cut is None else self.cuts.get(k)
 
-        # SR of frame n from the last pair, unless that pair straddled a cut
-        last = by_index.get(n - 1)
-        self._sr_of_first = None
-        if self.mode != "t" and last is not None and not cuts[n - 1]:
-            self._sr_of_first = last.sr_second
-        del self.frames[:n]
+    def _process(self, final: bool) -> List[OutFrame]:
+        """Emit every output frame that can be decided now (all of them when ``final``)."""
+        sched = FrameSchedule(self.count if final else None, self.mode)
+        js = []
+        j = self.next_out
+        while True:
+            k = int(sched.time_of(j))
+            # A frame's outputs are decided once its right neighbour arrived (or the stream ended).
+            if k >= self.count or (not final and k + 1 >= self.count):
+                break
+            js.append(j)
+            j += 1
+        todo = [p for p in sched.pairs(js, self._cut) if p not in self.results]
+        for chunk in batches(todo, self.batch):
+            res = self.run_pairs([(self.frames[a].rgb, self.frames[b].rgb) for a, b in chunk])
+            if len(res) != len(chunk):
+                raise RuntimeError(f"engine returned {len(res)} results for {len(chunk)} pairs")
+            self.results.update(zip(chunk, res))
+        out = [self._emit(sched.output(j, self._cut)) for j in js]
+        if js:
+            self.next_out = js[-1] + 1
+        self._forget(sched)
         return out
 
-    def _sr_from_previous(self, i: int, cuts: Sequence[bool]) -> bool:
-        """Whether frame i's SR comes from the pair (i-1, i) (no cut there, pair already run)."""
-        if i == 0:
-            return self._sr_of_first is not None
-        return not cuts[i - 1]
+    def _forget(self, sched: FrameSchedule) -> None:
+        """Drop the results and frames no later output frame can need.
 
-    def _last(self, f: InFrame) -> List[OutFrame]:
-        """The final frame: its SR (reused from the last pair when possible), repeated."""
-        if self.mode == "t":
-            img = f.rgb
-        elif self._sr_of_first is not None:
-            img = self._sr_of_first
+        The stream may go on or end after the frames received so far: both are considered.
+        """
+        scheds = (sched, FrameSchedule(self.count, self.mode))
+        done = [p for p in self.results
+                if all(j < self.next_out for s in scheds for j in s.outputs_of(p, self._known_cut))]
+        for p in done:
+            del self.results[p]
+        k = int(sched.time_of(self.next_out))
+        keep = k
+        if k > 0 and self._known_cut(k - 1) is None:
+            keep = k - 1  # the cut before frame k may still decide its pair
+        for s in scheds:
+            for j in s.outputs_at(k, k + 1):
+                for a, _b in s.candidate_pairs(j, self._known_cut) - set(self.results):
+                    keep = min(keep, a)
+        for i in [i for i in self.frames if i < keep]:
+            del self.frames[i]
+
+    def _emit(self, o: Any) -> OutFrame:
+        k = o.source
+        a = self.frames[k]
+        b = self.frames.get(k + 1) if k + 1 < self.count else None
+        if o.pair is None:
+            img = a.rgb
         else:
-            img = self.run_pairs([(f.rgb, f.rgb)])[0].sr_first
-        dur = f.dur if f.dur is not None else (self.frame_duration or self._last_interval)
+            img = getattr(self.results[o.pair], _PART_FIELDS[o.part])
+        if b is not None and a.pts is not None and b.pts is not None and b.pts >= a.pts:
+            self._last_interval = b.pts - a.pts
         if self.mode == "s":
-            return [OutFrame(img, f.pts, dur, False)]
+            if a.dur is not None:
+                dur = a.dur
+            elif b is not None:
+                dur = self._interval(a, b)
+            else:
+                dur = self.frame_duration or self._last_interval
+            return OutFrame(img, a.pts, dur, False)
+        if b is not None:
+            t_mid, d_left, d_mid = self._split(a, b)
+            if o.between:
+                return OutFrame(img, t_mid, d_mid, o.synthesised)
+            return OutFrame(img, a.pts, d_left, False)
+        # the last frame: its in-between slot repeats it
+        dur = a.dur if a.dur is not None else (self.frame_duration or self._last_interval)
         if dur is None:
-            # no way to know when the repeated frame is due: show it at the same time
-            return [OutFrame(img, f.pts, None, False), OutFrame(img, f.pts, None, False)]
+            return OutFrame(img, a.pts, None, False)  # no way to know when the repeat is due
         half = dur // 2
-        t_mid = None if f.pts is None else f.pts + half
-        return [OutFrame(img, f.pts, half, False), OutFrame(img, t_mid, dur - half, False)]
+        if o.between:
+            return OutFrame(img, None if a.pts is None else a.pts + half, dur - half, False)
+        return OutFrame(img, a.pts, half, False)
 
     def _interval(self, a: InFrame, b: InFrame) -> Optional[int]:
         if a.pts is not None and b.pts is not None and b.pts >= a.pts:
@@ -260,6 +286,22 @@ class PairScheduler:
             return None, None, None
         half = dur // 2
         return (None if a.pts is None else a.pts + half), half, dur - half
+
+
+_PART_FIELDS = {"first": "sr_first", "mid": "mid", "second": "sr_second"}
+
+
+def _debug_detail(exc: BaseException) -> str:
+    """Debug text of a refused setting: the chain of causes for a ValueError (the user's input was
+    wrong, the message says how), the whole traceback for anything else."""
+    if isinstance(exc, ValueError):
+        chain = []
+        e: Optional[BaseException] = exc
+        while e is not None and len(chain) < 8:
+            chain.append(f"{type(e).__name__}: {e}")
+            e = e.__cause__ or e.__context__
+        return "\n  caused by ".join(chain)
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def validate_settings(scale: int, mode: str, batch_size: int, sc_threshold: float) -> None:
@@ -423,7 +465,7 @@ if Gst is not None:
                     p["model"] or None, scale=p["scale"], mode=p["mode"],
                     device=p["device"] or None, batch_size=p["batch-size"])
             except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
-                self._error(f"starnet: {e}", debug=repr(e))
+                self._error(f"starnet: {e}", debug=_debug_detail(e))
                 return False
             return True
 
@@ -523,7 +565,7 @@ if Gst is not None:
                                 _time_or_none(buf.duration))
                 return self._push(self.sched.push(frame))
             except Exception as e:
-                self._error(f"starnet: processing failed: {e}", debug=repr(e),
+                self._error(f"starnet: processing failed: {e}", debug=traceback.format_exc(),
                             domain=Gst.StreamError, code=Gst.StreamError.FAILED)
                 return Gst.FlowReturn.ERROR
 
@@ -533,7 +575,7 @@ if Gst is not None:
             try:
                 return self._push(self.sched.drain())
             except Exception as e:
-                self._error(f"starnet: processing failed: {e}", debug=repr(e),
+                self._error(f"starnet: processing failed: {e}", debug=traceback.format_exc(),
                             domain=Gst.StreamError, code=Gst.StreamError.FAILED)
                 return Gst.FlowReturn.ERROR
 

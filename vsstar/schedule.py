@@ -1,0 +1,241 @@
+"""The frame schedule: which network pass makes each output frame (no VapourSynth / GStreamer here).
+
+Every host (the VapourSynth filter, the GStreamer element, training validation) asks this module
+which frame pair (k, k+1) feeds an output frame, and does only the I/O around it. The rules:
+
+* Output frame j shows source time ``j * factor_den / factor_num`` (default factor 2/1: output 2k
+  is source frame k, output 2k+1 lies halfway between k and k+1). Mode "s" keeps the source rate
+  (factor 1/1): output k is source frame k super-resolved.
+* A frame at a source time is super-resolved (mode "st", "s") from a pair that contains it and does
+  not cross a scene cut: in modes "st"/"t" its right pair (k, k+1), else its left pair (k-1, k),
+  else the frame paired with itself (k, k). Mode "s" prefers the disjoint pairs (2i, 2i+1), so a
+  clip of N frames needs about N/2 network passes instead of N-1; a frame whose disjoint partner is
+  across a cut (or missing, at the end of an odd-length clip) takes its other neighbour, then itself.
+  Mode "t" passes the source frame through.
+* A frame between k and k+1 is synthesised from the pair (k, k+1) at the fraction t of the way.
+  Across a scene cut, and after the last frame, it repeats the left frame k instead (super-resolved
+  in mode "st", the source frame in mode "t"): the SR frame never sees the other scene.
+
+Scene cuts are asked for lazily through a callable ``cut(k) -> bool`` (is there a cut between
+frames k and k+1?), only for the boundaries a decision depends on, so hosts that detect cuts from
+pixels do so only when needed. Where a host does not know a cut yet it may answer ``None``; the
+functions that plan ahead (:meth:`FrameSchedule.outputs_of`, :meth:`FrameSchedule.candidate_pairs`)
+then consider both answers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from math import ceil, floor
+from typing import Callable, Iterable, Iterator, Sequence
+
+__all__ = ["MODES", "PARTS", "Pair", "OutputFrame", "FrameSchedule", "batches", "no_cuts"]
+
+#: Output modes: space-time ("st"), space only ("s"), time only ("t").
+MODES = ("st", "s", "t")
+#: Index of each pair output in an engine result (sr_first, mid, sr_second).
+PARTS = {"first": 0, "mid": 1, "second": 2}
+
+Pair = tuple[int, int]
+CutFn = Callable[[int], "bool | None"]
+
+
+def no_cuts(_k: int) -> bool:
+    """A cut oracle for clips without scene cuts."""
+    return False
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    """How output frame ``index`` is made.
+
+    time: the source time it shows (``index * factor_den / factor_num``).
+    source: the source frame at or before ``time``; its properties go on the output frame.
+    pair: the pair (a, b) whose network pass makes it, or None when source frame ``source`` passes
+        through untouched (mode "t").
+    part: which output of that pass: "first" (a super-resolved), "second" (b super-resolved) or
+        "mid" (synthesised between a and b); None when ``pair`` is None.
+    t: for "mid", the fraction of the way from a to b, in (0, 1); 0 otherwise.
+    between: ``time`` lies strictly between two source frames (an in-between slot).
+    repeat: an in-between slot that repeats the left frame (scene cut or end of the clip).
+    cut: a scene cut follows ``source`` (known for in-between slots; False otherwise).
+    """
+
+    index: int
+    time: Fraction
+    source: int
+    pair: Pair | None
+    part: str | None
+    t: Fraction = Fraction(0)
+    between: bool = False
+    repeat: bool = False
+    cut: bool = False
+
+    @property
+    def synthesised(self) -> bool:
+        """A frame the network made between two source frames (not a repeat)."""
+        return self.part == "mid"
+
+
+class _Unknown(Exception):
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self.k = k
+
+
+class FrameSchedule:
+    """The output frames of a clip of ``num_frames`` source frames in ``mode``.
+
+    Args:
+        num_frames: source frames; None for a stream whose end is not known yet (every frame the
+            schedule refers to is then taken to exist; build a new schedule with the count at EOS).
+        mode: "st", "s" or "t" (see the module docstring).
+        factor: output frame rate / source frame rate as (num, den) or a Fraction; default 2/1 in
+            modes "st" and "t"; mode "s" keeps the rate (1/1). The network synthesises only the
+            midpoint between two frames, so the factor must reduce to 1/d or 2/d.
+    """
+
+    def __init__(self, num_frames: int | None, mode: str = "st",
+                 factor: tuple[int, int] | Fraction | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int)
+                                       or num_frames < 0):
+            raise ValueError(f"num_frames must be an int >= 0 or None, got {num_frames!r}")
+        if factor is None:
+            factor = Fraction(1) if mode == "s" else Fraction(2)
+        try:
+            f = Fraction(*factor) if isinstance(factor, tuple) else Fraction(factor)
+        except (TypeError, ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"factor must be a positive (num, den) or Fraction, got {factor!r}") from exc
+        if f <= 0:
+            raise ValueError(f"factor must be positive, got {factor!r}")
+        if mode == "s" and f != 1:
+            raise ValueError(f"factor must be 1 in mode 's' (super-resolution keeps the rate), got {f}")
+        if f.numerator not in (1, 2):
+            raise ValueError(f"factor must reduce to 1/d or 2/d (only midpoints can be synthesised), got {f}")
+        self.num_frames = num_frames
+        self.mode = mode
+        self.factor = f
+
+    def __repr__(self) -> str:
+        return f"FrameSchedule(num_frames={self.num_frames}, mode={self.mode!r}, factor={self.factor})"
+
+    # ------------------------------------------------------------------ sizes and times
+    @property
+    def num_outputs(self) -> int | None:
+        """Output frames: every j whose time ``j / factor`` lies before the end of the clip."""
+        if self.num_frames is None:
+            return None
+        return ceil(self.num_frames * self.factor)
+
+    def time_of(self, j: int) -> Fraction:
+        """Source time shown by output frame j."""
+        return Fraction(j) / self.factor
+
+    def outputs_at(self, start: Fraction | int, stop: Fraction | int) -> range:
+        """Output frames whose time lies in [start, stop)."""
+        lo = max(0, ceil(Fraction(start) * self.factor))
+        hi = ceil(Fraction(stop) * self.factor)
+        if self.num_outputs is not None:
+            hi = min(hi, self.num_outputs)
+        return range(lo, max(lo, hi))
+
+    def _exists(self, k: int) -> bool:
+        return k >= 0 and (self.num_frames is None or k < self.num_frames)
+
+    # ------------------------------------------------------------------ the pair rule
+    def sr_pair(self, k: int, cut: CutFn) -> tuple[Pair, str]:
+        """The pair and its part ("first"/"second") that super-resolve source frame k."""
+        if not self._exists(k):
+            raise ValueError(f"k must be a source frame in [0, {self.num_frames}), got {k}")
+        if self.mode == "s":
+            partner = k + 1 if k % 2 == 0 else k - 1
+            order = (partner, 2 * k - partner)  # the disjoint partner, then the other neighbour
+        else:
+            order = (k + 1, k - 1)
+        for m in order:
+            if self._exists(m):
+                lo = min(k, m)
+                if not cut(lo):
+                    return (lo, lo + 1), ("first" if lo == k else "second")
+        return (k, k), "first"  # alone in its scene: paired with itself
+
+    def output(self, j: int, cut: CutFn = no_cuts) -> OutputFrame:
+        """How output frame j is made; ``cut(k)`` is asked only for the boundaries that matter."""
+        if isinstance(j, bool) or not isinstance(j, int) or j < 0 or (
+                self.num_outputs is not None and j >= self.num_outputs):
+            raise ValueError(f"j must be an output frame in [0, {self.num_outputs}), got {j!r}")
+        time = self.time_of(j)
+        k = floor(time)
+        t = time - k
+        if t == 0:
+            if self.mode == "t":
+                return OutputFrame(j, time, k, None, None)
+            pair, part = self.sr_pair(k, cut)
+            return OutputFrame(j, time, k, pair, part)
+        is_cut = bool(self._exists(k + 1) and cut(k))
+        if not self._exists(k + 1) or is_cut:
+            if self.mode == "t":
+                return OutputFrame(j, time, k, None, None, between=True, repeat=True, cut=is_cut)
+            pair, part = self.sr_pair(k, cut)
+            return OutputFrame(j, time, k, pair, part, between=True, repeat=True, cut=is_cut)
+        return OutputFrame(j, time, k, (k, k + 1), "mid", t=t, between=True)
+
+    # ------------------------------------------------------------------ planning
+    def pairs(self, outputs: Iterable[int], cut: CutFn = no_cuts) -> list[Pair]:
+        """The distinct pairs the given output frames need, in order of first use."""
+        seen: dict[Pair, None] = {}
+        for j in outputs:
+            p = self.output(j, cut).pair
+            if p is not None:
+                seen.setdefault(p, None)
+        return list(seen)
+
+    def outputs_of(self, pair: Pair, cut: CutFn = no_cuts) -> frozenset[int]:
+        """Output frames that need ``pair`` (for freeing it once they were delivered).
+
+        Where ``cut`` answers None (not known yet) both answers are considered, so the set is then
+        every output frame that might need the pair.
+        """
+        a, b = pair
+        out = set()
+        for j in self.outputs_at(a, b + 1):
+            if pair in _possible(lambda c, j=j: self.output(j, c).pair, cut):
+                out.add(j)
+        return frozenset(out)
+
+    def candidate_pairs(self, j: int, cut: CutFn = no_cuts) -> frozenset[Pair]:
+        """Every pair output frame j might need given what ``cut`` knows (None = unknown)."""
+        return frozenset(p for p in _possible(lambda c: self.output(j, c).pair, cut) if p is not None)
+
+
+def _possible(decide: Callable[[Callable[[int], bool]], object], cut: CutFn) -> set:
+    """Results of ``decide`` over every answer to the cuts ``cut`` does not know (None)."""
+    results: set = set()
+
+    def explore(assumed: dict[int, bool]) -> None:
+        def c(k: int) -> bool:
+            if k in assumed:
+                return assumed[k]
+            v = cut(k)
+            if v is None:
+                raise _Unknown(k)
+            return bool(v)
+
+        try:
+            results.add(decide(c))
+        except _Unknown as u:
+            explore({**assumed, u.k: False})
+            explore({**assumed, u.k: True})
+
+    explore({})
+    return results
+
+
+def batches(pairs: Sequence[Pair], size: int) -> Iterator[list[Pair]]:
+    """Split pairs, in order, into network calls of at most ``size`` pairs."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    for i in range(0, len(pairs), size):
+        yield list(pairs[i:i + size])
