@@ -40,6 +40,7 @@ def test_chunk_reads_one_frame_of_context_each_side() -> None:
     assert Chunk(0, 0, 5).read_range(12) == (0, 6)
     assert Chunk(1, 5, 9).read_range(12) == (4, 10)
     assert Chunk(2, 9, 12).read_range(12) == (8, 12)
+    assert Chunk(3, 4, 8).read_range(12) == (2, 9)  # from an even frame: mode "s" pairs (2i, 2i+1)
     assert "input frames 5-8" in Chunk(1, 5, 9).describe()
 
 
@@ -71,9 +72,9 @@ def assets(tmp_path_factory):
     model = d / "tiny_x2.safetensors"
     save_weights(tiny_net(2, seed=0, damp=False), model)
     clip = d / "cut.mp4"
-    # 14 frames with a cut after frame 6 (test pattern, then colour bars) and audio.
+    # 14 frames with a cut after frame 6 (two moving test patterns) and audio.
     subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=32x24:rate=25:duration=0.28",
-                    "-f", "lavfi", "-i", "smptebars=size=32x24:rate=25:duration=0.28", "-f", "lavfi", "-i",
+                    "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.28", "-f", "lavfi", "-i",
                     "sine=frequency=440:sample_rate=48000:duration=0.6", "-filter_complex",
                     "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-map", "2:a", "-pix_fmt", "yuv420p",
                     "-c:v", "libx264", "-c:a", "aac", str(clip)], check=True)
@@ -162,17 +163,20 @@ def test_chunk_failing_for_good_fails_the_job_and_leaves_no_output(cluster, asse
 
 
 @needs_ffmpeg
-def test_cli_ray_option(cluster, assets, tmp_path, capfd) -> None:
+def test_cli_ray_option_mode_s(cluster, assets, tmp_path, capfd) -> None:
     from vsstar.cli import main
 
-    out = tmp_path / "cli.mkv"
-    # The connection of this process is used as it is (and left open).
-    code = main(["enhance", str(assets["clip"]), str(out), "--scale", "2", "--model", str(assets["model"]),
-                 "--fast-flow", "--codec", "ffv1", "--ray", "--chunk-frames", "7", "--mode", "s"])
+    local, out = tmp_path / "local.mkv", tmp_path / "cli.mkv"
+    common = [str(assets["clip"]), "--scale", "2", "--model", str(assets["model"]), "--codec", "ffv1", "--mode", "s"]
+    assert main(["enhance", common[0], str(local), *common[1:], "-q"]) == 0
+    # The connection of this process is used as it is (and left open). Mode "s" pairs frames (2i, 2i+1):
+    # chunks [0,3) [3,7) [7,10) [10,14) start on odd and even frames.
+    code = main(["enhance", common[0], str(out), *common[1:], "--ray", "--chunk-frames", "4"])
     err = capfd.readouterr().err
     assert code == 0, err
-    assert "2 chunks of up to 7 frames (1 scene cuts) on Ray" in err and "frame/s" in err
+    assert "4 chunks of up to 4 frames (1 scene cuts) on Ray" in err and "frame/s" in err
     assert err.strip().splitlines()[-1].startswith(f"wrote {out}: 14 frames 64x48")
-    assert len(frame_hashes(out)) == 14
+    hashes = frame_hashes(out)
+    assert len(hashes) == 14 and hashes == frame_hashes(local)
     code = main(["enhance", str(assets["clip"]), str(out), "--ray", "--compare", str(tmp_path / "c.png")])
     assert code == 2 and "--compare cannot be combined with --ray" in capfd.readouterr().err

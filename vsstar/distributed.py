@@ -47,13 +47,14 @@ class Chunk:
     stop: int
 
     def read_range(self, n: int) -> tuple[int, int]:
-        """The frames the worker reads: the chunk and one neighbour on each side (within the `n` frames).
+        """The frames the worker reads: the chunk and its neighbours (within the `n` frames).
 
         The right neighbour completes the pair (stop-1, stop) whose in-between frame belongs to this
         chunk; the left one lets STAR see a cut (or no cut) before ``start`` exactly as a whole run does,
         since the super-resolved first frame comes from the pair before it when the pair after it is a cut.
+        The read starts at an even frame, so that mode "s" forms the same disjoint pairs (2i, 2i+1).
         """
-        return max(0, self.start - 1), min(n, self.stop + 1)
+        return max(0, self.start - 1) // 2 * 2, min(n, self.stop + 1)
 
     def describe(self) -> str:
         return f"chunk {self.index} (input frames {self.start}-{self.stop - 1})"
