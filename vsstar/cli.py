@@ -46,6 +46,14 @@ def _positive(name: str):
     return conv
 
 
+def _device_arg(text: str) -> str | list[str]:
+    """--device: one device, or a list for several separated by commas."""
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"--device must be a device or devices separated by commas, got {text!r}")
+    return parts if len(parts) > 1 else parts[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vsstar`` command."""
     from . import __version__
@@ -64,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", default="st", choices=("st", "s", "t"),
                    help="st: upscale + double the frame rate (default); s: upscale only; t: double the frame rate only")
     e.add_argument("--model", default=None, help="bundled model name, .safetensors or official .pth (default: bundled for --scale)")
-    e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    e.add_argument("--device", default=None, type=_device_arg,
+                   help="cpu, cuda or cuda:N, or several separated by commas (cuda:0,cuda:1: one engine per "
+                        "device, each pair computed once) (default: CUDA if available)")
     fp = e.add_mutually_exclusive_group()
     fp.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="float16 autocast (CUDA only; default on CUDA)")
     fp.add_argument("--no-fp16", dest="fp16", action="store_false", help="full float32 on CUDA")

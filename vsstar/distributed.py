@@ -266,7 +266,8 @@ def _num_gpus(args: argparse.Namespace, ray: Any) -> float:
     if args.ray_gpus is not None:
         return float(args.ray_gpus)
     if args.device is not None:
-        return 1.0 if str(args.device).startswith("cuda") else 0.0
+        devices = args.device if isinstance(args.device, list) else [args.device]
+        return float(sum(1 for d in devices if str(d).startswith("cuda")))
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
@@ -304,8 +305,12 @@ def run_job(args: argparse.Namespace, on_progress: Callable[[ProgressEvent], Non
         job = cli.prepare(args, device="cpu")
         gpus = _num_gpus(args, ray)
         device = args.device
-        if gpus > 0 and device is not None and str(device).startswith("cuda"):
-            device = "cuda"  # Ray shows each worker only the GPUs it was given, numbered from 0
+        if gpus > 0 and device is not None:
+            # Ray shows each worker only the GPUs it was given, numbered from 0.
+            if isinstance(device, list):
+                device = [f"cuda:{i}" for i in range(len(device))]
+            elif str(device).startswith("cuda"):
+                device = "cuda"
         cuts = find_cuts(job.src) if not args.no_scene_detect else []
         chunks = plan_chunks(job.nframes, cuts, chunk_frames)
         threads = max(1, int(cpus)) if gpus == 0 else 0
