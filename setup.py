@@ -42,7 +42,9 @@ setup(
     extras_require={
         "cuda": ["cupy-cuda13x"],
         "train": ["tensorboard", "scikit-image"],
-        "dev": ["pytest>=8", "pytest-timeout"],
+        # vsstar enhance --ray / vsstar.distributed (docs/scaling.md)
+        "ray": ["ray>=2.9"],
+        "dev": ["pytest>=8", "pytest-timeout", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["vsstar = vsstar.cli:main"]},
     classifiers=[

@@ -128,8 +128,22 @@ def test_info_prints_versions_devices_models(capsys) -> None:
 def test_parser_rejects_bad_values() -> None:
     p = build_parser()
     for argv in (["enhance", "a", "b", "--scale", "3"], ["enhance", "a", "b", "--mode", "x"],
+                 ["enhance", "a", "b", "--device", "cpu,"],
                  ["enhance", "a", "b", "--batch-size", "-1"], ["enhance", "a"]):
         with pytest.raises(SystemExit):
             p.parse_args(argv)
     args = p.parse_args(["enhance", "in.mp4", "out.mp4", "--scale", "2", "--no-fp16", "--tile", "128"])
     assert (args.scale, args.fp16, args.tile, args.mode) == (2, False, 128, "st")
+
+
+@needs_ffmpeg
+def test_device_list_gives_the_same_frames(assets, tmp_path, capfd) -> None:
+    outs = {}
+    for device in ("cpu", "cpu,cpu"):
+        out = tmp_path / f"{device.replace(',', '_')}.mkv"
+        r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--model", str(assets["model"]),
+                    "--fast-flow", "--codec", "ffv1", "--device", device, "-q")
+        assert r.returncode == 0, r.stderr
+        outs[device] = subprocess.run([FFMPEG, "-v", "error", "-i", str(out), "-map", "0:v", "-f", "framemd5", "-"],
+                                      capture_output=True, text=True, check=True).stdout
+    assert outs["cpu"].count("\n") > 6 and outs["cpu,cpu"] == outs["cpu"]

@@ -18,11 +18,13 @@ import time
 import traceback
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import media
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "enhance", "prepare", "star_clip", "open_source", "summary", "Job",
+           "CliError"]
 
 # Fewer flow iterations: roughly 3x faster flow, slightly softer in-between frames.
 FAST_FLOW = {"n_outer": 3, "n_sor": 10}
@@ -44,6 +46,14 @@ def _positive(name: str):
     return conv
 
 
+def _device_arg(text: str) -> str | list[str]:
+    """--device: one device, or a list for several separated by commas."""
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"--device must be a device or devices separated by commas, got {text!r}")
+    return parts if len(parts) > 1 else parts[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vsstar`` command."""
     from . import __version__
@@ -62,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", default="st", choices=("st", "s", "t"),
                    help="st: upscale + double the frame rate (default); s: upscale only; t: double the frame rate only")
     e.add_argument("--model", default=None, help="bundled model name, .safetensors or official .pth (default: bundled for --scale)")
-    e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    e.add_argument("--device", default=None, type=_device_arg,
+                   help="cpu, cuda or cuda:N, or several separated by commas (cuda:0,cuda:1: one engine per "
+                        "device, each pair computed once) (default: CUDA if available)")
     fp = e.add_mutually_exclusive_group()
     fp.add_argument("--fp16", dest="fp16", action="store_true", default=None, help="float16 autocast (CUDA only; default on CUDA)")
     fp.add_argument("--no-fp16", dest="fp16", action="store_false", help="full float32 on CUDA")
@@ -86,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compare", metavar="PNG", default=None,
                    help="also write a side-by-side picture: bicubic (or blend) vs STAR, centre crop of the middle frame")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    r = e.add_argument_group("Ray cluster (see docs/scaling.md)")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="split the video into chunks and run them on a Ray cluster: ADDRESS as Ray takes it "
+                        "(auto, HOST:PORT, ray://HOST:10001); without one, RAY_ADDRESS or a local Ray instance")
+    r.add_argument("--chunk-frames", type=_positive("--chunk-frames"), default=None,
+                   help="most input frames per chunk (default 1000); chunks end at scene cuts where possible")
+    r.add_argument("--ray-cpus", type=float, default=None,
+                   help="CPUs each chunk's worker requests (default 1; also its torch threads on the CPU)")
+    r.add_argument("--ray-gpus", type=float, default=None,
+                   help="GPUs each chunk's worker requests (default 1 when --device is CUDA or the cluster "
+                        "has GPUs and --device is not cpu, else 0)")
+    r.add_argument("--max-retries", type=_positive("--max-retries"), default=3,
+                   help="times Ray reruns a chunk whose worker died (default 3)")
     e.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="on errors, show the traceback (default: one line)")
 
@@ -172,35 +197,50 @@ def _ffmpeg_cmd(ffmpeg: str, args: argparse.Namespace, tmp: Path, audio: bool, c
     return cmd
 
 
-def _encode(clip: Any, times: list[Fraction], end: Fraction, cmd: list[str], fmt: media.RawFormat,
-            colour: media.Colour, quiet: bool) -> None:
-    """Stream `clip` with `times` as raw Matroska into ffmpeg (`cmd`), with a progress bar; raises on failure."""
+def _clip_planes(clip: Any) -> Iterator[list[Any]]:
+    """The planes (numpy arrays, source order) of every frame of `clip`, in order, a few requested ahead."""
     import numpy as np
     import vapoursynth as vs
-    from tqdm import tqdm
 
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    bar = tqdm(total=clip.num_frames, unit="frame", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    fmt = _raw_format(clip)
     dtype = np.dtype("<u2") if fmt.bytes_per_sample == 2 else np.dtype(np.uint8)
     window = max(1, vs.core.num_threads)
     pending: dict[int, Any] = {}
+    n = clip.num_frames
+    for i in range(n):
+        for j in range(i, min(n, i + window)):
+            if j not in pending:
+                pending[j] = clip.get_frame_async(j)
+        frame = pending.pop(i).result()
+        yield [np.ascontiguousarray(np.asarray(frame[p]), dtype=dtype) for p in range(frame.format.num_planes)]
+        del frame
+
+
+def _encode(frames: Iterable[Sequence[Any]], n: int, width: int, height: int, times: list[Fraction],
+            end: Fraction, cmd: list[str], fmt: media.RawFormat, colour: media.Colour, quiet: bool,
+            on_frame: Callable[[], None] | None = None) -> None:
+    """Stream `n` frames (plane buffers in source order) with `times` as raw Matroska into ffmpeg (`cmd`).
+
+    A progress bar unless `quiet`; `on_frame` is called after each frame written. Raises on failure
+    (CliError when ffmpeg fails or stops reading early), with ffmpeg stopped.
+    """
+    from tqdm import tqdm
+
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    bar = tqdm(total=n, unit="frame", disable=quiet, dynamic_ncols=True, smoothing=0.1)
     written = 0
     try:
         try:
-            mux = media.RawVideoMuxer(proc.stdin, clip.width, clip.height, fmt, colour)
-            n = clip.num_frames
-            for i in range(n):
-                for j in range(i, min(n, i + window)):
-                    if j not in pending:
-                        pending[j] = clip.get_frame_async(j)
-                frame = pending.pop(i).result()
-                planes = [np.ascontiguousarray(np.asarray(frame[p]), dtype=dtype)
-                          for p in range(frame.format.num_planes)]
+            mux = media.RawVideoMuxer(proc.stdin, width, height, fmt, colour)
+            for i, planes in enumerate(frames):
+                if i >= n:
+                    raise RuntimeError(f"more than the {n} frames expected")
                 nxt = times[i + 1] if i + 1 < n else end
                 mux.write([memoryview(p).cast("B") for p in planes], times[i], nxt - times[i])
-                del frame
                 written += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame()
             proc.stdin.close()
         except BrokenPipeError:
             pass  # ffmpeg stopped early: its exit status and message say why
@@ -208,8 +248,8 @@ def _encode(clip: Any, times: list[Fraction], end: Fraction, cmd: list[str], fmt
         err = proc.stderr.read().decode(errors="replace").strip()
         if rc != 0:
             raise CliError(f"ffmpeg failed (exit {rc}): {err.splitlines()[-1] if err else 'no message'}")
-        if written != clip.num_frames:
-            raise CliError(f"ffmpeg stopped reading after {written} of {clip.num_frames} frames")
+        if written != n:
+            raise CliError(f"ffmpeg stopped reading after {written} of {n} frames")
     except BaseException:
         if proc.poll() is None:
             proc.kill()
@@ -288,12 +328,70 @@ def _check_io(args: argparse.Namespace) -> tuple[str, Path]:
     return ffmpeg, output
 
 
-def enhance(args: argparse.Namespace) -> int:
-    """Run the ``enhance`` sub-command."""
+@dataclass
+class Job:
+    """An ``enhance`` job with everything decided before frames flow (see :func:`prepare`)."""
+
+    args: argparse.Namespace
+    ffmpeg: str
+    output: Path
+    tmp: Path  # the partial file ffmpeg writes, renamed to output at the end
+    video: media.VideoStream
+    src: Any  # the source clip (its first --frames frames)
+    back_to: Any  # the format to return to after STAR (odd sizes read through a 4:4:4 copy), else None
+    timeline: media.Timeline  # frame times of src
+    result: Any  # STAR's output clip
+    clip: Any  # what is written: `result` as integers
+    fmt: media.RawFormat
+    pix_fmt: str
+    codec: str
+    times: list[Fraction]  # output frame times (from zero)
+    end: Fraction
+    cmd: list[str]  # the final encoder, reading raw Matroska on its stdin
+    started: float
+
+    @property
+    def nframes(self) -> int:
+        return self.src.num_frames
+
+
+def star_clip(args: argparse.Namespace, src: Any, video: media.VideoStream, back_to: Any,
+              device: str | None = None, note: Callable[[str], None] | None = None) -> tuple[Any, Any]:
+    """STAR on `src` as the ``enhance`` options ask: (STAR's result, the clip to write, as integers).
+
+    `device` overrides ``args.device`` (the Ray driver builds the clip on the CPU only to learn its format).
+    """
     import vapoursynth as vs
 
     from .vs import STAR
 
+    note = _note if note is None else note
+    try:
+        result = STAR(src, scale=args.scale, mode=args.mode, model=args.model,
+                      device=args.device if device is None else device,
+                      fp16=args.fp16 if device is None else None, batch_size=args.batch_size, tile=args.tile,
+                      scene_change=not args.no_scene_detect,
+                      flow_options=FAST_FLOW if args.fast_flow else None,
+                      backend=args.backend, precision=args.precision)
+    except vs.Error as exc:
+        # Speak in the command's terms: STAR's keyword arguments are options here.
+        msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
+        raise CliError(msg) from exc
+    if back_to is not None:
+        if result.width % (1 << back_to.subsampling_w) or result.height % (1 << back_to.subsampling_h):
+            note(f"{result.width}x{result.height} cannot be stored in {video.pix_fmt}'s chroma layout; "
+                 "writing 4:4:4 (the whole picture, full chroma); --pix-fmt picks another")
+        else:
+            result = vs.core.resize.Spline36(result, format=back_to.id)
+    return result, _writable(result)
+
+
+def prepare(args: argparse.Namespace, device: str | None = None) -> Job:
+    """Check the job, open the source, build STAR's clip and the encoder command; nothing is written yet.
+
+    Removes stale partial files of OUTPUT. The caller must delete ``job.tmp`` and the 4:4:4 source copy
+    (``media.partial_path(job.output, tag="source")``) when done, whatever happens.
+    """
     started = time.monotonic()
     ffmpeg, output = _check_io(args)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -315,51 +413,65 @@ def enhance(args: argparse.Namespace) -> int:
 
     tmp = media.partial_path(output)
     full_copy = media.partial_path(output, tag="source")
+    src, timeline_all, back_to = _open_input(args, ffmpeg, v, full_copy)
+    nframes = src.num_frames
+    timeline = timeline_all.head(nframes)
+    result, clip = star_clip(args, src, v, back_to, device=device)
+    fmt = _raw_format(clip)
+    pix_fmt = args.pix_fmt or fmt.pix_fmt
+    codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
+    # Times from zero: the source is shifted with them (see _ffmpeg_cmd).
+    offset = -min(info.start, timeline.starts[0])
+    times = timeline.shifted(offset).output_times(args.mode)
+    if len(times) != clip.num_frames:
+        raise RuntimeError(f"STAR returned {clip.num_frames} frames for {len(times)} frame times")
+    end = timeline.end + offset
+    tb = media.time_base(times + [end])
+    if not args.quiet:
+        print(f"{args.input}: {v.width}x{v.height} {v.pix_fmt} {nframes} frames @ {_rate_text(timeline)} -> "
+              f"{clip.width}x{clip.height} {pix_fmt} {clip.num_frames} frames ({codec}; mode {args.mode}, "
+              f"x{args.scale})", file=sys.stderr)
+    audio = not args.no_audio and info.audio_streams > 0
+    # --frames: the output ends with the last frame taken (the audio too).
+    until = end if args.frames and args.frames < len(timeline_all) else None
+    cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset, until)
+    return Job(args, ffmpeg, output, tmp, v, src, back_to, timeline, result, clip, fmt, pix_fmt, codec,
+               times, end, cmd, started)
+
+
+def summary(job: Job, encode_s: float) -> str:
+    """The last line of a finished job."""
+    args, clip, v = job.args, job.clip, job.video
+    total = time.monotonic() - job.started
+    out_rate = _rate_text(job.timeline, 1 if args.mode == "s" else 2)
+    return (f"wrote {job.output}" + (f" and {args.compare}" if args.compare else "")
+            + f": {clip.num_frames} frames {clip.width}x{clip.height} {job.pix_fmt} @ {out_rate} "
+            f"from {job.nframes} frames {v.width}x{v.height} @ {_rate_text(job.timeline)}; "
+            f"{total:.1f} s, {clip.num_frames / max(encode_s, 1e-9):.2f} frames/s")
+
+
+def enhance(args: argparse.Namespace) -> int:
+    """Run the ``enhance`` sub-command (on a Ray cluster with ``--ray``)."""
+    import vapoursynth as vs
+
+    if getattr(args, "ray", None) is not None:
+        from . import distributed
+
+        distributed.run_job(args)
+        return 0
+    output = Path(args.output)
+    tmp = media.partial_path(output)
+    full_copy = media.partial_path(output, tag="source")
     try:
-        src, timeline_all, back_to = _open_input(args, ffmpeg, v, full_copy)
-        nframes = src.num_frames
-        timeline = timeline_all.head(nframes)
-        try:
-            result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
-                          fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
-                          scene_change=not args.no_scene_detect,
-                          flow_options=FAST_FLOW if args.fast_flow else None,
-                          backend=args.backend, precision=args.precision)
-        except vs.Error as exc:
-            # Speak in the command's terms: STAR's keyword arguments are options here.
-            msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
-            raise CliError(msg) from exc
-        if back_to is not None:
-            if result.width % (1 << back_to.subsampling_w) or result.height % (1 << back_to.subsampling_h):
-                _note(f"{result.width}x{result.height} cannot be stored in {v.pix_fmt}'s chroma layout; "
-                            "writing 4:4:4 (the whole picture, full chroma); --pix-fmt picks another")
-            else:
-                result = vs.core.resize.Spline36(result, format=back_to.id)
-        clip = _writable(result)
-        fmt = _raw_format(clip)
-        pix_fmt = args.pix_fmt or fmt.pix_fmt
-        codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
-        # Times from zero: the source is shifted with them (see _ffmpeg_cmd).
-        offset = -min(info.start, timeline.starts[0])
-        times = timeline.shifted(offset).output_times(args.mode)
-        if len(times) != clip.num_frames:
-            raise RuntimeError(f"STAR returned {clip.num_frames} frames for {len(times)} frame times")
-        end = timeline.end + offset
-        tb = media.time_base(times + [end])
-        if not args.quiet:
-            print(f"{args.input}: {v.width}x{v.height} {v.pix_fmt} {nframes} frames @ {_rate_text(timeline)} -> "
-                  f"{clip.width}x{clip.height} {pix_fmt} {clip.num_frames} frames ({codec}; mode {args.mode}, "
-                  f"x{args.scale})", file=sys.stderr)
-        audio = not args.no_audio and info.audio_streams > 0
-        # --frames: the output ends with the last frame taken (the audio too).
-        until = end if args.frames and args.frames < len(timeline_all) else None
-        cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset, until)
+        job = prepare(args)
+        clip = job.clip
         t0 = time.monotonic()
-        _encode(clip, times, end, cmd, fmt, v.colour, args.quiet)
+        _encode(_clip_planes(clip), clip.num_frames, clip.width, clip.height, job.times, job.end, job.cmd,
+                job.fmt, job.video.colour, args.quiet)
         encode_s = time.monotonic() - t0
-        os.replace(tmp, output)
+        os.replace(job.tmp, job.output)
         if args.compare:
-            write_compare(src, result, args.mode, args.scale, args.compare)
+            write_compare(job.src, job.result, args.mode, args.scale, args.compare)
     except media.MediaError as exc:
         raise CliError(str(exc)) from exc
     except vs.Error as exc:
@@ -368,13 +480,33 @@ def enhance(args: argparse.Namespace) -> int:
         tmp.unlink(missing_ok=True)
         full_copy.unlink(missing_ok=True)
     if not args.quiet:
-        total = time.monotonic() - started
-        out_rate = _rate_text(timeline, 1 if args.mode == "s" else 2)
-        print(f"wrote {output}" + (f" and {args.compare}" if args.compare else "")
-              + f": {clip.num_frames} frames {clip.width}x{clip.height} {pix_fmt} @ {out_rate} "
-              f"from {nframes} frames {v.width}x{v.height} @ {_rate_text(timeline)}; "
-              f"{total:.1f} s, {clip.num_frames / max(encode_s, 1e-9):.2f} frames/s", file=sys.stderr)
+        print(summary(job, encode_s), file=sys.stderr)
     return 0
+
+
+def open_source(path: str, video: media.VideoStream, ffmpeg: str, full_copy: Path,
+                frames: int | None = None, src: Any = None) -> tuple[Any, Any]:
+    """The source clip of `path` and, for odd sizes read through a 4:4:4 copy (written to `full_copy`,
+    its first `frames` frames), the format to return to after STAR (else None).
+
+    `src`: the file opened already with BestSource.
+    """
+    src = _source(path, video.index) if src is None else src
+    field_based = src.get_frame(0).props.get("_FieldBased", 0)
+    if field_based in (1, 2):  # the stream did not say, the frames do
+        order = "bottom field first" if field_based == 1 else "top field first"
+        raise CliError(f"input {path!r} is interlaced ({order}); STAR needs progressive frames: "
+                       "deinterlace it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
+    back_to = None
+    if (src.width, src.height) != (video.width, video.height):
+        # Odd sizes with 4:2:0/4:2:2: a clip in that layout cannot hold the whole picture (BestSource
+        # drops the last column/row). Read a 4:4:4 copy at the exact size instead, and go back to the
+        # input's layout after STAR, whose output size is even at x2/x4/x8.
+        back_to = src.format
+        media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, path, video, full_copy,
+                                                    src.format.bits_per_sample, frames))
+        src = _source(str(full_copy), 0, cache=False)
+    return src, back_to
 
 
 def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
@@ -382,25 +514,12 @@ def _open_input(args: argparse.Namespace, ffmpeg: str, v: media.VideoStream,
     """The source clip (its first --frames frames), the frame times of the whole input and, for odd sizes
     read through a 4:4:4 copy, the format to return to (else None)."""
     src = _source(args.input, v.index)
-    field_based = src.get_frame(0).props.get("_FieldBased", 0)
-    if field_based in (1, 2):  # the stream did not say, the frames do
-        order = "bottom field first" if field_based == 1 else "top field first"
-        raise CliError(f"input {args.input!r} is interlaced ({order}); STAR needs progressive frames: "
-                       "deinterlace it first, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v ffv1 progressive.mkv")
+    nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
     timeline = media.read_timeline(args.input, v)
     if timeline is None or len(timeline) != src.num_frames:
         timeline = media.Timeline.constant(src.num_frames, Fraction(src.fps_num, src.fps_den))
         _note(f"frame times could not be read from the input; writing a constant {float(src.fps):.3f} fps")
-    nframes = min(args.frames, src.num_frames) if args.frames else src.num_frames
-    back_to = None
-    if (src.width, src.height) != (v.width, v.height):
-        # Odd sizes with 4:2:0/4:2:2: a clip in that layout cannot hold the whole picture (BestSource
-        # drops the last column/row). Read a 4:4:4 copy at the exact size instead, and go back to the
-        # input's layout after STAR, whose output size is even at x2/x4/x8.
-        back_to = src.format
-        media.run_ffmpeg(media.full_chroma_copy_cmd(ffmpeg, args.input, v, full_copy,
-                                                    src.format.bits_per_sample, nframes))
-        src = _source(str(full_copy), 0, cache=False)
+    src, back_to = open_source(args.input, v, ffmpeg, full_copy, nframes, src)
     return src[:nframes], timeline, back_to
 
 

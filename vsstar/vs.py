@@ -8,8 +8,9 @@ durations); a final resize brings the result back to the input's colour family.
 Which pair and which of its outputs make each output frame is :mod:`vsstar.schedule`'s decision; this
 module only moves frames. The pair store computes every pair once, whichever VapourSynth thread asks
 first, and frees it once every output frame that needs it was delivered. Pairs are batched and
-prefetched ahead by one background worker thread that owns the device; frames reach it as numpy
-views of the VapourSynth planes.
+prefetched ahead by one background worker thread per device (``device=["cuda:0", "cuda:1"]``: one
+engine each, all taking their batches from the one store, so each pair still runs once); frames reach
+them as numpy views of the VapourSynth planes.
 """
 from __future__ import annotations
 
@@ -48,12 +49,14 @@ def _err(msg: str) -> vs.Error:
 class StoreStats:
     """Counters of a clip's pair store, for diagnostics: pass one as ``STAR(..., stats=...)``.
 
-    computed: network passes run (pairs computed, prefetched ones included); held: pairs in memory
+    computed: network passes run (pairs computed, prefetched ones included); by_engine: how many
+    of them each engine ran, in the order of ``device`` (one entry per device); held: pairs in memory
     now (computed or waiting); peak_held: the most ever held at once; freed: pairs dropped because
     every output frame that needs them was delivered.
     """
 
     computed: int = 0
+    by_engine: list[int] = field(default_factory=list)  # pairs computed by each engine (device), in order
     held: int = 0
     peak_held: int = 0
     freed: int = 0
@@ -84,10 +87,10 @@ class _PairStore:
     at most ``capacity`` pairs are held at once (least recently used computed pairs go first).
     """
 
-    def __init__(self, engine: StarEngine, clip: vs.VideoNode, schedule: FrameSchedule,
+    def __init__(self, engines: Sequence[StarEngine], clip: vs.VideoNode, schedule: FrameSchedule,
                  is_cut: Callable[[int, Any, Any], bool], known_cut: Callable[[int], bool | None],
                  prefetch: int, capacity: int, keep: int, stats: StoreStats | None) -> None:
-        self.engine = engine
+        self.engines = list(engines)
         self.clip = clip
         self.schedule = schedule
         self.is_cut = is_cut
@@ -99,12 +102,15 @@ class _PairStore:
         self.keep = keep
         self.delivered_frames = bytearray(schedule.num_outputs or 0)
         self.stats = stats if stats is not None else StoreStats()
+        self.stats.by_engine = [0] * len(self.engines)
         self.cond = threading.Condition()
-        self.worker: threading.Thread | None = None
+        # One worker thread per engine (device); each takes its batches from the same pending pairs.
+        self.workers: list[threading.Thread | None] = [None] * len(self.engines)
         self.closing = False
         self.serving = 0  # VapourSynth requests inside render() now
         self.idle_exit_s = 2.0
-        self._bufs: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bufs: list[dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]]] = \
+            [{} for _ in self.engines]
         _LIVE_STORES.add(self)
 
     # -- called from VapourSynth threads
@@ -206,10 +212,12 @@ class _PairStore:
             self.cond.notify_all()
 
     def _ensure_worker(self) -> None:
-        if self.worker is None or not self.worker.is_alive():
-            # Daemon, so an idle store never delays exit; close() (at interpreter exit) stops it.
-            self.worker = threading.Thread(target=self._run, name="vsstar-worker", daemon=True)
-            self.worker.start()
+        for i, w in enumerate(self.workers):
+            if w is None or not w.is_alive():
+                # Daemon, so an idle store never delays exit; close() (at interpreter exit) stops it.
+                w = threading.Thread(target=self._run, args=(i,), name=f"vsstar-worker-{i}", daemon=True)
+                self.workers[i] = w
+                w.start()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker and wait for the frame requests in flight.
@@ -223,7 +231,7 @@ class _PairStore:
         gone = RuntimeError("the Python interpreter is shutting down")
         with self.cond:
             self.closing = True
-            worker = self.worker
+            workers = [w for w in self.workers if w is not None]
             waiting = [f for e in self.entries.values() if e.frame_futures for f in e.frame_futures]
             pending = [e for e in self.entries.values() if e.state == "pending"]
             for e in pending:
@@ -232,8 +240,9 @@ class _PairStore:
         for e in pending:
             if not e.future.done():
                 e.future.set_exception(gone)
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout)
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout)
         for f in waiting:
             try:
                 f.result(timeout)
@@ -258,35 +267,37 @@ class _PairStore:
                 self.cond.notify_all()
 
     # -- worker thread
-    def _pick(self) -> list[_Entry]:
+    def _pick(self, engine: StarEngine) -> list[_Entry]:
+        """The next batch for `engine` (under the lock): marked running, so no other engine takes it."""
         pending = [e for e in self.entries.values() if e.state == "pending"]
         demanded = sorted((e for e in pending if e.demanded), key=lambda e: e.key)
         ready_pf = sorted((e for e in pending if not e.demanded and e.ready()), key=lambda e: e.key)
         # Prefetched pairs join a batch only if nothing demanded waits, or to fill a demanded batch.
-        batch = (demanded + ready_pf)[: self.engine.batch_size]
+        batch = (demanded + ready_pf)[: engine.batch_size]
         for e in batch:
             e.state = "running"
         return batch
 
-    def _run(self) -> None:
+    def _run(self, i: int) -> None:
+        engine = self.engines[i]
         while True:
             with self.cond:
                 deadline = time.monotonic() + self.idle_exit_s
                 while True:
                     if self.closing:
-                        self.worker = None
+                        self.workers[i] = None
                         return
-                    batch = self._pick()
+                    batch = self._pick(engine)
                     if batch:
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        self.worker = None
+                        self.workers[i] = None
                         return
                     self.cond.wait(min(left, 0.5))
-            self._compute(batch)
+            self._compute(batch, i)
 
-    def _compute(self, batch: list[_Entry]) -> None:
+    def _compute(self, batch: list[_Entry], i: int = 0) -> None:
         try:
             todo: list[_Entry] = []
             for e in batch:
@@ -302,14 +313,15 @@ class _PairStore:
             if not todo:
                 return
             f0 = todo[0].frames[0]
-            first, second = self._buffers(len(todo), f0.height, f0.width)
-            for i, e in enumerate(todo):
-                _frame_into(e.frames[0], first[i])
-                _frame_into(e.frames[1], second[i])
-            out = self.engine.process(first, second)
-            for i, e in enumerate(todo):
-                parts = tuple(None if t is None else t[i] for t in out)
-                self._finish(e, parts)
+            engine = self.engines[i]
+            first, second = self._buffers(i, len(todo), f0.height, f0.width)
+            for n, e in enumerate(todo):
+                _frame_into(e.frames[0], first[n])
+                _frame_into(e.frames[1], second[n])
+            out = engine.process(first, second)
+            for n, e in enumerate(todo):
+                parts = tuple(None if t is None else t[n] for t in out)
+                self._finish(e, parts, i)
         except BaseException as exc:  # report to every waiter instead of hanging the host
             for e in batch:
                 if not e.future.done():
@@ -322,16 +334,16 @@ class _PairStore:
             if not isinstance(exc, Exception):
                 raise
 
-    def _buffers(self, n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reusable input batches (pinned on CUDA so the upload can overlap); worker thread only."""
+    def _buffers(self, i: int, n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reusable input batches of worker i (pinned on CUDA so the upload can overlap)."""
         key = (n, h, w)
-        if key not in self._bufs:
-            pin = self.engine.device.type == "cuda"
-            self._bufs = {key: tuple(
+        if key not in self._bufs[i]:
+            pin = self.engines[i].device.type == "cuda"
+            self._bufs[i] = {key: tuple(
                 torch.empty((n, 3, h, w), dtype=torch.float32, pin_memory=pin) for _ in range(2))}
-        return self._bufs[key]
+        return self._bufs[i][key]
 
-    def _finish(self, e: _Entry, parts: tuple[torch.Tensor | None, ...] | None) -> None:
+    def _finish(self, e: _Entry, parts: tuple[torch.Tensor | None, ...] | None, engine: int = 0) -> None:
         with self.cond:
             e.frames = None
             e.state = "done"
@@ -340,6 +352,7 @@ class _PairStore:
                     self._drop(e)
             else:
                 self.stats.computed += 1
+                self.stats.by_engine[engine] += 1
                 self._evict()
         e.future.set_result(parts)
 
@@ -396,6 +409,24 @@ def _range_of(props: Any) -> str | None:
     return None
 
 
+def _devices(device: Any, device_index: Any) -> list[Any]:
+    """The device of each engine, from ``device`` (one or a list) or ``device_index`` (int or list)."""
+    if device_index is not None:
+        if device is not None:
+            raise _err(f"pass device or device_index, not both (got device={device!r}, device_index={device_index!r})")
+        idx = [device_index] if isinstance(device_index, int) and not isinstance(device_index, bool) \
+            else device_index
+        if not isinstance(idx, (list, tuple)) or not idx or any(
+                isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in idx):
+            raise _err(f"device_index must be an int >= 0 or a non-empty list of them, got {device_index!r}")
+        return [f"cuda:{i}" for i in idx]
+    if isinstance(device, (list, tuple)):
+        if not device:
+            raise _err("device must be None, a device name or a non-empty list of them, got []")
+        return list(device)
+    return [device]
+
+
 def _check_int(name: str, value: Any, lo: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -409,7 +440,7 @@ def STAR(
     scale: int = 4,
     mode: str = "st",
     model: Any = None,
-    device: str | None = None,
+    device: str | Sequence[str] | None = None,
     fp16: bool | None = None,
     batch_size: int | None = None,
     tile: int | Sequence[int] | None = None,
@@ -419,10 +450,11 @@ def STAR(
     prefetch: int | None = None,
     cache_mb: int | None = None,
     flow_options: dict[str, Any] | None = None,
-    engine: StarEngine | None = None,
+    engine: StarEngine | Sequence[StarEngine] | None = None,
     stats: StoreStats | None = None,
     backend: str = "auto",
     precision: str = "f32",
+    device_index: int | Sequence[int] | None = None,
 ) -> vs.VideoNode:
     """Space-time video super-resolution (STARnet).
 
@@ -438,7 +470,9 @@ def STAR(
             decides which pair makes each frame.
         model: bundled weights name, .safetensors path or official .pth checkpoint; None = the
             bundled weights for ``scale``.
-        device: None (CUDA if available, else CPU), "cpu", "cuda", "cuda:N".
+        device: None (CUDA if available, else CPU), "cpu", "cuda", "cuda:N", or a list of them
+            (``["cuda:0", "cuda:1"]``): one engine per entry, all fed from the one frame schedule, each
+            pair computed once on whichever device is free; the output is the same as on one device.
         fp16: float16 autocast (default True on CUDA, False on CPU).
         batch_size: pairs per network call (default 1 on CPU, 4 on CUDA).
         tile: LR tile size (int or [h, w]); None = automatic when memory would not suffice; 0 = off.
@@ -450,11 +484,14 @@ def STAR(
         cache_mb: most memory for computed pairs waiting for the host (MiB); None = a quarter of the
             available memory. A pair is freed as soon as every output frame that needs it was delivered.
         flow_options: overrides for the optical flow (e.g. ``{"n_outer": 3}`` for speed).
-        engine: a prebuilt :class:`vsstar.engine.StarEngine` to share a loaded model between clips
-            (then model/scale/device/fp16/batch_size/tile/tile_overlap/flow_options are taken from it).
+        engine: a prebuilt :class:`vsstar.engine.StarEngine` (or a list, one per device) to share a
+            loaded model between clips (then model/scale/device/fp16/batch_size/tile/tile_overlap/
+            flow_options are taken from it).
         stats: a :class:`StoreStats` the clip's pair store keeps its counters in (diagnostics).
         backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU).
         precision: OpenVINO precision, "f32" (default) or "bf16" (faster, small drift; CPUs with bfloat16).
+        device_index: CUDA device number(s), as in vs-rife and other VapourSynth filters: ``0`` is
+            ``device="cuda:0"``, ``[0, 1]`` is ``device=["cuda:0", "cuda:1"]``. Not with ``device``.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -481,23 +518,33 @@ def STAR(
         raise _err("clip must have at least one frame")
 
     if engine is None:
+        devices = _devices(device, device_index)
         try:
-            engine = StarEngine(model, scale=scale, mode=mode, device=device, fp16=fp16, batch_size=batch_size,
-                                tile=tile, tile_overlap=tile_overlap, flow_options=flow_options,
-                                backend=backend, precision=precision)
+            engines = [StarEngine(model, scale=scale, mode=mode, device=d, fp16=fp16, batch_size=batch_size,
+                                  tile=tile, tile_overlap=tile_overlap, flow_options=flow_options,
+                                  backend=backend, precision=precision) for d in devices]
         except ValueError as exc:
             raise _err(str(exc)) from exc
     else:
-        if not isinstance(engine, StarEngine):
-            raise _err(f"engine must be a vsstar.engine.StarEngine, got {type(engine).__name__}")
-        if engine.mode != mode:
-            raise _err(f"mode={mode!r} but the engine was built for mode={engine.mode!r}")
+        engines = [engine] if isinstance(engine, StarEngine) else \
+            list(engine) if isinstance(engine, (list, tuple)) else [engine]
+        if not engines:
+            raise _err("engine must be a vsstar.engine.StarEngine or a non-empty list of them, got []")
+        for e in engines:
+            if not isinstance(e, StarEngine):
+                raise _err(f"engine must be a vsstar.engine.StarEngine or a list of them, got {type(e).__name__}")
+            if e.mode != mode:
+                raise _err(f"mode={mode!r} but the engine was built for mode={e.mode!r}")
+        if len({(e.scale, e.mode) for e in engines}) > 1:
+            raise _err("engine: the engines of a list must share scale and mode")
+    engine = engines[0]
     scale = engine.scale
     min_side = max(8, getattr(engine.config, "min_size", 1))
     if clip.width < min_side or clip.height < min_side:
         raise _err(f"clip is {clip.width}x{clip.height}; at least {min_side}x{min_side} pixels are needed")
     if prefetch is None:
-        prefetch = 2 * engine.batch_size
+        # Enough ahead to keep every device busy.
+        prefetch = 2 * sum(e.batch_size for e in engines)
 
     # ---- working clip (float RGB) and the way back to the input's family
     direct = fmt.id in (vs.RGBS, vs.RGBH)
@@ -560,9 +607,10 @@ def STAR(
     else:
         cache_bytes = cache_mb << 20
     # A batch in flight plus a little room is the least that works, whatever the budget says.
-    capacity = max(engine.batch_size + 2, cache_bytes // max(1, pair_bytes))
-    store = _PairStore(engine, work, schedule, is_cut, known_cut, min(prefetch, capacity),
-                       capacity, keep=max(2, engine.batch_size), stats=stats)
+    in_flight = sum(e.batch_size for e in engines)
+    capacity = max(in_flight + 2, cache_bytes // max(1, pair_bytes))
+    store = _PairStore(engines, work, schedule, is_cut, known_cut, min(prefetch, capacity),
+                       capacity, keep=max(2, in_flight), stats=stats)
 
     prev = work[0] + work[:-1] if nframes > 1 else work
     nxt = work[1:] + work[-1] if nframes > 1 else work
