@@ -520,12 +520,14 @@ class StarEngine:
             y = torch.stack([lr[i][iv[1]] for i, iv in jobs])
             outs: list[PairOutput] = []
             lows: list[Tensor] = []
-            with self._lock:
-                for s in range(0, len(jobs), self.batch_size):
-                    res = self._process_batch(x[s:s + self.batch_size], y[s:s + self.batch_size], lr_mid=deeper)
-                    po, lm = res if deeper else (res, None)
-                    outs.append(po)
-                    if lm is not None:
+            if not deeper:  # the last level (for factor 2 the only one) is a plain process() call
+                outs.append(self.process(x, y))
+            else:
+                with self._lock:
+                    for s in range(0, len(jobs), self.batch_size):
+                        po, lm = self._process_batch(x[s:s + self.batch_size], y[s:s + self.batch_size],
+                                                     lr_mid=True)
+                        outs.append(po)
                         lows.append(lm)
             mid = torch.cat([o.mid for o in outs]) if outs[0].mid is not None else None
             lmid = torch.cat(lows) if deeper else None

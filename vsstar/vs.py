@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import threading
 import time
 import weakref
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -29,7 +31,7 @@ import vapoursynth as vs
 
 from .engine import MODES, StarEngine, _available_ram
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
-from .schedule import PARTS, FrameSchedule
+from .schedule import DEFAULT_DEPTH, PARTS, FrameSchedule, max_time_error, output_factor
 
 __all__ = ["STAR", "StoreStats"]
 
@@ -86,8 +88,10 @@ class _PairStore:
 
     def __init__(self, engine: StarEngine, clip: vs.VideoNode, schedule: FrameSchedule,
                  is_cut: Callable[[int, Any, Any], bool], known_cut: Callable[[int], bool | None],
-                 prefetch: int, capacity: int, keep: int, stats: StoreStats | None) -> None:
+                 prefetch: int, capacity: int, keep: int, stats: StoreStats | None,
+                 exact_time: bool = False) -> None:
         self.engine = engine
+        self.exact_time = exact_time
         self.clip = clip
         self.schedule = schedule
         self.is_cut = is_cut
@@ -108,8 +112,8 @@ class _PairStore:
         _LIVE_STORES.add(self)
 
     # -- called from VapourSynth threads
-    def get(self, key: tuple[int, int], frames: tuple[Any, Any], j: int) -> tuple[torch.Tensor | None, ...]:
-        """Outputs (sr_first, mid, sr_second) of pair `key` for output frame j, computing it if needed."""
+    def get(self, key: tuple[int, int], frames: tuple[Any, Any], j: int) -> tuple[Any, ...]:
+        """Outputs (sr_first, {t: mid}, sr_second) of pair `key` for output frame j, computing it if needed."""
         with self.cond:
             if self.closing:
                 raise RuntimeError("the Python interpreter is shutting down")
@@ -187,7 +191,9 @@ class _PairStore:
         out: list[_Entry] = []
         seen: set[tuple[int, int]] = set()
         i = j + 1
-        stop = min(n_out, j + 1 + 4 * (self.prefetch + 1))  # mode "t" across cuts needs no pairs at all
+        # Mode "t" across cuts needs no pairs at all; a higher factor has more output frames per pair.
+        per_pair = max(2, math.ceil(self.schedule.factor))
+        stop = min(n_out, j + 1 + 2 * per_pair * (self.prefetch + 1))
         while i < stop and len(seen) < self.prefetch and budget > 0:
             key = self.schedule.output(i, guess).pair
             i += 1
@@ -306,9 +312,11 @@ class _PairStore:
             for i, e in enumerate(todo):
                 _frame_into(e.frames[0], first[i])
                 _frame_into(e.frames[1], second[i])
-            out = self.engine.process(first, second)
+            out = self.engine.process_times(first, second, [self._times(e.key) for e in todo],
+                                            exact_time=self.exact_time)
             for i, e in enumerate(todo):
-                parts = tuple(None if t is None else t[i] for t in out)
+                parts = (None if out.sr_first is None else out.sr_first[i], out.mids[i],
+                         None if out.sr_second is None else out.sr_second[i])
                 self._finish(e, parts)
         except BaseException as exc:  # report to every waiter instead of hanging the host
             for e in batch:
@@ -321,6 +329,14 @@ class _PairStore:
                     e.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
+
+    def _times(self, key: tuple[int, int]) -> list[Fraction]:
+        """The in-between times the pair (a, a+1) makes (none for a frame paired with itself)."""
+        a, b = key
+        if b != a + 1 or self.engine.mode == "s":
+            return []
+        sched = self.schedule
+        return [sched.time_of(j) - a for j in sched.outputs_at(a, b) if sched.time_of(j) != a]
 
     def _buffers(self, n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Reusable input batches (pinned on CUDA so the upload can overlap); worker thread only."""
@@ -421,6 +437,11 @@ def STAR(
     flow_options: dict[str, Any] | None = None,
     engine: StarEngine | None = None,
     stats: StoreStats | None = None,
+    factor_num: int = 2,
+    factor_den: int = 1,
+    fps_num: int | None = None,
+    fps_den: int | None = None,
+    exact_time: bool = False,
 ) -> vs.VideoNode:
     """Space-time video super-resolution (STARnet).
 
@@ -451,6 +472,16 @@ def STAR(
         engine: a prebuilt :class:`vsstar.engine.StarEngine` to share a loaded model between clips
             (then model/scale/device/fp16/batch_size/tile/tile_overlap/flow_options are taken from it).
         stats: a :class:`StoreStats` the clip's pair store keeps its counters in (diagnostics).
+        factor_num, factor_den: output frame rate / input frame rate (modes "st" and "t"; at least
+            1; default 2/1). Output frame j shows source time j * factor_den / factor_num: on a
+            source frame it is that frame (super-resolved in mode "st"), otherwise it is synthesised
+            at its fraction t of the way between frames k and k+1 (props STAR_Interpolated=1,
+            STAR_Time=t). Frame durations follow the source's, so variable-rate clips work.
+        fps_num, fps_den: the output frame rate instead of the factor (overrides factor_*); needs a
+            clip with a constant rate.
+        exact_time: the models synthesise only t = 1/2 and reach other times by recursive midpoints,
+            rounded to the nearest multiple of 1/8 (worst error 1/16 of a frame interval; none for
+            factors 2, 4, 8); True raises vs.Error instead when a needed t is not reachable exactly.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -475,6 +506,22 @@ def STAR(
         raise _err(f"clip format {fmt.name} is not supported (RGB, YUV or GRAY expected)")
     if clip.num_frames < 1:
         raise _err("clip must have at least one frame")
+    if not isinstance(exact_time, (bool, int)):
+        raise _err(f"exact_time must be a bool, got {exact_time!r}")
+    if mode == "s":
+        if (factor_num, factor_den, fps_num, fps_den) != (2, 1, None, None):
+            raise _err("factor_num/factor_den/fps_num/fps_den: mode 's' keeps the frame rate")
+        factor = Fraction(1)
+    else:
+        try:
+            factor = output_factor(factor_num, factor_den, fps_num, fps_den,
+                                   Fraction(clip.fps.numerator, clip.fps.denominator) if clip.fps.denominator else None)
+        except ValueError as exc:
+            raise _err(str(exc)) from exc
+        if exact_time and max_time_error(factor, DEFAULT_DEPTH):
+            raise _err(f"exact_time: the factor {factor} needs in-between times that a model which knows only "
+                       f"t = 1/2 cannot synthesise exactly (worst rounding {float(max_time_error(factor)):.4f} "
+                       "of a frame interval); use exact_time=False or a factor 2, 4 or 8")
 
     if engine is None:
         try:
@@ -518,7 +565,14 @@ def STAR(
     nframes = clip.num_frames
     w, h = work.width, work.height
     hr_w, hr_h = (w, h) if mode == "t" else (w * scale, h * scale)
-    blank = core.std.BlankClip(work, width=hr_w, height=hr_h, length=nframes, keep=True)
+    num, den = factor.numerator, factor.denominator
+
+    def spread(c: vs.VideoNode) -> vs.VideoNode:
+        """c's frame floor(j * den / num) at output frame j (fps x factor, durations / factor)."""
+        if num == den == 1:
+            return c
+        c = core.std.Interleave([c] * num) if num > 1 else c
+        return core.std.SelectEvery(c, den, [0]) if den > 1 else c
 
     # ---- scene cuts, decided once per boundary (k, k+1) and remembered
     cuts: dict[int, bool] = {}
@@ -546,9 +600,10 @@ def STAR(
         with cut_lock:
             return cuts.get(k)
 
-    schedule = FrameSchedule(nframes, mode)
-    # Memory of one computed pair: the HR frames of the outputs the mode keeps, float32.
-    pair_bytes = 4 * 3 * (hr_w * hr_h * (3 if mode == "st" else 2) if mode != "t" else w * h)
+    schedule = FrameSchedule(nframes, mode, factor)
+    # Memory of one computed pair: the frames of the outputs the mode keeps, float32.
+    n_mid = math.ceil(factor) if mode != "s" else 0
+    pair_bytes = 4 * 3 * hr_w * hr_h * (n_mid + (2 if mode != "t" else 0))
     if cache_mb is None:
         avail = _available_ram()
         cache_bytes = avail // 4 if avail else DEFAULT_CACHE_MB << 20
@@ -557,10 +612,12 @@ def STAR(
     # A batch in flight plus a little room is the least that works, whatever the budget says.
     capacity = max(engine.batch_size + 2, cache_bytes // max(1, pair_bytes))
     store = _PairStore(engine, work, schedule, is_cut, known_cut, min(prefetch, capacity),
-                       capacity, keep=max(2, engine.batch_size), stats=stats)
+                       capacity, keep=max(2, engine.batch_size), stats=stats, exact_time=bool(exact_time))
 
     prev = work[0] + work[:-1] if nframes > 1 else work
     nxt = work[1:] + work[-1] if nframes > 1 else work
+    nxt_src = clip[1:] + clip[-1] if nframes > 1 else clip
+    blank = core.std.BlankClip(work, width=hr_w, height=hr_h, length=nframes, keep=True)
 
     def render(j: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:
@@ -570,6 +627,24 @@ def STAR(
             raise
         except Exception as exc:
             raise _err(f"frame {j}: {type(exc).__name__}: {exc}") from exc
+
+    def duration(j: int, n: int, f: list[vs.VideoFrame]) -> Fraction | None:
+        """Output frame j's duration: the source time it covers, [j, j+1) / factor, in seconds."""
+        d = []
+        for fr in (f[2], f[3]):
+            p = fr.props
+            if "_DurationNum" not in p or not p.get("_DurationDen"):
+                return None
+            # spread() divided the source durations by the factor.
+            d.append(Fraction(p["_DurationNum"], p["_DurationDen"]) * factor)
+        x0, x1 = Fraction(j) / factor, Fraction(j + 1) / factor
+        nxt_d = d[1] if n + 1 < nframes else d[0]  # past the end: the last frame's duration
+        return d[0] * (min(x1, n + 1) - x0) + nxt_d * max(Fraction(0), x1 - (n + 1))
+
+    def set_duration(props: Any, dur: Fraction | None) -> None:
+        if dur is not None:
+            props["_DurationNum"] = dur.numerator
+            props["_DurationDen"] = dur.denominator
 
     def _render(j: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         """Output frame j (source frame n) as the schedule says; f = [blank HR, prev, cur, next]."""
@@ -581,12 +656,16 @@ def STAR(
         else:
             a, b = o.pair
             out = f[0].copy()
-            _write(out, store.get(o.pair, (near[a], near[b]), j)[PARTS[o.part]])
+            parts = store.get(o.pair, (near[a], near[b]), j)
+            _write(out, parts[1][o.t] if o.part == "mid" else parts[PARTS[o.part]])
         out.props.clear()
         out.props.update(props)
+        set_duration(out.props, duration(j, n, f))
         if o.between:
             out.props["STAR_Interpolated"] = 1
             out.props["STAR_Repeat"] = int(o.repeat)
+            if o.synthesised:
+                out.props["STAR_Time"] = float(o.t)
             out.props["_SceneChangePrev"] = 0
             out.props["_SceneChangeNext"] = int(o.cut)
         elif mode != "s":
@@ -594,19 +673,19 @@ def STAR(
         store.delivered(j, n)
         return out
 
-    per_source = 1 if mode == "s" else 2  # output frames per source frame (factor of the schedule)
-    sr_frame = lambda n, f: render(per_source * n, n, f)  # noqa: E731
-    mid_frame = lambda n, f: render(2 * n + 1, n, f)  # noqa: E731
+    inputs = [spread(c) for c in (blank, prev, work, nxt)]
+    res = back(core.std.ModifyFrame(inputs[0], inputs, lambda n, f: render(n, math.floor(schedule.time_of(n)), f)))
+    if mode == "t":
+        # Source frames pass through in the input's own format (no round trip to float RGB).
+        src = spread(clip)
 
-    inputs = [blank, prev, work, nxt]
-    if mode == "s":
-        res = back(core.std.ModifyFrame(blank, inputs, sr_frame))
-    elif mode == "st":
-        sr = core.std.ModifyFrame(blank, inputs, sr_frame)
-        mid = core.std.ModifyFrame(blank, inputs, mid_frame)
-        res = back(core.std.Interleave([sr, mid]))
-    else:
-        mid = back(core.std.ModifyFrame(blank, inputs, mid_frame))
-        src = core.std.SetFrameProps(clip, _SceneChangeNext=0)
-        res = core.std.Interleave([src, mid])
+        def pick(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+            if f[1].props.get("STAR_Interpolated", 0):
+                return f[1]
+            out = f[0].copy()
+            out.props["_SceneChangeNext"] = 0
+            set_duration(out.props, duration(n, math.floor(schedule.time_of(n)), [None, None, f[0], f[2]]))
+            return out
+
+        res = core.std.ModifyFrame(src, [src, res, spread(core.std.SetFrameProps(nxt_src, _SceneChangeNext=0))], pick)
     return res
