@@ -44,6 +44,37 @@ def _positive(name: str):
     return conv
 
 
+def _fraction(name: str):
+    def conv(text: str) -> Fraction:
+        try:
+            v = Fraction(text.strip())
+        except (ValueError, ZeroDivisionError) as exc:
+            raise argparse.ArgumentTypeError(f"{name} must be a number or a fraction like 5/2, got {text!r}") from exc
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text!r}")
+        return v
+    return conv
+
+
+def _output_factor(args: argparse.Namespace, tl: media.Timeline) -> Fraction:
+    """Frames out per frame in from --factor / --fps (--fps needs a constant-rate input)."""
+    if args.mode == "s":
+        if args.factor is not None or args.fps is not None:
+            raise CliError("--factor/--fps: mode s keeps the frame rate")
+        return Fraction(1)
+    if args.fps is not None:
+        if not tl.is_constant() or len(tl.starts) < 2:
+            raise CliError("--fps needs an input with a constant frame rate; this one is variable: use --factor")
+        f = args.fps * (tl.starts[1] - tl.starts[0])
+        if f < 1:
+            raise CliError(f"--fps {args.fps} is below the input's rate ({float(1 / (tl.starts[1] - tl.starts[0])):.3f})")
+        return f
+    f = Fraction(2) if args.factor is None else args.factor
+    if f < 1:
+        raise CliError(f"--factor must be at least 1, got {f}")
+    return f
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vsstar`` command."""
     from . import __version__
@@ -61,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scale", type=int, default=4, choices=(2, 4, 8), help="upscaling factor (default 4)")
     e.add_argument("--mode", default="st", choices=("st", "s", "t"),
                    help="st: upscale + double the frame rate (default); s: upscale only; t: double the frame rate only")
+    rate = e.add_mutually_exclusive_group()
+    rate.add_argument("--factor", type=_fraction("--factor"), default=None,
+                      help="output frames per input frame, e.g. 5/2 or 4 (default 2; modes st and t)")
+    rate.add_argument("--fps", type=_fraction("--fps"), default=None,
+                      help="output frame rate instead of --factor, e.g. 60000/1001 (constant-rate input)")
     e.add_argument("--model", default=None, help="bundled model name, .safetensors or official .pth (default: bundled for --scale)")
     e.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     fp = e.add_mutually_exclusive_group()
@@ -219,7 +255,7 @@ def _encode(clip: Any, times: list[Fraction], end: Fraction, cmd: list[str], fmt
                 pass
 
 
-def _rate_text(tl: media.Timeline, factor: int = 1) -> str:
+def _rate_text(tl: media.Timeline, factor: Fraction | int = 1) -> str:
     rate = float(tl.rate()) * factor
     return f"{rate:.3f} fps" if tl.is_constant() else f"{rate:.3f} fps on average (variable)"
 
@@ -232,22 +268,27 @@ def _rgb_image(frame: Any) -> Any:
     return Image.fromarray(np.stack(planes, axis=-1).astype(np.uint8), "RGB")
 
 
-def write_compare(src: Any, result: Any, mode: str, scale: int, path: str, label: str = "STAR") -> None:
-    """Side-by-side PNG of the middle frame: bicubic (or linear blend in mode t) vs STAR, centre crop."""
+def write_compare(src: Any, result: Any, mode: str, scale: int, path: str, label: str = "STAR",
+                  factor: Fraction | int | None = None) -> None:
+    """Side-by-side PNG of the middle frame: bicubic (or linear blend in mode t) vs STAR, centre crop.
+
+    factor: output frames per input frame of ``result`` (default 2 in modes st/t, 1 in mode s)."""
     import vapoursynth as vs
     from PIL import Image, ImageDraw
 
     core = vs.core
-    k = max(0, (src.num_frames - 1) // 2)
+    f = Fraction(1 if mode == "s" else 2) if factor is None else Fraction(factor)
+    k = max(0, (src.num_frames - 1) // 2) // f.denominator * f.denominator  # k * f: an output frame
     to_rgb = lambda c: core.resize.Bicubic(c, format=vs.RGB24, matrix_in_s="709") \
         if c.format.color_family == vs.YUV else core.resize.Bicubic(c, format=vs.RGB24)
     if mode == "t":
         a, b = src[k], src[min(k + 1, src.num_frames - 1)]
-        ref = core.std.Merge(a, b, 0.5)
-        out_n, ref_label = 2 * k + 1, "linear blend"
+        out_n = int(k * f) + 1  # the first in-between frame after k, at t of the way to k+1
+        ref = core.std.Merge(a, b, float(out_n / f - k))
+        ref_label = "linear blend"
     else:
         ref = core.resize.Bicubic(src[k], src.width * scale, src.height * scale)
-        out_n, ref_label = (2 * k if mode == "st" else k), "bicubic"
+        out_n, ref_label = int(k * f), "bicubic"
     left = _rgb_image(to_rgb(ref).get_frame(0))
     right = _rgb_image(to_rgb(result[out_n]).get_frame(0))
     w, h = right.size
@@ -314,8 +355,10 @@ def enhance(args: argparse.Namespace) -> int:
         src, timeline_all, back_to = _open_input(args, ffmpeg, v, full_copy)
         nframes = src.num_frames
         timeline = timeline_all.head(nframes)
+        factor = _output_factor(args, timeline)
+        rate_kw = {} if args.mode == "s" else {"factor_num": factor.numerator, "factor_den": factor.denominator}
         try:
-            result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device,
+            result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, device=args.device, **rate_kw,
                           fp16=args.fp16, batch_size=args.batch_size, tile=args.tile,
                           scene_change=not args.no_scene_detect,
                           flow_options=FAST_FLOW if args.fast_flow else None)
@@ -335,7 +378,7 @@ def enhance(args: argparse.Namespace) -> int:
         codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
         # Times from zero: the source is shifted with them (see _ffmpeg_cmd).
         offset = -min(info.start, timeline.starts[0])
-        times = timeline.shifted(offset).output_times(args.mode)
+        times = timeline.shifted(offset).output_times(args.mode, factor)
         if len(times) != clip.num_frames:
             raise RuntimeError(f"STAR returned {clip.num_frames} frames for {len(times)} frame times")
         end = timeline.end + offset
@@ -353,7 +396,7 @@ def enhance(args: argparse.Namespace) -> int:
         encode_s = time.monotonic() - t0
         os.replace(tmp, output)
         if args.compare:
-            write_compare(src, result, args.mode, args.scale, args.compare)
+            write_compare(src, result, args.mode, args.scale, args.compare, factor=factor)
     except media.MediaError as exc:
         raise CliError(str(exc)) from exc
     except vs.Error as exc:
@@ -363,7 +406,7 @@ def enhance(args: argparse.Namespace) -> int:
         full_copy.unlink(missing_ok=True)
     if not args.quiet:
         total = time.monotonic() - started
-        out_rate = _rate_text(timeline, 1 if args.mode == "s" else 2)
+        out_rate = _rate_text(timeline, factor)
         print(f"wrote {output}" + (f" and {args.compare}" if args.compare else "")
               + f": {clip.num_frames} frames {clip.width}x{clip.height} {pix_fmt} @ {out_rate} "
               f"from {nframes} frames {v.width}x{v.height} @ {_rate_text(timeline)}; "
