@@ -1,9 +1,10 @@
 """VapourSynth binding: ``vsstar.STAR(clip, ...)``.
 
-Pipeline: the source clip is converted (when needed) to a float RGB working clip; two Python
-``std.ModifyFrame`` clips produce the super-resolved frames and the in-between frames from a
-shared, thread-safe pair store; ``std.Interleave`` puts them in output order (and halves the frame
-durations); a final resize brings the result back to the input's colour family.
+Pipeline: the source clip is converted (when needed) to a float RGB working clip; one Python
+``std.ModifyFrame`` clip of ``ceil(N * factor)`` frames renders output frame j (source frame
+floor(j / factor), reached through ``std.Interleave`` + ``std.SelectEvery``, which also set the
+clip's fps) from a shared, thread-safe pair store and sets its exact duration; a final resize brings
+the result back to the input's colour family (mode "t" passes the source frames through untouched).
 
 Which pair and which of its outputs make each output frame is :mod:`vsstar.schedule`'s decision; this
 module only moves frames. The pair store computes every pair once, whichever VapourSynth thread asks
@@ -450,11 +451,11 @@ def STAR(
             formats are converted to float RGB inside (matrix from ``_Matrix``, BT.709 when
             unspecified) and the result comes back in the input's format family and bit depth.
         scale: 2, 4 or 8 (must match the model). Ignored for the size in mode "t".
-        mode: "st": width/height x scale and frame rate x2 (frame 2k = frame k super-resolved,
-            2k+1 = synthesised between k and k+1, the last one repeats the last frame);
+        mode: "st": width/height x scale and frame rate x factor (at the default 2: frame 2k = frame
+            k super-resolved, 2k+1 = synthesised between k and k+1, the last one repeats the last frame);
             "s": super-resolution only (N frames, from the disjoint pairs (0, 1), (2, 3), ...: about N/2
-            network passes); "t": interpolation only at the input size (2N frames). vsstar.schedule
-            decides which pair makes each frame.
+            network passes); "t": interpolation only at the input size (N x factor frames).
+            vsstar.schedule decides which pair makes each frame.
         model: bundled weights name, .safetensors path or official .pth checkpoint; None = the
             bundled weights for ``scale``.
         device: None (CUDA if available, else CPU), "cpu", "cuda", "cuda:N".
