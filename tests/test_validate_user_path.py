@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from support import tiny_net
-from training.flowcache import FLOW_PARAMS
 from training.imaging import downscale_bicubic
 from training.validate import Validator
+from vsstar.flow import FlowSettings
 from vsstar.model import Star
 
 vs = pytest.importorskip("vapoursynth")
@@ -45,7 +45,7 @@ def test_validation_frames_are_the_filters_frames(n: int) -> None:
         return out
 
     clip = core.std.ModifyFrame(blank, blank, fill)
-    out = STAR(clip, scale=2, model=net, device="cpu", scene_change=False, flow_options=FLOW_PARAMS)
+    out = STAR(clip, scale=2, model=net, device="cpu", scene_change=False, flow_options=FlowSettings().to_dict())
     for j in range(n):
         f = out.get_frame(j)
         got = np.stack([np.asarray(f[p]) for p in range(3)], -1)
