@@ -6,13 +6,15 @@
 2. Mode "s" vs mode "st" on the same clip: super-resolution alone runs the disjoint pairs
    (0, 1), (2, 3), ... (about N/2 network passes for N frames) where "st" runs every pair (N-1);
    the network passes, the time and the ratio of both.
-3. End to end: ``vspipe -c y4m`` of a script (BestSource -> resize -> STAR) for the x2 and x4 models
+3. Output frame rate factors (``--factors 2,4``): output frames/s of mode st at each factor on the
+   same input frames; factor 4 adds the recursive midpoint passes (t = 1/4, 3/4).
+4. End to end: ``vspipe -c y4m`` of a script (BestSource -> resize -> STAR) for the x2 and x4 models
    at 240p and 360p input; the fps vspipe reports. On CUDA also fp16 on/off and batching on/off.
 
 Usage:
     .venv/bin/python benchmarks/bench_filter.py [--pairs 3] [--device cpu] [--src VIDEO]
         [--model-x2 NAME_OR_PATH] [--model-x4 NAME_OR_PATH] [--stand-in small] [--mode-frames 6]
-        [--skip-overhead] [--skip-modes] [--skip-e2e]
+        [--skip-overhead] [--skip-modes] [--skip-e2e] [--skip-factors] [--factors 2,4] [--factor-size 240p]
 
 Models default to the bundled weights of each scale; where none is bundled, a random-weight model
 of the same architecture as the training preset --stand-in is used (same cost, meaningless pixels)
@@ -188,6 +190,39 @@ def mode_s_vs_st(args, models, src) -> list[str]:
     return rows
 
 
+def factors(args, models, src) -> list[str]:
+    """Output frames/s of mode st at each --factors value on the same input frames, side by side.
+
+    Factor 2 is one network pass per pair; factor 4 adds the recursive midpoint passes for t = 1/4
+    and 3/4 (two more per pair), so it costs about 3x the network time for 2x the output frames.
+    """
+    from fractions import Fraction
+
+    from vsstar.engine import StarEngine
+    from vsstar.vs import STAR
+
+    size = SIZES[args.factor_size]
+    n = args.mode_frames
+    clip, frames = load_frames(src, size, n)
+    rows = []
+    for scale in (2, 4):
+        model, desc = models[scale]
+        engine = StarEngine(model, scale=scale, mode="st", device=args.device, batch_size=1)
+        bare_seconds(engine, frames[:2])  # warm-up, not counted
+        for text in args.factors.split(","):
+            f = Fraction(text)
+            before = engine.stats.pairs
+            out = STAR(clip, engine=engine, scene_change=False, factor_num=f.numerator, factor_den=f.denominator)
+            t0 = time.perf_counter()
+            with open(os.devnull, "wb") as sink:
+                out.output(sink)
+            dt = time.perf_counter() - t0
+            rows.append(f"| x{scale} | {size[0]}x{size[1]} | {n} | {f} | {out.num_frames} | "
+                        f"{engine.stats.pairs - before} | {dt:.2f} s | {out.num_frames / dt:.3f} | {desc} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def vspipe_fps(script: str, env_args: dict[str, str]) -> tuple[float, float]:
     """(fps reported by vspipe, wall seconds including startup) of one vspipe run."""
     vspipe = shutil.which("vspipe", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
@@ -251,6 +286,9 @@ def main() -> None:
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--skip-modes", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--skip-factors", action="store_true")
+    p.add_argument("--factors", default="2,4", help="output/input frame-rate factors to compare (comma-separated)")
+    p.add_argument("--factor-size", default="240p", choices=tuple(SIZES), help="input size of the factor comparison")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args()
     if args.mode_frames < 2:
@@ -279,6 +317,12 @@ def main() -> None:
                   "| passes s/st | time s/st | model |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
             modes = mode_s_vs_st(args, models, src)
+        if not args.skip_factors:
+            print(f"\n## Output frame rate factors, the same {args.mode_frames} input frames (mode st, "
+                  "VapourSynth output loop)\n")
+            print("| scale | input | frames in | factor | frames out | network passes | time | out frames/s | model |")
+            print("|---|---|---|---|---|---|---|---|---|", flush=True)
+            factors(args, models, src)
         if not args.skip_e2e:
             print("\n## End to end: vspipe -c y4m (BestSource -> resize -> STAR mode st)\n")
             print("| scale | input | fp16 | batch | frames | vspipe fps | wall |")

@@ -147,3 +147,38 @@ def test_device_list_gives_the_same_frames(assets, tmp_path, capfd) -> None:
         outs[device] = subprocess.run([FFMPEG, "-v", "error", "-i", str(out), "-map", "0:v", "-f", "framemd5", "-"],
                                       capture_output=True, text=True, check=True).stdout
     assert outs["cpu"].count("\n") > 6 and outs["cpu,cpu"] == outs["cpu"]
+
+
+def _pts(path: Path) -> list[float]:
+    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    return [float(x.split(",")[0]) for x in out.split()]
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("opt, value, frames, step", [
+    ("--factor", "5/2", 8, 1 / 62.5), ("--fps", "100", 12, 1 / 100), ("--factor", "3", 9, 1 / 75),
+])
+def test_enhance_factor_and_fps(assets, tmp_path, capfd, opt: str, value: str, frames: int, step: float) -> None:
+    out = tmp_path / "rate.mkv"
+    r = run_cli(capfd, "enhance", str(assets["short"]), str(out), "--scale", "2", "--model", str(assets["model"]),
+                "--fast-flow", "--no-audio", opt, value)
+    assert r.returncode == 0, r.stderr
+    assert probe(out)[3] == frames  # 3 input frames at 25 fps
+    pts = _pts(out)
+    assert pts == pytest.approx([j * step for j in range(frames)], abs=1.5e-3)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("args, word", [
+    (("--factor", "1/2"), "--factor"), (("--factor", "0"), "--factor"), (("--fps", "10"), "--fps"),
+    (("--factor", "x"), "--factor"), (("--mode", "s", "--factor", "3"), "--factor"),
+])
+def test_enhance_bad_rate(assets, tmp_path, capfd, args, word: str) -> None:
+    try:
+        code = main(["enhance", str(assets["short"]), str(tmp_path / "o.mkv"), "--scale", "2", "--model",
+                     str(assets["model"]), "--no-audio", *args])
+    except SystemExit as exc:  # argparse rejects malformed values
+        code = exc.code
+    assert code == 2
+    assert word in capfd.readouterr().err

@@ -22,6 +22,9 @@ def test_timeline_times_within_pairs() -> None:
     st = tl.output_times("st")
     assert st == [F(0), F(1, 50), F(1, 25), F(2, 25), F(3, 25), F(5, 25), F(7, 25), F(15, 50)]
     assert tl.output_times("t") == st
+    # 5/2: output j at source time 2j/5, inside its own pair (VFR aware)
+    assert tl.output_times("st", F(5, 2))[:4] == [F(0), tl.at(0, F(2, 5)), tl.at(0, F(4, 5)), tl.at(1, F(1, 5))]
+    assert len(tl.output_times("st", F(5, 2))) == 10
     assert not tl.is_constant() and tl.rate() == F(4) / F(8, 25)
     assert tl.head(2) == media.Timeline((F(0), F(1, 25)), F(3, 25))
     assert tl.shifted(F(1)).starts[0] == 1 and tl.shifted(F(1)).end == F(33, 25)

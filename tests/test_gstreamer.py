@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,10 @@ for job in jobs:
 print(json.dumps(results))
 """
 
+RATE_N = 4
+RATE_CASES = [("5-2", "factor=5/2"), ("3", "factor=3"), ("4", "factor=4"), ("fps", "fps=60000/1001")]
+RATE_FACTORS = {"5-2": Fraction(5, 2), "3": Fraction(3), "4": Fraction(4), "fps": Fraction(5, 2)}
+
 PIXEL_CASES = [  # mode, format, width, height, batch-size
     ("st", "RGB", 30, 20, 1),   # RGB rows of 90 bytes: the input stride is padded to 92
     ("s", "BGRx", 32, 24, 2),
@@ -205,6 +210,12 @@ def runs(tmp_path_factory, weights) -> dict:
                          "pipeline": f"filesrc location={clip} ! decodebin ! videoconvert ! video/x-raw,format=RGB "
                                      f"! starnet scale=2 model={weights} device=cpu scene-change={sc} "
                                      "! appsink name=sink"})
+    for name, prop in RATE_CASES:
+        jobs.append({"name": f"rate-{name}",
+                     "pipeline": f"{source(RATE_N, 24, 16, 'RGB', '24000/1001')} ! starnet scale=2 model={weights} "
+                                 f"device=cpu {prop} ! appsink name=sink"})
+    jobs.append({"name": "rate-bad", "pipeline": f"{source(3, 24, 16, 'RGB')} ! starnet scale=2 model={weights} "
+                                                 "device=cpu factor=1/2 ! appsink name=sink"})
     live = "videotestsrc is-live=true num-buffers=6 ! video/x-raw,format=RGB,width=24,height=16,framerate=30/1"
     jobs.append({"name": "latency-ref", "pipeline": f"{live} ! appsink name=sink"})
     jobs.append({"name": "latency", "pipeline": f"{live} ! starnet scale=2 batch-size=2 model={weights} "
@@ -430,3 +441,27 @@ def test_missing_torch_in_loader_python_is_a_clear_error(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "cannot import vsstar/torch" in out and "setup.sh" in out
+
+
+@pytest.mark.parametrize("name", [n for n, _ in RATE_CASES])
+def test_any_factor_timestamps(runs, name):
+    """Output j at input time j / factor: exact ns within its pair, durations tiling the stream."""
+    bufs = result(runs, f"rate-{name}")["buffers"]
+    f = RATE_FACTORS[name]
+    fps = Fraction(24000, 1001)
+    pts_in = [k * NS * fps.denominator // fps.numerator for k in range(RATE_N + 1)]  # videotestsrc's timestamps
+    assert len(bufs) == -(-RATE_N * f.numerator // f.denominator)
+    for j, b in enumerate(bufs):
+        x = Fraction(j) / f
+        k = int(x)
+        assert b["pts"] == pts_in[k] + int((x - k) * (pts_in[k + 1] - pts_in[k]))
+        assert abs(b["pts"] - j * NS / (fps * f)) <= 2
+        assert Fraction(*b["framerate"]) == fps * f
+    for a, b in zip(bufs, bufs[1:]):
+        assert a["pts"] + a["duration"] == b["pts"]
+
+
+def test_bad_factor_is_a_clear_error(runs):
+    r = result(runs, "rate-bad")
+    assert r["error"] is not None and "'factor' must be at least 1" in r["error"]["text"]
+    assert r["buffers"] == []

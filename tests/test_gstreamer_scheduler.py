@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +222,77 @@ def test_property_validation_names_the_property(scale, mode, batch, thr, word):
     with pytest.raises(ValueError, match=word):
         sn.validate_settings(scale, mode, batch, thr)
     sn.validate_settings(2, "t", 64, 0.3)  # and good values pass
+
+
+# ------------------------------------------------------------------------------------------ any factor
+class TimeEngine:
+    """Stand-in for run_pairs at any factor: results are tags ("sr", k) and ("mid", a, t)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[tuple[int, int]], list]] = []
+
+    def __call__(self, pairs, times=None):
+        ids = [(int(a[0, 0, 0]), int(b[0, 0, 0])) for a, b in pairs]
+        self.calls.append((ids, times))
+        return [sn.PairResult(("sr", a), {t: ("mid", a, t) for t in ts}, ("sr", b))
+                for (a, b), ts in zip(ids, times)]
+
+
+@pytest.mark.parametrize("factor", [Fraction(5, 2), Fraction(3), Fraction(4), Fraction(60000, 24000)], ids=str)
+@pytest.mark.parametrize("cuts", [(), (0,), (3,), (1, 5)], ids=str)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_any_factor_frames_timestamps_and_cuts(factor, cuts, batch):
+    n = 7
+    eng = TimeEngine()
+    is_cut = lambda a, b: int(a[0, 0, 0]) in cuts  # noqa: E731
+    sched = sn.PairScheduler(eng, "st", batch, is_cut, factor=factor)
+    fps = Fraction(24000, 1001)
+    out = []
+    for k in range(n):
+        pts = int(k / fps * NS)
+        out += sched.push(sn.InFrame(frame(k), pts, int((k + 1) / fps * NS) - pts))
+    out += sched.drain()
+    assert len(out) == -(-n * factor.numerator // factor.denominator)
+    src = [int(k / fps * NS) for k in range(n + 1)]
+    for j, o in enumerate(out):
+        x = Fraction(j) / factor
+        k = int(x)
+        assert o.pts == src[k] + int((x - k) * (src[k + 1] - src[k]))
+        if j + 1 < len(out):
+            assert o.pts + o.dur == out[j + 1].pts  # durations tile the stream exactly
+        if x == k:
+            assert o.rgb == ("sr", k) and not o.interpolated
+        elif k + 1 < n and k not in cuts:
+            assert o.rgb == ("mid", k, x - k) and o.interpolated
+        else:
+            assert o.rgb == ("sr", k) and not o.interpolated  # a repeat of the left frame
+    pairs = [p for ids, _ in eng.calls for p in ids]
+    assert len(pairs) == len(set(pairs))  # every pair once
+    assert all((k, k + 1) not in pairs for k in cuts)
+    for ids, times in eng.calls:
+        for (a, b), ts in zip(ids, times):
+            assert ts == ([Fraction(j) / factor - a for j in range(len(out)) if a < Fraction(j) / factor < b]
+                          if b == a + 1 else [])
+
+
+def test_factor_two_keeps_the_midpoint_call():
+    eng = TagEngine()
+    sched = sn.PairScheduler(eng, "st", 1, factor=Fraction(2))
+    assert len(feed(sched, 3)) == 6
+
+
+@pytest.mark.parametrize("args, word", [
+    (("st", "0", "", None), "factor"), (("st", "1/2", "", None), "factor"), (("st", "x", "", None), "factor"),
+    (("st", "", "60", None), "fps"), (("st", "", "60", Fraction(0)), "fps"), (("st", "", "10", Fraction(25)), "fps"),
+    (("st", "", "-1", Fraction(25)), "fps"), (("s", "3", "", Fraction(25)), "factor"),
+])
+def test_rate_properties_errors(args, word):
+    with pytest.raises(ValueError, match=word):
+        sn.rate_factor(*args)
+
+
+def test_rate_properties():
+    assert sn.rate_factor("st", "2/1", "", None) == 2
+    assert sn.rate_factor("st", "5/2", "", None) == Fraction(5, 2)
+    assert sn.rate_factor("t", "2", "60000/1001", Fraction(24000, 1001)) == Fraction(5, 2)
+    assert sn.rate_factor("s", "2/1", "", Fraction(25)) == 1  # the default factor does not apply to mode s

@@ -176,7 +176,7 @@ def test_factor_is_the_output_rate() -> None:
 
 @pytest.mark.parametrize("kw, word", [
     ({"num_frames": -1}, "num_frames"), ({"num_frames": 3, "mode": "x"}, "mode"),
-    ({"num_frames": 3, "factor": (3, 1)}, "factor"), ({"num_frames": 3, "factor": (0, 1)}, "factor"),
+    ({"num_frames": 3, "factor": (1, 0)}, "factor"), ({"num_frames": 3, "factor": (0, 1)}, "factor"),
     ({"num_frames": 3, "mode": "s", "factor": (2, 1)}, "factor"), ({"num_frames": 3, "factor": "x"}, "factor"),
 ])
 def test_bad_arguments(kw, word) -> None:

@@ -54,6 +54,37 @@ def _device_arg(text: str) -> str | list[str]:
     return parts if len(parts) > 1 else parts[0]
 
 
+def _fraction(name: str):
+    def conv(text: str) -> Fraction:
+        try:
+            v = Fraction(text.strip())
+        except (ValueError, ZeroDivisionError) as exc:
+            raise argparse.ArgumentTypeError(f"{name} must be a number or a fraction like 5/2, got {text!r}") from exc
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text!r}")
+        return v
+    return conv
+
+
+def _output_factor(args: argparse.Namespace, tl: media.Timeline) -> Fraction:
+    """Frames out per frame in from --factor / --fps (--fps needs a constant-rate input)."""
+    if args.mode == "s":
+        if args.factor is not None or args.fps is not None:
+            raise CliError("--factor/--fps: mode s keeps the frame rate")
+        return Fraction(1)
+    if args.fps is not None:
+        if not tl.is_constant() or len(tl.starts) < 2:
+            raise CliError("--fps needs an input with a constant frame rate; this one is variable: use --factor")
+        f = args.fps * (tl.starts[1] - tl.starts[0])
+        if f < 1:
+            raise CliError(f"--fps {args.fps} is below the input's rate ({float(1 / (tl.starts[1] - tl.starts[0])):.3f})")
+        return f
+    f = Fraction(2) if args.factor is None else args.factor
+    if f < 1:
+        raise CliError(f"--factor must be at least 1, got {f}")
+    return f
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vsstar`` command."""
     from . import __version__
@@ -71,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scale", type=int, default=4, choices=(2, 4, 8), help="upscaling factor (default 4)")
     e.add_argument("--mode", default="st", choices=("st", "s", "t"),
                    help="st: upscale + double the frame rate (default); s: upscale only; t: double the frame rate only")
+    rate = e.add_mutually_exclusive_group()
+    rate.add_argument("--factor", type=_fraction("--factor"), default=None,
+                      help="output frames per input frame, e.g. 5/2 or 4 (default 2; modes st and t)")
+    rate.add_argument("--fps", type=_fraction("--fps"), default=None,
+                      help="output frame rate instead of --factor, e.g. 60000/1001 (constant-rate input)")
     e.add_argument("--model", default=None, help="bundled model name, .safetensors or official .pth (default: bundled for --scale)")
     e.add_argument("--device", default=None, type=_device_arg,
                    help="cpu, cuda or cuda:N, or several separated by commas (cuda:0,cuda:1: one engine per "
@@ -264,7 +300,7 @@ def _encode(frames: Iterable[Sequence[Any]], n: int, width: int, height: int, ti
                 pass
 
 
-def _rate_text(tl: media.Timeline, factor: int = 1) -> str:
+def _rate_text(tl: media.Timeline, factor: Fraction | int = 1) -> str:
     rate = float(tl.rate()) * factor
     return f"{rate:.3f} fps" if tl.is_constant() else f"{rate:.3f} fps on average (variable)"
 
@@ -277,22 +313,27 @@ def _rgb_image(frame: Any) -> Any:
     return Image.fromarray(np.stack(planes, axis=-1).astype(np.uint8), "RGB")
 
 
-def write_compare(src: Any, result: Any, mode: str, scale: int, path: str, label: str = "STAR") -> None:
-    """Side-by-side PNG of the middle frame: bicubic (or linear blend in mode t) vs STAR, centre crop."""
+def write_compare(src: Any, result: Any, mode: str, scale: int, path: str, label: str = "STAR",
+                  factor: Fraction | int | None = None) -> None:
+    """Side-by-side PNG of the middle frame: bicubic (or linear blend in mode t) vs STAR, centre crop.
+
+    factor: output frames per input frame of ``result`` (default 2 in modes st/t, 1 in mode s)."""
     import vapoursynth as vs
     from PIL import Image, ImageDraw
 
     core = vs.core
-    k = max(0, (src.num_frames - 1) // 2)
+    f = Fraction(1 if mode == "s" else 2) if factor is None else Fraction(factor)
+    k = max(0, (src.num_frames - 1) // 2) // f.denominator * f.denominator  # k * f: an output frame
     to_rgb = lambda c: core.resize.Bicubic(c, format=vs.RGB24, matrix_in_s="709") \
         if c.format.color_family == vs.YUV else core.resize.Bicubic(c, format=vs.RGB24)
     if mode == "t":
         a, b = src[k], src[min(k + 1, src.num_frames - 1)]
-        ref = core.std.Merge(a, b, 0.5)
-        out_n, ref_label = 2 * k + 1, "linear blend"
+        out_n = int(k * f) + 1  # the first in-between frame after k, at t of the way to k+1
+        ref = core.std.Merge(a, b, float(out_n / f - k))
+        ref_label = "linear blend"
     else:
         ref = core.resize.Bicubic(src[k], src.width * scale, src.height * scale)
-        out_n, ref_label = (2 * k if mode == "st" else k), "bicubic"
+        out_n, ref_label = int(k * f), "bicubic"
     left = _rgb_image(to_rgb(ref).get_frame(0))
     right = _rgb_image(to_rgb(result[out_n]).get_frame(0))
     w, h = right.size
@@ -349,6 +390,7 @@ class Job:
     end: Fraction
     cmd: list[str]  # the final encoder, reading raw Matroska on its stdin
     started: float
+    factor: Fraction = Fraction(2)  # output frames per input frame (1 in mode s)
 
     @property
     def nframes(self) -> int:
@@ -356,10 +398,12 @@ class Job:
 
 
 def star_clip(args: argparse.Namespace, src: Any, video: media.VideoStream, back_to: Any,
-              device: str | None = None, note: Callable[[str], None] | None = None) -> tuple[Any, Any]:
+              device: str | None = None, note: Callable[[str], None] | None = None,
+              factor: Fraction | None = None) -> tuple[Any, Any]:
     """STAR on `src` as the ``enhance`` options ask: (STAR's result, the clip to write, as integers).
 
-    `device` overrides ``args.device`` (the Ray driver builds the clip on the CPU only to learn its format).
+    `device` overrides ``args.device`` (the Ray driver builds the clip on the CPU only to learn its format);
+    `factor` is the output frame rate / input frame rate (None: STAR's default, 2; ignored in mode s).
     """
     import vapoursynth as vs
 
@@ -367,7 +411,9 @@ def star_clip(args: argparse.Namespace, src: Any, video: media.VideoStream, back
 
     note = _note if note is None else note
     try:
-        result = STAR(src, scale=args.scale, mode=args.mode, model=args.model,
+        rate_kw = {} if args.mode == "s" or factor is None else \
+            {"factor_num": factor.numerator, "factor_den": factor.denominator}
+        result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, **rate_kw,
                       device=args.device if device is None else device,
                       fp16=args.fp16 if device is None else None, batch_size=args.batch_size, tile=args.tile,
                       scene_change=not args.no_scene_detect,
@@ -416,13 +462,14 @@ def prepare(args: argparse.Namespace, device: str | None = None) -> Job:
     src, timeline_all, back_to = _open_input(args, ffmpeg, v, full_copy)
     nframes = src.num_frames
     timeline = timeline_all.head(nframes)
-    result, clip = star_clip(args, src, v, back_to, device=device)
+    factor = _output_factor(args, timeline)
+    result, clip = star_clip(args, src, v, back_to, device=device, factor=factor)
     fmt = _raw_format(clip)
     pix_fmt = args.pix_fmt or fmt.pix_fmt
     codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, args.codec)
     # Times from zero: the source is shifted with them (see _ffmpeg_cmd).
     offset = -min(info.start, timeline.starts[0])
-    times = timeline.shifted(offset).output_times(args.mode)
+    times = timeline.shifted(offset).output_times(args.mode, factor)
     if len(times) != clip.num_frames:
         raise RuntimeError(f"STAR returned {clip.num_frames} frames for {len(times)} frame times")
     end = timeline.end + offset
@@ -436,14 +483,14 @@ def prepare(args: argparse.Namespace, device: str | None = None) -> Job:
     until = end if args.frames and args.frames < len(timeline_all) else None
     cmd = _ffmpeg_cmd(ffmpeg, args, tmp, audio, codec, pix_fmt, v.colour, tb, offset, until)
     return Job(args, ffmpeg, output, tmp, v, src, back_to, timeline, result, clip, fmt, pix_fmt, codec,
-               times, end, cmd, started)
+               times, end, cmd, started, factor)
 
 
 def summary(job: Job, encode_s: float) -> str:
     """The last line of a finished job."""
     args, clip, v = job.args, job.clip, job.video
     total = time.monotonic() - job.started
-    out_rate = _rate_text(job.timeline, 1 if args.mode == "s" else 2)
+    out_rate = _rate_text(job.timeline, job.factor)
     return (f"wrote {job.output}" + (f" and {args.compare}" if args.compare else "")
             + f": {clip.num_frames} frames {clip.width}x{clip.height} {job.pix_fmt} @ {out_rate} "
             f"from {job.nframes} frames {v.width}x{v.height} @ {_rate_text(job.timeline)}; "
@@ -471,7 +518,7 @@ def enhance(args: argparse.Namespace) -> int:
         encode_s = time.monotonic() - t0
         os.replace(job.tmp, job.output)
         if args.compare:
-            write_compare(job.src, job.result, args.mode, args.scale, args.compare)
+            write_compare(job.src, job.result, args.mode, args.scale, args.compare, factor=job.factor)
     except media.MediaError as exc:
         raise CliError(str(exc)) from exc
     except vs.Error as exc:

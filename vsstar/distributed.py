@@ -284,6 +284,9 @@ def run_job(args: argparse.Namespace, on_progress: Callable[[ProgressEvent], Non
 
     if args.compare:
         raise CliError("--compare cannot be combined with --ray; run it locally with --frames")
+    if getattr(args, "factor", None) not in (None, 2) or getattr(args, "fps", None) is not None:
+        # Chunks are stitched on the factor-2 grid (two outputs per input frame); other rates run locally.
+        raise CliError("--factor/--fps cannot be combined with --ray yet (the chunks assume factor 2); run it locally")
     chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
     if chunk_frames < 1:
         raise CliError(f"--chunk-frames must be >= 1, got {chunk_frames}")

@@ -13,11 +13,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .schedule import DEFAULT_DEPTH, dyadic_path, dyadic_time
 
 if TYPE_CHECKING:
     from .flow import FlowSettings
@@ -96,6 +100,15 @@ class PairOutput(NamedTuple):
 
     sr_first: Tensor | None
     mid: Tensor | None
+    sr_second: Tensor | None
+
+
+class TimedOutput(NamedTuple):
+    """Outputs of :meth:`StarEngine.process_times`: sr_first / sr_second as in :class:`PairOutput`
+    ((N, 3, H, W) or None); mids[i] maps each requested t of pair i to its (3, H, W) frame."""
+
+    sr_first: Tensor | None
+    mids: list[dict[Fraction, Tensor]]
     sr_second: Tensor | None
 
 
@@ -338,6 +351,10 @@ class StarEngine:
 
         star = resolve_model(model, self.scale, mode)
         self.star = star.to(self.device).eval()
+        from .model import OBJECTIVE_OUTPUTS
+        # Outputs the weights were trained for (the LR middle frame drives recursive midpoints).
+        self._trained = set(OBJECTIVE_OUTPUTS.get(getattr(_config_of(star), "objective", None) or "STAR",
+                                                  OBJECTIVE_OUTPUTS["STAR"]))
         self.config = _config_of(self.star)
         #: The flow settings in use: the model's (what its weights were trained with) with flow_options applied.
         self.flow = flow_settings_for(self.star, flow_options)
@@ -459,8 +476,82 @@ class StarEngine:
             return parts[0]
         return PairOutput(*(None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(3)))
 
+    def process_times(self, first: Any, second: Any, times: Sequence[Sequence[Fraction]],
+                      exact_time: bool = False, depth: int = DEFAULT_DEPTH) -> TimedOutput:
+        """Like :meth:`process`, with the in-between frames at the given times of each pair.
+
+        times[i]: the fractions t in (0, 1) wanted between first[i] and second[i]. The models
+        synthesise only t = 1/2, so t is rounded to the nearest multiple of 1/2**depth
+        (:func:`vsstar.schedule.dyadic_time`) and reached by recursive midpoints: the pass on the
+        pair gives the middle frame at the input size (``l``), the pass on (first, l) the frame at
+        1/4, and so on. Every distinct pass runs once, batched across the pairs of one recursion
+        level. ``exact_time=True`` raises ValueError instead of rounding a time that is not dyadic.
+        ``mids[i]`` maps each requested t (exact, as given) to its frame.
+        """
+        a = _as_tensor(first, "first")
+        b = _as_tensor(second, "second")
+        if a.shape != b.shape:
+            raise ValueError(f"first and second must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        n = a.shape[0]
+        if len(times) != n:
+            raise ValueError(f"times must list the wanted t of each of the {n} pairs, got {len(times)}")
+        if self.mode == "s" and any(times):
+            raise ValueError("times: mode 's' synthesises no in-between frames")
+        want: list[dict[Fraction, Fraction]] = []  # per pair: requested t -> dyadic t
+        for ts in times:
+            m = {}
+            for t in ts:
+                d = dyadic_time(Fraction(t), depth)
+                if exact_time and d != t:
+                    raise ValueError(f"exact_time: t = {t} cannot be synthesised exactly by a model that knows "
+                                     f"only t = 1/2 (nearest reachable: {d}); use exact_time=False")
+                m[Fraction(t)] = d
+            want.append(m)
+        # The passes each pair needs: intervals (lo, hi) on the path to every dyadic t, by level.
+        needed: list[set[tuple[Fraction, Fraction]]] = [{(Fraction(0), Fraction(1))} for _ in range(n)]
+        for i, m in enumerate(want):
+            for d in m.values():
+                needed[i].update(dyadic_path(d))
+        lr: list[dict[Fraction, Tensor]] = [{Fraction(0): a[i], Fraction(1): b[i]} for i in range(n)]
+        frames: list[dict[Fraction, Tensor]] = [{} for _ in range(n)]
+        sr_first = sr_second = None
+        level = 0
+        while True:
+            width = Fraction(1, 2 ** level)
+            jobs = [(i, iv) for i in range(n) for iv in sorted(needed[i]) if iv[1] - iv[0] == width]
+            if not jobs:
+                break
+            deeper = any(iv[1] - iv[0] < width for i in range(n) for iv in needed[i])
+            x = torch.stack([lr[i][iv[0]] for i, iv in jobs])
+            y = torch.stack([lr[i][iv[1]] for i, iv in jobs])
+            outs: list[PairOutput] = []
+            lows: list[Tensor] = []
+            if not deeper:  # the last level (for factor 2 the only one) is a plain process() call
+                outs.append(self.process(x, y))
+            else:
+                with self._lock:
+                    for s in range(0, len(jobs), self.batch_size):
+                        po, lm = self._process_batch(x[s:s + self.batch_size], y[s:s + self.batch_size],
+                                                     lr_mid=True)
+                        outs.append(po)
+                        lows.append(lm)
+            mid = torch.cat([o.mid for o in outs]) if outs[0].mid is not None else None
+            lmid = torch.cat(lows) if deeper else None
+            if level == 0 and self.mode != "t":
+                sr_first = torch.cat([o.sr_first for o in outs])
+                sr_second = torch.cat([o.sr_second for o in outs])
+            for r, (i, (lo, hi)) in enumerate(jobs):
+                t = (lo + hi) / 2
+                if mid is not None:
+                    frames[i][t] = mid[r]
+                if lmid is not None:
+                    lr[i][t] = lmid[r].to(a.device)
+            level += 1
+        mids = [{t: frames[i][d] for t, d in want[i].items()} for i in range(n)]
+        return TimedOutput(sr_first, mids, sr_second)
+
     @torch.no_grad()
-    def _process_batch(self, a: Tensor, b: Tensor) -> PairOutput:
+    def _process_batch(self, a: Tensor, b: Tensor, lr_mid: bool = False) -> PairOutput:
         from .flow import coarse2fine_flow_batch
 
         n = a.shape[0]
@@ -472,8 +563,14 @@ class StarEngine:
         flow_f, flow_b = flows[:n], flows[n:]
         self._sync()
         t1 = time.perf_counter()
-        outs = self._network(a, b, flow_f, flow_b)
+        outs = self._network(a, b, flow_f, flow_b, lr_mid)
         result = self._to_host(outs)
+        if lr_mid:
+            # The LR middle frame feeds the next midpoint pass (recursive midpoints).
+            lm = outs.get("l")
+            if lm is None:  # a model not trained for it: the HR middle frame, area-downscaled
+                lm = F.avg_pool2d(outs["ht"], self.scale) if self.mode == "st" else outs["l"]
+            result = (result, lm.clamp(0.0, 1.0).float().cpu())
         t2 = time.perf_counter()
         st = self.stats
         st.pairs += n
@@ -487,25 +584,28 @@ class StarEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _wanted(self) -> tuple[str, ...]:
-        return MODE_OUTPUTS[self.mode]
+    def _wanted(self, lr_mid: bool = False) -> tuple[str, ...]:
+        out = MODE_OUTPUTS[self.mode]
+        if lr_mid and "l" not in out and "l" in self._trained:
+            out = out + ("l",)
+        return out
 
-    def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
+    def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False) -> dict[str, Tensor]:
         if self.fp16:
             with torch.autocast("cuda", dtype=torch.float16):
                 out = self._runner(a, b, ff, fb)
         else:
             out = self._runner(a, b, ff, fb)
-        return {k: getattr(out, k).float() for k in self._wanted()}
+        return {k: getattr(out, k).float() for k in self._wanted(lr_mid)}
 
-    def _network(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor) -> dict[str, Tensor]:
+    def _network(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False) -> dict[str, Tensor]:
         n, _, h, w = a.shape
         tile = self.plan_tile(n, h, w)
         while True:
             try:
                 if tile is None:
-                    return self._run_star(a, b, ff, fb)
-                return self._run_tiled(a, b, ff, fb, tile)
+                    return self._run_star(a, b, ff, fb, lr_mid)
+                return self._run_tiled(a, b, ff, fb, tile, lr_mid)
             except torch.cuda.OutOfMemoryError:
                 # Retry with smaller tiles rather than failing the whole clip.
                 torch.cuda.empty_cache()
@@ -515,7 +615,8 @@ class StarEngine:
                 tile = (max(32, cur[0] // 2), max(32, cur[1] // 2))
                 self._oom_tile = tile
 
-    def _run_tiled(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, tile: tuple[int, int]) -> dict[str, Tensor]:
+    def _run_tiled(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, tile: tuple[int, int],
+                   lr_mid: bool = False) -> dict[str, Tensor]:
         n, _, h, w = a.shape
         ov = self.tile_overlap
         ys = tile_grid(h, tile[0], ov)
@@ -525,7 +626,7 @@ class StarEngine:
         for iy, (y0, y1) in enumerate(ys):
             for ix, (x0, x1) in enumerate(xs):
                 sl = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-                out = self._run_star(a[sl], b[sl], ff[sl], fb[sl])
+                out = self._run_star(a[sl], b[sl], ff[sl], fb[sl], lr_mid)
                 self.stats.tiles += 1
                 # Overlap with the previous / next tile along each axis (0 at the frame border).
                 oy0 = ys[iy - 1][1] - y0 if iy > 0 else 0

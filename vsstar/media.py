@@ -189,14 +189,21 @@ class Timeline:
         nxt = self.starts[k + 1] if k + 1 < len(self.starts) else self.end
         return self.starts[k] + Fraction(t) * (nxt - self.starts[k])
 
-    def output_times(self, mode: str) -> list[Fraction]:
-        """Times of the output frames of STAR: mode "s" one per frame, "st"/"t" each frame then its in-between."""
-        if mode == "s":
+    def output_times(self, mode: str, factor: Fraction | None = None) -> list[Fraction]:
+        """Times of the output frames of STAR at ``factor`` output frames per input frame (default 2 in
+        modes "st"/"t", 1 in mode "s"): output j shows source time j / factor, which lies ``t`` of the
+        way from frame k to k+1 (VFR aware: each output frame takes its time within its own pair)."""
+        if mode not in ("st", "s", "t"):
+            raise ValueError(f"mode must be one of st, s, t, got {mode!r}")
+        f = Fraction(1 if mode == "s" else 2) if factor is None else Fraction(factor)
+        if f == 1:
             return list(self.starts)
-        if mode in ("st", "t"):
-            half = Fraction(1, 2)
-            return [x for k in range(len(self.starts)) for x in (self.at(k, Fraction(0)), self.at(k, half))]
-        raise ValueError(f"mode must be one of st, s, t, got {mode!r}")
+        out = []
+        for j in range(math.ceil(len(self.starts) * f)):
+            x = j / f
+            k = math.floor(x)
+            out.append(self.at(k, x - k))
+        return out
 
     def is_constant(self) -> bool:
         steps = {b - a for a, b in zip(self.starts, self.starts[1:])}

@@ -29,7 +29,12 @@ from fractions import Fraction
 from math import ceil, floor
 from typing import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["MODES", "PARTS", "Pair", "OutputFrame", "FrameSchedule", "batches", "no_cuts"]
+__all__ = ["MODES", "PARTS", "Pair", "OutputFrame", "FrameSchedule", "batches", "no_cuts", "output_factor",
+           "dyadic_time", "dyadic_path", "max_time_error", "DEFAULT_DEPTH"]
+
+#: Deepest midpoint recursion for models that synthesise only t = 1/2: times are rounded to
+#: multiples of 1 / 2**DEFAULT_DEPTH (worst error 1/16 of a source frame interval).
+DEFAULT_DEPTH = 3
 
 #: Output modes: space-time ("st"), space only ("s"), time only ("t").
 MODES = ("st", "s", "t")
@@ -91,8 +96,8 @@ class FrameSchedule:
             schedule refers to is then taken to exist; build a new schedule with the count at EOS).
         mode: "st", "s" or "t" (see the module docstring).
         factor: output frame rate / source frame rate as (num, den) or a Fraction; default 2/1 in
-            modes "st" and "t"; mode "s" keeps the rate (1/1). The network synthesises only the
-            midpoint between two frames, so the factor must reduce to 1/d or 2/d.
+            modes "st" and "t" (any positive factor here; the hosts accept factors >= 1, see
+            :func:`output_factor`); mode "s" keeps the rate (1/1).
     """
 
     def __init__(self, num_frames: int | None, mode: str = "st",
@@ -112,8 +117,6 @@ class FrameSchedule:
             raise ValueError(f"factor must be positive, got {factor!r}")
         if mode == "s" and f != 1:
             raise ValueError(f"factor must be 1 in mode 's' (super-resolution keeps the rate), got {f}")
-        if f.numerator not in (1, 2):
-            raise ValueError(f"factor must reduce to 1/d or 2/d (only midpoints can be synthesised), got {f}")
         self.num_frames = num_frames
         self.mode = mode
         self.factor = f
@@ -208,6 +211,85 @@ class FrameSchedule:
     def candidate_pairs(self, j: int, cut: CutFn = no_cuts) -> frozenset[Pair]:
         """Every pair output frame j might need given what ``cut`` knows (None = unknown)."""
         return frozenset(p for p in _possible(lambda c: self.output(j, c).pair, cut) if p is not None)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def output_factor(factor_num: int = 2, factor_den: int = 1, fps_num: int | None = None,
+                  fps_den: int | None = None, source_fps: Fraction | tuple[int, int] | None = None) -> Fraction:
+    """The output/source frame-rate factor from vs-rife style arguments (ValueError naming the bad one).
+
+    ``fps_num/fps_den`` (the output rate) overrides ``factor_num/factor_den``; it needs a constant
+    source rate ``source_fps`` (None or 0 = variable rate, which needs the factor). The factor must be
+    at least 1.
+    """
+    _positive_int("factor_num", factor_num)
+    _positive_int("factor_den", factor_den)
+    if fps_num is None and fps_den is None:
+        f = Fraction(factor_num, factor_den)
+        if f < 1:
+            raise ValueError(f"factor_num/factor_den must be at least 1, got {factor_num}/{factor_den}")
+        return f
+    if fps_num is None:
+        raise ValueError("fps_num must be given with fps_den")
+    _positive_int("fps_num", fps_num)
+    fps_den = 1 if fps_den is None else _positive_int("fps_den", fps_den)
+    src = Fraction(0) if source_fps is None else (
+        Fraction(*source_fps) if isinstance(source_fps, tuple) and source_fps[1] != 0 else
+        Fraction(0) if isinstance(source_fps, tuple) else Fraction(source_fps))
+    if src <= 0:
+        raise ValueError("fps_num/fps_den needs a clip with a constant frame rate; this one is variable "
+                         "(fps 0/1): give factor_num/factor_den instead")
+    f = Fraction(fps_num, fps_den) / src
+    if f < 1:
+        raise ValueError(f"fps_num/fps_den ({fps_num}/{fps_den}) must be at least the clip's rate ({src})")
+    return f
+
+
+def dyadic_time(t: Fraction, depth: int = DEFAULT_DEPTH) -> Fraction:
+    """The multiple of 1/2**depth nearest t, kept inside (0, 1) (ties go to the smaller denominator).
+
+    Models that synthesise only the midpoint reach it by recursive midpoints (:func:`dyadic_path`).
+    """
+    t = Fraction(t)
+    if not 0 < t < 1:
+        raise ValueError(f"t must be in (0, 1), got {t}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    q = 2 ** depth
+    best = min(range(1, q), key=lambda i: (abs(Fraction(i, q) - t), Fraction(i, q).denominator))
+    return Fraction(best, q)
+
+
+def dyadic_path(t: Fraction) -> list[tuple[Fraction, Fraction]]:
+    """The intervals (lo, hi) whose midpoints lead to the dyadic time t, from (0, 1) down to the one
+    whose midpoint is t. Each is one network pass on the (LR) frames at lo and hi."""
+    t = Fraction(t)
+    if not 0 < t < 1 or t.denominator & (t.denominator - 1):
+        raise ValueError(f"t must be a dyadic fraction in (0, 1), got {t}")
+    lo, hi = Fraction(0), Fraction(1)
+    path = []
+    while True:
+        path.append((lo, hi))
+        mid = (lo + hi) / 2
+        if mid == t:
+            return path
+        lo, hi = (lo, mid) if t < mid else (mid, hi)
+
+
+def max_time_error(factor: Fraction | tuple[int, int], depth: int = DEFAULT_DEPTH) -> Fraction:
+    """Worst |t - dyadic_time(t)| over the in-between frames of ``factor`` (in source frame intervals)."""
+    f = Fraction(*factor) if isinstance(factor, tuple) else Fraction(factor)
+    worst = Fraction(0)
+    for j in range(f.numerator):  # the times repeat every f.numerator output frames
+        t = Fraction(j) / f % 1
+        if t:
+            worst = max(worst, abs(t - dyadic_time(t, depth)))
+    return worst
 
 
 def _possible(decide: Callable[[Callable[[int], bool]], object], cut: CutFn) -> set:

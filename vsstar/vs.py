@@ -1,9 +1,10 @@
 """VapourSynth binding: ``vsstar.STAR(clip, ...)``.
 
-Pipeline: the source clip is converted (when needed) to a float RGB working clip; two Python
-``std.ModifyFrame`` clips produce the super-resolved frames and the in-between frames from a
-shared, thread-safe pair store; ``std.Interleave`` puts them in output order (and halves the frame
-durations); a final resize brings the result back to the input's colour family.
+Pipeline: the source clip is converted (when needed) to a float RGB working clip; one Python
+``std.ModifyFrame`` clip of ``ceil(N * factor)`` frames renders output frame j (source frame
+floor(j / factor), reached through ``std.Interleave`` + ``std.SelectEvery``, which also set the
+clip's fps) from a shared, thread-safe pair store and sets its exact duration; a final resize brings
+the result back to the input's colour family (mode "t" passes the source frames through untouched).
 
 Which pair and which of its outputs make each output frame is :mod:`vsstar.schedule`'s decision; this
 module only moves frames. The pair store computes every pair once, whichever VapourSynth thread asks
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import threading
 import time
 import weakref
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -30,7 +33,7 @@ import vapoursynth as vs
 
 from .engine import MODES, StarEngine, _available_ram
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
-from .schedule import PARTS, FrameSchedule
+from .schedule import DEFAULT_DEPTH, PARTS, FrameSchedule, max_time_error, output_factor
 
 __all__ = ["STAR", "StoreStats"]
 
@@ -89,8 +92,10 @@ class _PairStore:
 
     def __init__(self, engines: Sequence[StarEngine], clip: vs.VideoNode, schedule: FrameSchedule,
                  is_cut: Callable[[int, Any, Any], bool], known_cut: Callable[[int], bool | None],
-                 prefetch: int, capacity: int, keep: int, stats: StoreStats | None) -> None:
+                 prefetch: int, capacity: int, keep: int, stats: StoreStats | None,
+                 exact_time: bool = False) -> None:
         self.engines = list(engines)
+        self.exact_time = exact_time
         self.clip = clip
         self.schedule = schedule
         self.is_cut = is_cut
@@ -114,8 +119,8 @@ class _PairStore:
         _LIVE_STORES.add(self)
 
     # -- called from VapourSynth threads
-    def get(self, key: tuple[int, int], frames: tuple[Any, Any], j: int) -> tuple[torch.Tensor | None, ...]:
-        """Outputs (sr_first, mid, sr_second) of pair `key` for output frame j, computing it if needed."""
+    def get(self, key: tuple[int, int], frames: tuple[Any, Any], j: int) -> tuple[Any, ...]:
+        """Outputs (sr_first, {t: mid}, sr_second) of pair `key` for output frame j, computing it if needed."""
         with self.cond:
             if self.closing:
                 raise RuntimeError("the Python interpreter is shutting down")
@@ -193,7 +198,9 @@ class _PairStore:
         out: list[_Entry] = []
         seen: set[tuple[int, int]] = set()
         i = j + 1
-        stop = min(n_out, j + 1 + 4 * (self.prefetch + 1))  # mode "t" across cuts needs no pairs at all
+        # Mode "t" across cuts needs no pairs at all; a higher factor has more output frames per pair.
+        per_pair = max(2, math.ceil(self.schedule.factor))
+        stop = min(n_out, j + 1 + 2 * per_pair * (self.prefetch + 1))
         while i < stop and len(seen) < self.prefetch and budget > 0:
             key = self.schedule.output(i, guess).pair
             i += 1
@@ -318,9 +325,11 @@ class _PairStore:
             for n, e in enumerate(todo):
                 _frame_into(e.frames[0], first[n])
                 _frame_into(e.frames[1], second[n])
-            out = engine.process(first, second)
+            out = engine.process_times(first, second, [self._times(e.key) for e in todo],
+                                       exact_time=self.exact_time)
             for n, e in enumerate(todo):
-                parts = tuple(None if t is None else t[n] for t in out)
+                parts = (None if out.sr_first is None else out.sr_first[n], out.mids[n],
+                         None if out.sr_second is None else out.sr_second[n])
                 self._finish(e, parts, i)
         except BaseException as exc:  # report to every waiter instead of hanging the host
             for e in batch:
@@ -333,6 +342,14 @@ class _PairStore:
                     e.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
+
+    def _times(self, key: tuple[int, int]) -> list[Fraction]:
+        """The in-between times the pair (a, a+1) makes (none for a frame paired with itself)."""
+        a, b = key
+        if b != a + 1 or self.schedule.mode == "s":
+            return []
+        sched = self.schedule
+        return [sched.time_of(j) - a for j in sched.outputs_at(a, b) if sched.time_of(j) != a]
 
     def _buffers(self, i: int, n: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Reusable input batches of worker i (pinned on CUDA so the upload can overlap)."""
@@ -455,6 +472,11 @@ def STAR(
     backend: str = "auto",
     precision: str = "f32",
     device_index: int | Sequence[int] | None = None,
+    factor_num: int = 2,
+    factor_den: int = 1,
+    fps_num: int | None = None,
+    fps_den: int | None = None,
+    exact_time: bool = False,
 ) -> vs.VideoNode:
     """Space-time video super-resolution (STARnet).
 
@@ -463,11 +485,11 @@ def STAR(
             formats are converted to float RGB inside (matrix from ``_Matrix``, BT.709 when
             unspecified) and the result comes back in the input's format family and bit depth.
         scale: 2, 4 or 8 (must match the model). Ignored for the size in mode "t".
-        mode: "st": width/height x scale and frame rate x2 (frame 2k = frame k super-resolved,
-            2k+1 = synthesised between k and k+1, the last one repeats the last frame);
+        mode: "st": width/height x scale and frame rate x factor (at the default 2: frame 2k = frame
+            k super-resolved, 2k+1 = synthesised between k and k+1, the last one repeats the last frame);
             "s": super-resolution only (N frames, from the disjoint pairs (0, 1), (2, 3), ...: about N/2
-            network passes); "t": interpolation only at the input size (2N frames). vsstar.schedule
-            decides which pair makes each frame.
+            network passes); "t": interpolation only at the input size (N x factor frames).
+            vsstar.schedule decides which pair makes each frame.
         model: bundled weights name, .safetensors path or official .pth checkpoint; None = the
             bundled weights for ``scale``.
         device: None (CUDA if available, else CPU), "cpu", "cuda", "cuda:N", or a list of them
@@ -492,6 +514,16 @@ def STAR(
         precision: OpenVINO precision, "f32" (default) or "bf16" (faster, small drift; CPUs with bfloat16).
         device_index: CUDA device number(s), as in vs-rife and other VapourSynth filters: ``0`` is
             ``device="cuda:0"``, ``[0, 1]`` is ``device=["cuda:0", "cuda:1"]``. Not with ``device``.
+        factor_num, factor_den: output frame rate / input frame rate (modes "st" and "t"; at least
+            1; default 2/1). Output frame j shows source time j * factor_den / factor_num: on a
+            source frame it is that frame (super-resolved in mode "st"), otherwise it is synthesised
+            at its fraction t of the way between frames k and k+1 (props STAR_Interpolated=1,
+            STAR_Time=t). Frame durations follow the source's, so variable-rate clips work.
+        fps_num, fps_den: the output frame rate instead of the factor (overrides factor_*); needs a
+            clip with a constant rate.
+        exact_time: the models synthesise only t = 1/2 and reach other times by recursive midpoints,
+            rounded to the nearest multiple of 1/8 (worst error 1/16 of a frame interval; none for
+            factors 2, 4, 8); True raises vs.Error instead when a needed t is not reachable exactly.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -516,6 +548,22 @@ def STAR(
         raise _err(f"clip format {fmt.name} is not supported (RGB, YUV or GRAY expected)")
     if clip.num_frames < 1:
         raise _err("clip must have at least one frame")
+    if not isinstance(exact_time, (bool, int)):
+        raise _err(f"exact_time must be a bool, got {exact_time!r}")
+    if mode == "s":
+        if (factor_num, factor_den, fps_num, fps_den) != (2, 1, None, None):
+            raise _err("factor_num/factor_den/fps_num/fps_den: mode 's' keeps the frame rate")
+        factor = Fraction(1)
+    else:
+        try:
+            factor = output_factor(factor_num, factor_den, fps_num, fps_den,
+                                   Fraction(clip.fps.numerator, clip.fps.denominator) if clip.fps.denominator else None)
+        except ValueError as exc:
+            raise _err(str(exc)) from exc
+        if exact_time and max_time_error(factor, DEFAULT_DEPTH):
+            raise _err(f"exact_time: the factor {factor} needs in-between times that a model which knows only "
+                       f"t = 1/2 cannot synthesise exactly (worst rounding {float(max_time_error(factor)):.4f} "
+                       "of a frame interval); use exact_time=False or a factor 2, 4 or 8")
 
     if engine is None:
         devices = _devices(device, device_index)
@@ -570,7 +618,14 @@ def STAR(
     nframes = clip.num_frames
     w, h = work.width, work.height
     hr_w, hr_h = (w, h) if mode == "t" else (w * scale, h * scale)
-    blank = core.std.BlankClip(work, width=hr_w, height=hr_h, length=nframes, keep=True)
+    num, den = factor.numerator, factor.denominator
+
+    def spread(c: vs.VideoNode) -> vs.VideoNode:
+        """c's frame floor(j * den / num) at output frame j (fps x factor, durations / factor)."""
+        if num == den == 1:
+            return c
+        c = core.std.Interleave([c] * num) if num > 1 else c
+        return core.std.SelectEvery(c, den, [0]) if den > 1 else c
 
     # ---- scene cuts, decided once per boundary (k, k+1) and remembered
     cuts: dict[int, bool] = {}
@@ -598,9 +653,10 @@ def STAR(
         with cut_lock:
             return cuts.get(k)
 
-    schedule = FrameSchedule(nframes, mode)
-    # Memory of one computed pair: the HR frames of the outputs the mode keeps, float32.
-    pair_bytes = 4 * 3 * (hr_w * hr_h * (3 if mode == "st" else 2) if mode != "t" else w * h)
+    schedule = FrameSchedule(nframes, mode, factor)
+    # Memory of one computed pair: the frames of the outputs the mode keeps, float32.
+    n_mid = math.ceil(factor) if mode != "s" else 0
+    pair_bytes = 4 * 3 * hr_w * hr_h * (n_mid + (2 if mode != "t" else 0))
     if cache_mb is None:
         avail = _available_ram()
         cache_bytes = avail // 4 if avail else DEFAULT_CACHE_MB << 20
@@ -610,10 +666,12 @@ def STAR(
     in_flight = sum(e.batch_size for e in engines)
     capacity = max(in_flight + 2, cache_bytes // max(1, pair_bytes))
     store = _PairStore(engines, work, schedule, is_cut, known_cut, min(prefetch, capacity),
-                       capacity, keep=max(2, in_flight), stats=stats)
+                       capacity, keep=max(2, in_flight), stats=stats, exact_time=bool(exact_time))
 
     prev = work[0] + work[:-1] if nframes > 1 else work
     nxt = work[1:] + work[-1] if nframes > 1 else work
+    nxt_src = clip[1:] + clip[-1] if nframes > 1 else clip
+    blank = core.std.BlankClip(work, width=hr_w, height=hr_h, length=nframes, keep=True)
 
     def render(j: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         try:
@@ -623,6 +681,24 @@ def STAR(
             raise
         except Exception as exc:
             raise _err(f"frame {j}: {type(exc).__name__}: {exc}") from exc
+
+    def duration(j: int, n: int, f: list[vs.VideoFrame]) -> Fraction | None:
+        """Output frame j's duration: the source time it covers, [j, j+1) / factor, in seconds."""
+        d = []
+        for fr in (f[2], f[3]):
+            p = fr.props
+            if "_DurationNum" not in p or not p.get("_DurationDen"):
+                return None
+            # spread() divided the source durations by the factor.
+            d.append(Fraction(p["_DurationNum"], p["_DurationDen"]) * factor)
+        x0, x1 = Fraction(j) / factor, Fraction(j + 1) / factor
+        nxt_d = d[1] if n + 1 < nframes else d[0]  # past the end: the last frame's duration
+        return d[0] * (min(x1, n + 1) - x0) + nxt_d * max(Fraction(0), x1 - (n + 1))
+
+    def set_duration(props: Any, dur: Fraction | None) -> None:
+        if dur is not None:
+            props["_DurationNum"] = dur.numerator
+            props["_DurationDen"] = dur.denominator
 
     def _render(j: int, n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
         """Output frame j (source frame n) as the schedule says; f = [blank HR, prev, cur, next]."""
@@ -634,12 +710,16 @@ def STAR(
         else:
             a, b = o.pair
             out = f[0].copy()
-            _write(out, store.get(o.pair, (near[a], near[b]), j)[PARTS[o.part]])
+            parts = store.get(o.pair, (near[a], near[b]), j)
+            _write(out, parts[1][o.t] if o.part == "mid" else parts[PARTS[o.part]])
         out.props.clear()
         out.props.update(props)
+        set_duration(out.props, duration(j, n, f))
         if o.between:
             out.props["STAR_Interpolated"] = 1
             out.props["STAR_Repeat"] = int(o.repeat)
+            if o.synthesised:
+                out.props["STAR_Time"] = float(o.t)
             out.props["_SceneChangePrev"] = 0
             out.props["_SceneChangeNext"] = int(o.cut)
         elif mode != "s":
@@ -647,19 +727,19 @@ def STAR(
         store.delivered(j, n)
         return out
 
-    per_source = 1 if mode == "s" else 2  # output frames per source frame (factor of the schedule)
-    sr_frame = lambda n, f: render(per_source * n, n, f)  # noqa: E731
-    mid_frame = lambda n, f: render(2 * n + 1, n, f)  # noqa: E731
+    inputs = [spread(c) for c in (blank, prev, work, nxt)]
+    res = back(core.std.ModifyFrame(inputs[0], inputs, lambda n, f: render(n, math.floor(schedule.time_of(n)), f)))
+    if mode == "t":
+        # Source frames pass through in the input's own format (no round trip to float RGB).
+        src = spread(clip)
 
-    inputs = [blank, prev, work, nxt]
-    if mode == "s":
-        res = back(core.std.ModifyFrame(blank, inputs, sr_frame))
-    elif mode == "st":
-        sr = core.std.ModifyFrame(blank, inputs, sr_frame)
-        mid = core.std.ModifyFrame(blank, inputs, mid_frame)
-        res = back(core.std.Interleave([sr, mid]))
-    else:
-        mid = back(core.std.ModifyFrame(blank, inputs, mid_frame))
-        src = core.std.SetFrameProps(clip, _SceneChangeNext=0)
-        res = core.std.Interleave([src, mid])
+        def pick(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+            if f[1].props.get("STAR_Interpolated", 0):
+                return f[1]
+            out = f[0].copy()
+            out.props["_SceneChangeNext"] = 0
+            set_duration(out.props, duration(n, math.floor(schedule.time_of(n)), [None, None, f[0], f[2]]))
+            return out
+
+        res = core.std.ModifyFrame(src, [src, res, spread(core.std.SetFrameProps(nxt_src, _SceneChangeNext=0))], pick)
     return res

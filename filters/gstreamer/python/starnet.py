@@ -34,6 +34,7 @@ import os
 import site
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -84,9 +85,9 @@ _add_venv_paths()
 # The frame schedule is vsstar's (pure Python, no torch): the element only buffers and times frames.
 # Without vsstar the plugin still registers; starting the element then reports what is missing.
 try:
-    from vsstar.schedule import FrameSchedule, batches
+    from vsstar.schedule import FrameSchedule, batches, output_factor
 except ImportError:
-    FrameSchedule = batches = None  # type: ignore[assignment,misc]
+    FrameSchedule = batches = output_factor = None  # type: ignore[assignment,misc]
 
 try:
     import numpy as np
@@ -118,14 +119,18 @@ class OutFrame:
 
 @dataclass
 class PairResult:
-    """What the engine gives for one pair, as uint8 HWC arrays (sr_* None in mode t)."""
+    """What the engine gives for one pair, as uint8 HWC arrays (sr_* None in mode t).
+
+    mid: the in-between frame at t = 1/2, or a dict {t: frame} of the times the scheduler asked for.
+    """
 
     sr_first: Any
     mid: Any
     sr_second: Any
 
 
-RunPairs = Callable[[Sequence[Tuple[Any, Any]]], List[PairResult]]
+# run_pairs(pairs) or, at factors other than 2, run_pairs(pairs, times) with the in-between times of each pair.
+RunPairs = Callable[..., List[PairResult]]
 IsCut = Callable[[Any, Any], bool]
 
 
@@ -142,7 +147,8 @@ class PairScheduler:
     """
 
     def __init__(self, run_pairs: RunPairs, mode: str = "st", batch: int = 1,
-                 is_cut: Optional[IsCut] = None, frame_duration: Optional[int] = None) -> None:
+                 is_cut: Optional[IsCut] = None, frame_duration: Optional[int] = None,
+                 factor: Any = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if batch < 1:
@@ -154,6 +160,8 @@ class PairScheduler:
         self.batch = batch
         self.is_cut = is_cut
         self.frame_duration = frame_duration
+        # Output frames per input frame (vsstar.schedule); at 2 the engine is asked for midpoints only.
+        self.factor = FrameSchedule(None, mode, factor).factor
         self.reset()
 
     def reset(self) -> None:
@@ -196,7 +204,7 @@ class PairScheduler:
 
     def _process(self, final: bool) -> List[OutFrame]:
         """Emit every output frame that can be decided now (all of them when ``final``)."""
-        sched = FrameSchedule(self.count if final else None, self.mode)
+        sched = FrameSchedule(self.count if final else None, self.mode, self.factor)
         js = []
         j = self.next_out
         while True:
@@ -208,7 +216,11 @@ class PairScheduler:
             j += 1
         todo = [p for p in sched.pairs(js, self._cut) if p not in self.results]
         for chunk in batches(todo, self.batch):
-            res = self.run_pairs([(self.frames[a].rgb, self.frames[b].rgb) for a, b in chunk])
+            pairs = [(self.frames[a].rgb, self.frames[b].rgb) for a, b in chunk]
+            if self.mode == "s" or self.factor == 2:
+                res = self.run_pairs(pairs)
+            else:
+                res = self.run_pairs(pairs, [self._times(sched, p) for p in chunk])
             if len(res) != len(chunk):
                 raise RuntimeError(f"engine returned {len(res)} results for {len(chunk)} pairs")
             self.results.update(zip(chunk, res))
@@ -218,12 +230,20 @@ class PairScheduler:
         self._forget(sched)
         return out
 
+    @staticmethod
+    def _times(sched: Any, pair: Tuple[int, int]) -> List[Any]:
+        """The in-between times pair (a, a+1) makes (none for a frame paired with itself)."""
+        a, b = pair
+        if b != a + 1:
+            return []
+        return [sched.time_of(j) - a for j in sched.outputs_at(a, b) if sched.time_of(j) != a]
+
     def _forget(self, sched: FrameSchedule) -> None:
         """Drop the results and frames no later output frame can need.
 
         The stream may go on or end after the frames received so far: both are considered.
         """
-        scheds = (sched, FrameSchedule(self.count, self.mode))
+        scheds = (sched, FrameSchedule(self.count, self.mode, self.factor))
         done = [p for p in self.results
                 if all(j < self.next_out for s in scheds for j in s.outputs_of(p, self._known_cut))]
         for p in done:
@@ -257,35 +277,33 @@ class PairScheduler:
             else:
                 dur = self.frame_duration or self._last_interval
             return OutFrame(img, a.pts, dur, False)
+        if o.part == "mid" and isinstance(img, dict):
+            img = img[o.t]
+        # Output j shows source time x = j / factor, t = x - k of the way through pair k; its
+        # duration runs to the next output frame's time (both in ns, rounded down).
         if b is not None:
-            t_mid, d_left, d_mid = self._split(a, b)
-            if o.between:
-                return OutFrame(img, t_mid, d_mid, o.synthesised)
-            return OutFrame(img, a.pts, d_left, False)
-        # the last frame: its in-between slot repeats it
-        dur = a.dur if a.dur is not None else (self.frame_duration or self._last_interval)
-        if dur is None:
-            return OutFrame(img, a.pts, None, False)  # no way to know when the repeat is due
-        half = dur // 2
-        if o.between:
-            return OutFrame(img, None if a.pts is None else a.pts + half, dur - half, False)
-        return OutFrame(img, a.pts, half, False)
+            span = self._interval(a, b) if a.pts is not None and b.pts is not None and b.pts >= a.pts else (
+                a.dur if a.dur is not None else self.frame_duration)
+        else:
+            span = a.dur if a.dur is not None else (self.frame_duration or self._last_interval)
+        if span is None:
+            return OutFrame(img, a.pts, None, o.synthesised)  # no way to know when it is due
+        x0 = Fraction(o.index) / self.factor - k
+        x1 = Fraction(o.index + 1) / self.factor - k
+        start = int(x0 * span)
+        if x1 <= 1:
+            end = int(x1 * span)
+        else:  # the next output frame lies in the next pair: its interval where known
+            c = self.frames.get(k + 2)
+            nxt = c.pts - b.pts if (b is not None and c is not None and c.pts is not None and b.pts is not None
+                                    and c.pts >= b.pts) else span
+            end = span + int((x1 - 1) * nxt)
+        return OutFrame(img, None if a.pts is None else a.pts + start, end - start, o.synthesised)
 
     def _interval(self, a: InFrame, b: InFrame) -> Optional[int]:
         if a.pts is not None and b.pts is not None and b.pts >= a.pts:
             return b.pts - a.pts
         return self.frame_duration
-
-    def _split(self, a: InFrame, b: InFrame) -> Tuple[Optional[int], Optional[int], Optional[int]]:
-        """Midpoint time and the two durations that tile [a.pts, b.pts) exactly."""
-        if a.pts is not None and b.pts is not None and b.pts >= a.pts:
-            t_mid = a.pts + (b.pts - a.pts) // 2
-            return t_mid, t_mid - a.pts, b.pts - t_mid
-        dur = a.dur if a.dur is not None else self.frame_duration
-        if dur is None:
-            return None, None, None
-        half = dur // 2
-        return (None if a.pts is None else a.pts + half), half, dur - half
 
 
 _PART_FIELDS = {"first": "sr_first", "mid": "mid", "second": "sr_second"}
@@ -302,6 +320,43 @@ def _debug_detail(exc: BaseException) -> str:
             e = e.__cause__ or e.__context__
         return "\n  caused by ".join(chain)
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def parse_fraction(name: str, text: str) -> Optional[Fraction]:
+    """A property holding a fraction ("5/2", "2.5", "60000/1001"); None when empty."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        v = Fraction(text)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"property '{name}' must be a fraction like 5/2 or 60000/1001, got {text!r}") from exc
+    if v <= 0:
+        raise ValueError(f"property '{name}' must be positive, got {text!r}")
+    return v
+
+
+def rate_factor(mode: str, factor: str, fps: str, in_fps: Optional[Fraction]) -> Fraction:
+    """Output frames per input frame from the 'factor' and 'fps' properties ('fps' wins; it needs a
+    constant input rate ``in_fps``, None or 0 = variable). ValueError naming the property."""
+    f = parse_fraction("factor", factor)
+    r = parse_fraction("fps", fps)
+    if mode == "s":
+        if f not in (None, 1, 2) or r is not None:  # 2: the property's default, meaning "unset" here
+            raise ValueError("properties 'factor'/'fps': mode s keeps the frame rate")
+        return Fraction(1)
+    if r is not None:
+        if not in_fps:
+            raise ValueError("property 'fps' needs a constant input frame rate; this stream is variable "
+                             "(framerate 0/1): set 'factor' instead")
+        f = r / in_fps
+        if f < 1:
+            raise ValueError(f"property 'fps' ({r}) must be at least the input rate ({in_fps})")
+        return f
+    f = Fraction(2) if f is None else f
+    if f < 1:
+        raise ValueError(f"property 'factor' must be at least 1, got {f}")
+    return f
 
 
 def validate_settings(scale: int, mode: str, batch_size: int, sc_threshold: float) -> None:
@@ -376,12 +431,19 @@ if Gst is not None:
                              True, _RW),
             "sc-threshold": (float, "Scene-change threshold", "Cut score threshold in [0, 1]; "
                              "-1: the vsstar.scene default", -1e9, 1e9, -1.0, _RW),
+            "factor": (str, "Factor", "Output frames per input frame (modes st, t), a fraction >= 1 "
+                       "such as 2, 5/2 or 4", "2/1", _RW),
+            "fps": (str, "Output rate", "Output frame rate instead of 'factor', e.g. 60000/1001 "
+                    "(constant-rate input); empty: use 'factor'", "", _RW),
+            "exact-time": (bool, "Exact time", "Refuse in-between times the model cannot synthesise "
+                           "exactly instead of rounding them to the nearest 1/8", False, _RW),
         }
 
         def __init__(self) -> None:
             super().__init__()
             self.props_store = {"scale": 4, "mode": "st", "model": "", "device": "",
-                                "backend": "auto", "batch-size": 1, "scene-change": True, "sc-threshold": -1.0}
+                                "backend": "auto", "batch-size": 1, "scene-change": True, "sc-threshold": -1.0,
+                                "factor": "2/1", "fps": "", "exact-time": False}
             self.sinkpad = Gst.Pad.new_from_template(self.__gsttemplates__[0], "sink")
             self.sinkpad.set_chain_function_full(self._chain, None)
             self.sinkpad.set_event_function_full(self._sink_event, None)
@@ -403,7 +465,7 @@ if Gst is not None:
             return self.props_store[prop.name]
 
         def do_set_property(self, prop: GObject.ParamSpec, value: Any) -> None:
-            if prop.name in ("mode", "model", "device", "backend"):
+            if prop.name in ("mode", "model", "device", "backend", "factor", "fps"):
                 value = (value or "").strip()
                 if prop.name == "mode":
                     value = value.lower()
@@ -440,6 +502,8 @@ if Gst is not None:
             self.failed = False
             try:
                 validate_settings(p["scale"], p["mode"], p["batch-size"], p["sc-threshold"])
+                rate_factor(p["mode"], p["factor"], "", None)  # 'fps' is checked against the caps
+                parse_fraction("fps", p["fps"])
             except ValueError as e:
                 self._error(f"starnet: {e}")
                 return False
@@ -473,7 +537,7 @@ if Gst is not None:
             return True
 
         # -- frames --------------------------------------------------------------------------
-        def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]]) -> List[PairResult]:
+        def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]], times: Any = None) -> List[PairResult]:
             """Engine call on uint8 HWC pairs -> uint8 HWC results."""
             import torch
 
@@ -483,15 +547,20 @@ if Gst is not None:
             # One conversion pass into the engine's reusable host buffer (pinned on CUDA).
             buf = self.engine.host_buffer(2 * n, h, w)
             buf.copy_(frames.permute(0, 3, 1, 2)).mul_(1.0 / 255.0)
-            res = self.engine.process(buf[:n], buf[n:])
-
             def u8(t: Any) -> List[Any]:
                 if t is None:
                     return [None] * n
                 q = t.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+                if q.dim() == 3:  # one frame (3, H, W) -> (H, W, 3)
+                    return q.permute(1, 2, 0).contiguous().numpy()
                 return list(q.permute(0, 2, 3, 1).contiguous().numpy())
 
-            return [PairResult(a, m, b) for a, m, b in zip(u8(res.sr_first), u8(res.mid), u8(res.sr_second))]
+            if times is None:
+                res = self.engine.process(buf[:n], buf[n:])
+                return [PairResult(a, m, b) for a, m, b in zip(u8(res.sr_first), u8(res.mid), u8(res.sr_second))]
+            out = self.engine.process_times(buf[:n], buf[n:], times, exact_time=self.props_store["exact-time"])
+            mids = [{t: u8(m) for t, m in d.items()} for d in out.mids]
+            return [PairResult(a, m, b) for a, m, b in zip(u8(out.sr_first), mids, u8(out.sr_second))]
 
         def _read(self, buf: Gst.Buffer) -> Any:
             """Input buffer -> dense RGB (H, W, 3) uint8 copy (honours the row stride)."""
@@ -592,13 +661,21 @@ if Gst is not None:
                 s.set_value("width", info.width * p["scale"])
                 s.set_value("height", info.height * p["scale"])
             if p["mode"] in ("st", "t"):
+                f = self._factor(caps)
                 for field in ("framerate", "max-framerate"):
                     ok, n, d = s.get_fraction(field)
                     if ok and n > 0:
-                        s.set_value(field, Gst.Fraction(n * 2, d))
+                        r = Fraction(n, d) * f
+                        s.set_value(field, Gst.Fraction(r.numerator, r.denominator))
             out = Gst.Caps.new_empty()
             out.append_structure(s)
             return out
+
+        def _factor(self, caps: Gst.Caps) -> Fraction:
+            """Output frames per input frame for these input caps (ValueError naming the property)."""
+            p = self.props_store
+            ok, n, d = caps.get_structure(0).get_fraction("framerate")
+            return rate_factor(p["mode"], p["factor"], p["fps"], Fraction(n, d) if ok and n > 0 else None)
 
         def _set_caps(self, caps: Gst.Caps) -> bool:
             if self.in_caps is not None and caps.is_equal(self.in_caps):
@@ -607,6 +684,11 @@ if Gst is not None:
                 return False
             info = GstVideo.VideoInfo.new_from_caps(caps)
             if info is None:
+                return False
+            try:
+                factor = self._factor(caps)
+            except ValueError as e:
+                self._error(f"starnet: {e}")
                 return False
             out = self._out_caps(caps)
             out_info = GstVideo.VideoInfo.new_from_caps(out)
@@ -618,7 +700,7 @@ if Gst is not None:
                 fd = Gst.util_uint64_scale_int(Gst.SECOND, info.fps_d, info.fps_n)
             p = self.props_store
             self.sched = PairScheduler(self._run_pairs, p["mode"], p["batch-size"],
-                                       self._cut, fd)
+                                       self._cut, fd, factor)
             return True
 
         def _upstream_caps(self, caps: Gst.Caps) -> Gst.Caps:

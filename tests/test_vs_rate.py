@@ -1,0 +1,156 @@
+"""vsstar.STAR at any output rate: frame count, fps, durations, props, pairs and times, cuts, VFR, errors."""
+from __future__ import annotations
+
+from fractions import Fraction as Fr
+
+import numpy as np
+import pytest
+
+vs = pytest.importorskip("vapoursynth")
+
+from vsstar.engine import StarEngine  # noqa: E402
+from vsstar.vs import STAR  # noqa: E402
+
+from support import tiny_net  # noqa: E402
+from test_vs import CUT_ARRAYS, CountingEngine, all_frames, arr, make_clip, pattern  # noqa: E402
+
+FAST_FLOW = {"n_outer": 2, "n_sor": 4}
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny_net()
+
+
+class Counting(CountingEngine):
+    """CountingEngine that counts every network pass (the recursive ones too); an input that is no
+    source frame (a synthesised LR middle frame) has index -1."""
+
+    def process(self, first, second):
+        return StarEngine.process(self, first, second)
+
+    def _process_batch(self, a, b, lr_mid=False):
+        with self.lock:
+            for x, y in zip(a, b):
+                key = (self._index(x), self._index(y))
+                self.counts[key] = self.counts.get(key, 0) + 1
+        return super()._process_batch(a, b, lr_mid)
+
+    def _index(self, x) -> int:
+        try:
+            return super()._index(x)
+        except StopIteration:
+            return -1
+
+
+def durations(clip) -> list[Fr]:
+    return [Fr(f.props["_DurationNum"], f.props["_DurationDen"]) for f in clip.frames()]
+
+
+@pytest.mark.parametrize("kw, factor", [
+    ({}, Fr(2)), ({"factor_num": 5, "factor_den": 2}, Fr(5, 2)), ({"factor_num": 3}, Fr(3)),
+    ({"factor_num": 4}, Fr(4)), ({"fps_num": 60000, "fps_den": 1001}, Fr(5, 2)),
+], ids=["2", "5/2", "3", "4", "fps60000/1001"])
+def test_rates_with_cut(net, kw: dict, factor: Fr) -> None:
+    arrays = CUT_ARRAYS  # a cut between frames 2 and 3
+    eng = Counting(net, arrays, "st", batch_size=2)
+    out = STAR(make_clip(arrays, 24000, 1001), scale=2, engine=eng, **kw)
+    n_out = -(-6 * factor.numerator // factor.denominator)
+    assert out.num_frames == n_out
+    assert Fr(out.fps.numerator, out.fps.denominator) == Fr(24000, 1001) * factor
+    frames = list(out.frames())  # once: a second pass would recompute freed pairs
+    assert [Fr(f.props["_DurationNum"], f.props["_DurationDen"]) for f in frames] == [Fr(1001, 24000) / factor] * n_out
+    for j, f in enumerate(frames):
+        time = Fr(j) / factor
+        k = int(time)
+        assert f.props["SourceIndex"] == k
+        synth = time != k and k + 1 < 6 and k != 2
+        assert f.props.get("STAR_Interpolated", 0) == int(time != k)
+        if synth:
+            assert f.props["STAR_Time"] == pytest.approx(float(time - k))
+        else:
+            assert "STAR_Time" not in f.props
+        if time != k and k == 2:
+            assert f.props["_SceneChangeNext"] == 1 and f.props["STAR_Repeat"] == 1
+    # Every source pair across no cut runs once, the cut pair never (-1: a synthesised LR middle frame
+    # as an input of a deeper midpoint pass).
+    src_pairs = {p: v for p, v in eng.counts.items() if min(p) >= 0}
+    assert set(src_pairs) == {(0, 1), (1, 2), (3, 4), (4, 5)} and all(v == 1 for v in src_pairs.values())
+
+
+def test_repeats_across_the_cut_show_the_left_frame(net) -> None:
+    eng = StarEngine(net, scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
+    out = STAR(make_clip(CUT_ARRAYS), scale=2, engine=eng, factor_num=3)
+    got = all_frames(out)
+    np.testing.assert_array_equal(got[7], got[6])  # time 7/3 and 8/3 repeat frame 2 (output 6)
+    np.testing.assert_array_equal(got[8], got[6])
+    assert not np.array_equal(got[9], got[6])
+
+
+def test_half_time_equals_factor_two(net) -> None:
+    arrays = [pattern(k) for k in range(3)]
+    eng = StarEngine(net, scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
+    two = all_frames(STAR(make_clip(arrays), scale=2, engine=eng))
+    four = all_frames(STAR(make_clip(arrays), scale=2, engine=eng, factor_num=4))
+    for k in range(3):
+        np.testing.assert_allclose(four[4 * k], two[2 * k], atol=1e-6)
+    np.testing.assert_allclose(four[2], two[1], atol=1e-6)
+    np.testing.assert_allclose(four[6], two[3], atol=1e-6)
+    assert not np.allclose(four[1], four[2]) and not np.allclose(four[1], four[0])
+
+
+def test_mode_t_factor_four_passes_sources_through(net) -> None:
+    arrays = [pattern(k) for k in range(3)]
+    eng = StarEngine(net, scale=2, mode="t", device="cpu", flow_options=FAST_FLOW)
+    out = STAR(make_clip(arrays, 30, 1), scale=2, mode="t", engine=eng, factor_num=4)
+    assert out.num_frames == 12 and (out.fps.numerator, out.fps.denominator) == (120, 1)
+    got = all_frames(out)
+    for k in range(3):
+        np.testing.assert_array_equal(got[4 * k], arrays[k])
+    assert out.get_frame(3).props["STAR_Time"] == 0.75
+    assert durations(out) == [Fr(1, 120)] * 12
+
+
+def test_variable_rate_durations(net) -> None:
+    arrays = [pattern(k) for k in range(3)]
+    props = [{"_DurationNum": 1, "_DurationDen": 10}, {"_DurationNum": 1, "_DurationDen": 20},
+             {"_DurationNum": 1, "_DurationDen": 5}]
+    clip = make_clip(arrays, 0, 1, props)
+    eng = StarEngine(net, scale=2, mode="t", device="cpu", flow_options=FAST_FLOW)
+    out = STAR(clip, scale=2, mode="t", engine=eng, factor_num=5, factor_den=2)
+    assert out.num_frames == 8 and out.fps.numerator == 0
+    d = durations(out)
+    # Output j covers source time [0.4 j, 0.4 (j+1)); frame durations 1/10, 1/20, 1/5 (then 1/5 past the end).
+    src = [Fr(1, 10), Fr(1, 20), Fr(1, 5), Fr(1, 5)]
+
+    def at(x: Fr) -> Fr:
+        k = int(x)
+        return sum(src[:k], Fr(0)) + (x - k) * src[k]
+
+    assert d == [at(Fr(2, 5) * (j + 1)) - at(Fr(2, 5) * j) for j in range(8)]
+    assert sum(d[:5]) == Fr(1, 10) + Fr(1, 20)
+    with pytest.raises(vs.Error, match="variable"):
+        STAR(clip, scale=2, mode="t", engine=eng, fps_num=60)
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"factor_num": 0}, "factor_num"), ({"factor_den": -1}, "factor_den"), ({"factor_num": 2.5}, "factor_num"),
+    ({"factor_num": 1, "factor_den": 2}, "at least 1"), ({"fps_num": 10}, "fps_num"),
+    ({"fps_num": 60, "fps_den": 0}, "fps_den"), ({"factor_num": 5, "factor_den": 2, "exact_time": True}, "exact_time"),
+])
+def test_bad_rate_arguments(net, kw: dict, word: str) -> None:
+    eng = StarEngine(net, scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
+    with pytest.raises(vs.Error, match=word):
+        STAR(make_clip([pattern(0), pattern(1)]), scale=2, engine=eng, **kw)
+
+
+def test_mode_s_keeps_the_rate(net) -> None:
+    eng = StarEngine(net, scale=2, mode="s", device="cpu", flow_options=FAST_FLOW)
+    with pytest.raises(vs.Error, match="mode 's'"):
+        STAR(make_clip([pattern(0), pattern(1)]), scale=2, mode="s", engine=eng, factor_num=3)
+
+
+def test_exact_time_accepts_dyadic_factors(net) -> None:
+    eng = StarEngine(net, scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
+    out = STAR(make_clip([pattern(0), pattern(1)]), scale=2, engine=eng, factor_num=4, exact_time=True)
+    assert out.num_frames == 8 and out.get_frame(1).props["STAR_Time"] == 0.25
