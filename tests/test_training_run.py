@@ -372,3 +372,18 @@ def test_partial_init_loads_the_matching_tensors_of_another_scale(tmp_path):
     assert 0 < len(same) < len(got)
     assert all(torch.equal(got[k], src[k]) for k in same)
     assert all(torch.equal(got[k], fresh[k]) for k in got if k not in same)
+
+
+def test_evaluate_frame_range(footage, tmp_path, capsys):
+    from training.evaluate import main as evaluate_main
+    from vsstar.model import StarNet, save_weights
+    save_weights(StarNet(preset_config("test", 2)), tmp_path / "t.safetensors")
+    clip = footage / "val"  # 6 frames
+    argv = ["--model", str(tmp_path / "t.safetensors"), "--clip", str(clip), "--no-ssim", "--out", str(tmp_path),
+            "--name", "seg"]
+    assert evaluate_main(argv + ["--frame-range", "1-5"]) == 0
+    res = json.loads((tmp_path / "seg_x2.json").read_text())
+    assert res["per_frame"]["frames"] == list(range(5))  # frames 1..5 of the clip, renumbered from 0
+    capsys.readouterr()
+    assert evaluate_main(argv + ["--frame-range", "2-6"]) == 2
+    assert "frame-range: " in capsys.readouterr().err
