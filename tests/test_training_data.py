@@ -273,3 +273,21 @@ def test_schedules_warmup_step_cosine_and_restart():
     assert g[:100] == f[:100] and g[100] == pytest.approx(0.4) and g[200] == pytest.approx(0.05)
     st = factors(schedule="step", lr_steps="30,60", warmup=0)
     assert st[29] == 1.0 and st[30] == pytest.approx(0.1) and st[60] == pytest.approx(0.01)
+
+
+# ------------------------------------------------------------------------------------------ held-out segments
+def test_drop_frames_leaves_runs_without_the_range():
+    from training.data import drop_frames, parse_frame_range
+    c = Clip("c", [np.full((8, 8, 3), i, np.uint8) for i in range(12)])
+    parts = drop_frames(c, [(3, 5)])
+    assert [p.name for p in parts] == ["c[0-2]", "c[6-11]"]
+    assert [int(f[0, 0, 0]) for p in parts for f in p.frames] == [0, 1, 2, 6, 7, 8, 9, 10, 11]
+    # a run shorter than a triplet is dropped; two ranges at once
+    parts = drop_frames(c, [(2, 3), (9, 11)])
+    assert [(p.name, len(p.frames)) for p in parts] == [("c[4-8]", 5)]
+    assert parse_frame_range(" 187-241 ") == (187, 241)
+    for bad in ("187", "9-3", "a-b", "-1-4"):
+        with pytest.raises(ValueError, match="range: expected FIRST-LAST"):
+            parse_frame_range(bad, "range")
+    with pytest.raises(ValueError, match="has only 12 frames"):
+        drop_frames(c, [(12, 20)])

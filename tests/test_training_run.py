@@ -420,3 +420,69 @@ def test_checkpoints_load_without_pickled_code(tmp_path):
     np.random.seed(0), random.seed(0), torch.manual_seed(0)
     set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
     assert (np.random.random(), random.random(), torch.rand(1)) == expect
+
+
+def test_val_range_holds_out_only_that_segment(tmp_path):
+    """--val-range validates on a segment of a training clip and leaves exactly that segment out of training."""
+    from training.train import build_parser, load_clips
+    data = tmp_path / "data"
+    for name in ("a", "b"):
+        d = data / name
+        d.mkdir(parents=True)
+        for k in range(10):  # every frame unique: its value says which frame it is
+            Image.fromarray(np.full((16, 16, 3), k * 10 + (name == "b"), np.uint8)).save(d / f"{k:03d}.png")
+    base = ["--run-dir", str(tmp_path / "r"), "--data", str(data)]
+
+    def frames_of(argv):
+        clips = load_clips(build_parser().parse_args(base + argv), lambda _m: None)
+        return {c.name: [int(f[0, 0, 0]) for f in c.frames] for c in clips}
+
+    # the whole clip is left out when --val names it without a range
+    assert set(frames_of(["--val", str(data / "a")])) == {"b"}
+    got = frames_of(["--val", str(data / "a"), "--val-range", "4-6"])
+    assert got == {"a[0-3]": [0, 10, 20, 30], "a[7-9]": [70, 80, 90], "b": [k * 10 + 1 for k in range(10)]}
+    got = frames_of(["--exclude-frames", "b:0-1", "--exclude-frames", "b:8-9"])
+    assert got["b[2-7]"] == [21, 31, 41, 51, 61, 71] and len(got["a"]) == 10
+    with pytest.raises(ValueError, match="exclude-frames: no training clip is named 'c'"):
+        frames_of(["--exclude-frames", "c:0-1"])
+    with pytest.raises(ValueError, match="exclude-frames: expected NAME:FIRST-LAST"):
+        frames_of(["--exclude-frames", "0-1"])
+
+
+def test_partial_init_loads_the_matching_tensors_of_another_scale(tmp_path):
+    from training.train import Trainer, build_parser
+    from vsstar.model import StarNet, save_weights
+    x2 = StarNet(preset_config("test", 2))
+    for p in x2.parameters():
+        torch.nn.init.normal_(p)
+    save_weights(x2, tmp_path / "x2.safetensors")
+    args = build_parser().parse_args(["--run-dir", str(tmp_path / "r"), "--scale", "4", "--preset", "test",
+                                      "--init", str(tmp_path / "x2.safetensors")])
+    tr = Trainer(args)
+    tr.net = StarNet(preset_config("test", 4))
+    with pytest.raises(ValueError, match="does not fit this run's model"):
+        tr._load_init(args.init)  # a plain --init must match exactly
+    tr.args.init_partial = True
+    fresh = {k: v.clone() for k, v in StarNet(preset_config("test", 4)).state_dict().items()}
+    tr.net.load_state_dict(fresh)
+    tr._load_init(args.init)
+    got, src = tr.net.state_dict(), x2.state_dict()
+    same = [k for k in got if tuple(src[k].shape) == tuple(got[k].shape)]
+    assert 0 < len(same) < len(got)
+    assert all(torch.equal(got[k], src[k]) for k in same)
+    assert all(torch.equal(got[k], fresh[k]) for k in got if k not in same)
+
+
+def test_evaluate_frame_range(footage, tmp_path, capsys):
+    from training.evaluate import main as evaluate_main
+    from vsstar.model import StarNet, save_weights
+    save_weights(StarNet(preset_config("test", 2)), tmp_path / "t.safetensors")
+    clip = footage / "val"  # 6 frames
+    argv = ["--model", str(tmp_path / "t.safetensors"), "--clip", str(clip), "--no-ssim", "--out", str(tmp_path),
+            "--name", "seg"]
+    assert evaluate_main(argv + ["--frame-range", "1-5"]) == 0
+    res = json.loads((tmp_path / "seg_x2.json").read_text())
+    assert res["per_frame"]["frames"] == list(range(5))  # frames 1..5 of the clip, renumbered from 0
+    capsys.readouterr()
+    assert evaluate_main(argv + ["--frame-range", "2-6"]) == 2
+    assert "frame-range: " in capsys.readouterr().err

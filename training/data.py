@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,7 +24,7 @@ from .imaging import crop_to_multiple, downscale_bicubic
 __all__ = [
     "Clip", "Triplet", "VIDEO_EXTS", "IMAGE_EXTS", "read_video", "read_frame_folder", "read_vimeo_triplets",
     "scan_folder", "moving_still", "skimage_stills", "default_stills", "cut_triplets", "motion_score",
-    "TripletDataset", "Sample", "augment",
+    "TripletDataset", "Sample", "augment", "parse_frame_range", "drop_frames",
 ]
 
 VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".y4m", ".wmv", ".flv", ".ts")
@@ -80,6 +81,39 @@ def read_video(path: str | os.PathLike, max_side: int | None = None, max_frames:
     if not frames:
         raise ValueError(f"video {str(path)!r}: no frame could be decoded (unreadable or empty file)")
     return Clip(path.stem, frames)
+
+
+def parse_frame_range(text: str, what: str = "frame range") -> tuple[int, int]:
+    """``"A-B"`` -> (A, B): an inclusive, 0-based range of frame indices."""
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(text))
+    if not m or int(m.group(1)) > int(m.group(2)):
+        raise ValueError(f"{what}: expected FIRST-LAST frame indices (0-based, inclusive, FIRST <= LAST), "
+                         f"got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def drop_frames(clip: Clip, ranges: Sequence[tuple[int, int]]) -> list[Clip]:
+    """``clip`` without the frames of ``ranges`` ((first, last) inclusive, 0-based): the runs of frames
+    left, as separate clips named ``NAME[first-last]`` so that no triplet bridges a gap; a run shorter
+    than a triplet (3 frames) is dropped."""
+    n = len(clip.frames)
+    keep = np.ones(n, bool)
+    for first, last in ranges:
+        if first >= n:
+            raise ValueError(f"frame range {first}-{last}: clip {clip.name!r} has only {n} frames")
+        keep[first:last + 1] = False
+    parts, i = [], 0
+    while i < n:
+        if not keep[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and keep[j]:
+            j += 1
+        if j - i >= 3:
+            parts.append(Clip(f"{clip.name}[{i}-{j - 1}]", clip.frames[i:j]))
+        i = j
+    return parts
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -140,6 +140,9 @@ def main(argv=None) -> int:
                    help="bundled name, .safetensors, or a training checkpoint .pt (repeatable)")
     p.add_argument("--clip", default="../shared/data/clips/carphone_pristine.mp4")
     p.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    p.add_argument("--frame-range", default=None, metavar="FIRST-LAST",
+                   help="only frames FIRST..LAST (0-based, inclusive), e.g. a segment held out of training "
+                        "with training.train --val-range")
     p.add_argument("--out", default=None, help="folder for the JSON and the comparison pictures")
     p.add_argument("--name", default=None, help="prefix of the output files (NAME_xS.json, NAME_xS_*.png)")
     p.add_argument("--threads", type=int, default=None)
@@ -153,7 +156,14 @@ def main(argv=None) -> int:
     try:
         from .data import read_frame_folder, read_video
         clip = read_video(a.clip) if Path(a.clip).is_file() else read_frame_folder(a.clip)
-        frames = clip.frames[:a.frames] if a.frames else clip.frames
+        frames = clip.frames
+        if a.frame_range:
+            from .data import parse_frame_range
+            first, last = parse_frame_range(a.frame_range, "frame-range")
+            if last >= len(frames):
+                raise ValueError(f"frame-range: {a.clip!r} has {len(frames)} frames, got {a.frame_range!r}")
+            frames = frames[first:last + 1]
+        frames = frames[:a.frames] if a.frames else frames
         cache = None
         if a.flow_cache:
             from .flowcache import FlowCache

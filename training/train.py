@@ -55,12 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", default=None,
                    help="JSON object of StarConfig field overrides, e.g. '{\"feat\": 16}'")
     g.add_argument("--init", default=None, help="start from these weights (our safetensors or a checkpoint)")
+    g.add_argument("--init-partial", action="store_true",
+                   help="with --init: load only the tensors whose name and shape match (e.g. x4 weights into an "
+                        "x8 build: the scale-dependent projection kernels keep their fresh initialisation)")
     g = p.add_argument_group("data")
     g.add_argument("--data", action="append", default=[],
                    help="video file, folder of videos / frame folders, or Vimeo-90K root (repeatable)")
     g.add_argument("--stills", type=int, default=0,
                    help="moving-still clips per scikit-image sample photo (0: none)")
     g.add_argument("--exclude", action="append", default=[], help="clip names to leave out of training")
+    g.add_argument("--exclude-frames", action="append", default=[], metavar="NAME:FIRST-LAST",
+                   help="leave frames FIRST..LAST (0-based, inclusive) of clip NAME out of training (repeatable)")
     g.add_argument("--max-side", type=int, default=640, help="downscale larger source frames to this side first")
     g.add_argument("--extra-sizes", default="",
                    help="comma-separated extra max sides: every video is also used reduced to these")
@@ -94,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-every", type=int, default=200)
     g.add_argument("--val-pairs", type=int, default=12, help="pairs per validation (evenly spread)")
     g.add_argument("--val-frames", type=int, default=None, help="use only the first N frames of --val")
+    g.add_argument("--val-range", default=None, metavar="FIRST-LAST",
+                   help="validate on frames FIRST..LAST of --val only; training then leaves out just that "
+                        "segment of the clip (instead of the whole clip)")
     return p
 
 
@@ -171,11 +179,21 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def load_clips(args, log) -> list:
-    """Every training clip named by --data / --stills (the validation clip and --exclude left out)."""
-    from .data import default_stills, read_video, scan_folder
+    """Every training clip named by --data / --stills (the validation clip or segment, --exclude and
+    --exclude-frames left out)."""
+    from .data import default_stills, drop_frames, parse_frame_range, scan_folder
     from .data import _limit_size  # noqa: PLC2701 - internal, same package
     exclude = list(args.exclude)
-    if args.val:
+    cuts: dict[str, list[tuple[int, int]]] = {}  # clip name -> frame ranges to leave out
+    for spec in getattr(args, "exclude_frames", None) or []:
+        name, sep, rng = str(spec).rpartition(":")
+        if not sep or not name:
+            raise ValueError(f"exclude-frames: expected NAME:FIRST-LAST, got {spec!r}")
+        cuts.setdefault(name, []).append(parse_frame_range(rng, "exclude-frames"))
+    required = set(cuts)  # an explicit exclusion that matches no clip is a typo that would leak frames
+    if args.val and getattr(args, "val_range", None):
+        cuts.setdefault(Path(args.val).stem, []).append(parse_frame_range(args.val_range, "val-range"))
+    elif args.val:
         exclude.append(Path(args.val).stem)
         exclude.append(Path(args.val).name)
     clips = []
@@ -183,6 +201,17 @@ def load_clips(args, log) -> list:
         got = scan_folder(d, args.max_side, exclude)
         clips += got
         log(f"data {d}: {len(got)} clip(s), {sum(len(c.frames) for c in got)} frames")
+    for name, ranges in cuts.items():
+        hits = [c for c in clips if c.name == name]
+        if not hits and name in required:
+            raise ValueError(f"exclude-frames: no training clip is named {name!r} "
+                             f"(clips: {', '.join(c.name for c in clips) or 'none'})")
+        for c in hits:
+            parts = drop_frames(c, ranges)
+            i = next(k for k, x in enumerate(clips) if x is c)  # identity: Clip equality compares arrays
+            clips[i:i + 1] = parts
+            log(f"clip {name}: left out frames {', '.join(f'{a}-{b}' for a, b in sorted(ranges))}; "
+                f"{sum(len(p.frames) for p in parts)} of {len(c.frames)} frames kept")
     extra = [int(s) for s in str(args.extra_sizes).split(",") if s.strip()]
     if extra:
         from .data import Clip
@@ -276,7 +305,7 @@ class Trainer:
         old = st.get("args", {})
         for k in ("scale", "preset", "objective", "config", "batch", "seed", "crop", "stride", "min_motion",
                   "out_lr_scale",
-                  "data", "stills", "max_side", "extra_sizes"):
+                  "data", "stills", "max_side", "extra_sizes", "exclude", "exclude_frames", "val", "val_range"):
             if k in old and old[k] != getattr(self.args, k):
                 raise ValueError(f"resume: --{k.replace('_', '-')} is {getattr(self.args, k)!r} but the checkpoint "
                                  f"was trained with {old[k]!r}; pass the same value")
@@ -345,7 +374,12 @@ class Trainer:
             from .data import read_frame_folder, read_video
             from .validate import Validator
             clip = read_video(args.val) if Path(args.val).is_file() else read_frame_folder(args.val)
-            frames = clip.frames[:args.val_frames] if args.val_frames else clip.frames
+            frames = clip.frames
+            if args.val_range:
+                from .data import parse_frame_range
+                first, last = parse_frame_range(args.val_range, "val-range")
+                frames = frames[first:last + 1]
+            frames = frames[:args.val_frames] if args.val_frames else frames
             self.validator = Validator(frames, self.config.scale, self.flow_cache, max_pairs=args.val_pairs)
         self.tb = None
         if self.main:
@@ -359,15 +393,27 @@ class Trainer:
 
     def _load_init(self, path: str) -> None:
         """Start from the weights of a training checkpoint, our safetensors or an authors' .pth (read without
-        running pickled code); the file must hold this run's architecture."""
+        running pickled code). The file must hold this run's architecture, unless --init-partial asks for
+        the tensors that match in name and shape only (e.g. x4 weights into an x8 model)."""
         net, _ = load_net(path, what="init")
-        try:
-            self.net.load_state_dict(net.state_dict())
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(f"init: {path!r} does not fit this run's model ({first[:200]}); pass weights of the "
-                             "same preset / config") from exc
-        self.log(f"initialised from {path}")
+        sd = net.state_dict()
+        if not self.args.init_partial:
+            try:
+                self.net.load_state_dict(sd)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise ValueError(f"init: {path!r} does not fit this run's model ({first[:200]}); pass weights of "
+                                 "the same preset / config, or --init-partial") from exc
+            self.log(f"initialised from {path}")
+            return
+        own = self.net.state_dict()
+        match = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        if not match:
+            raise ValueError(f"init: no tensor of {path!r} matches this model in name and shape")
+        self.net.load_state_dict(match, strict=False)
+        fresh = [k for k in own if k not in match]
+        self.log(f"initialised {len(match)} of {len(own)} tensors from {path} "
+                 f"({sum(own[k].numel() for k in fresh)} parameters fresh: {', '.join(fresh) or 'none'})")
 
     # -- checkpoints
     def state(self) -> dict[str, Any]:
