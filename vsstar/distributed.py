@@ -152,6 +152,8 @@ def _run_chunk(spec: _Spec, chunk: Chunk, progress: Any) -> bytes:
     import vapoursynth as vs
     from fractions import Fraction
 
+    from ray import get as ray_get
+
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
     ffmpeg = cli._check_ffmpeg()
@@ -169,7 +171,9 @@ def _run_chunk(spec: _Spec, chunk: Chunk, progress: Any) -> bytes:
             n = part.num_frames
             # Any times will do here: the driver gives the frames their real ones.
             times = [Fraction(i, 25) for i in range(n)]
-            progress.report.remote(chunk.index, pid, 0)
+            # Waited for: this attempt is registered before any frame, so the driver's last snapshot
+            # names every attempt even when the chunk's result arrives before its fire-and-forget ticks.
+            ray_get(progress.report.remote(chunk.index, pid, 0))
             done = [0]
 
             def tick() -> None:
@@ -190,6 +194,7 @@ def _run_chunk(spec: _Spec, chunk: Chunk, progress: Any) -> bytes:
                 cmd += ["-f", "matroska", str(seg)]
                 cli._encode(cli._clip_planes(part), n, part.width, part.height, times, Fraction(n, 25), cmd, fmt,
                             media.Colour(), quiet=True, on_frame=tick)
+            ray_get(progress.report.remote(chunk.index, pid, n))  # the last count, before the result
             return seg.read_bytes()
         except vs.Error as exc:
             raise CliError(str(exc).strip().splitlines()[-1]) from exc
