@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 PRESETS = {
     "official": {},
-    # A CPU-sized build (about 1.8 M parameters), the size class the training helper starts from.
+    # A CPU-sized build (about 1.8 M parameters), the size class the bundled models' training starts from.
     "compact": dict(base_filter=32, feat=16, n_resblock=1, s_resblocks=2, motion_resblocks=1,
                     down_resblocks=1, t_lr_resblocks=1, fr_widths=(16, 32, 64, 64), keep_res_feat3=False,
                     global_skip=True),

@@ -3,8 +3,8 @@
 One kernel launch updates du then dv at all pixels of one colour, so a sweep is two launches
 instead of the ~26 elementwise torch ops of the eager path (on a GPU these tiny levels are bound
 by launch latency, not arithmetic), and the whole flow call is replayed from a CUDA graph
-(cuda_graphs.py). Neither the graph path nor the compiled kernel could be run in the sessions that
-wrote them (no GPU); tests/test_flow_triton.py, tests/test_flow_api.py and
+(cuda_graphs.py). Neither the graph path nor the compiled kernel could be run where they were
+written (no GPU); tests/test_flow_triton.py, tests/test_flow_api.py and
 tests/test_flow_cuda_graphs.py check them where CUDA exists. Same ordering
 and arithmetic as `solver.sor_redblack_torch`; tested against it on CPU with Triton's
 interpreter (TRITON_INTERPRET=1).
