@@ -351,11 +351,11 @@ class StarEngine:
 
         star = resolve_model(model, self.scale, mode)
         self.star = star.to(self.device).eval()
+        self.config = _config_of(self.star)
         from .model import OBJECTIVE_OUTPUTS
         # Outputs the weights were trained for (the LR middle frame drives recursive midpoints).
-        self._trained = set(OBJECTIVE_OUTPUTS.get(getattr(_config_of(star), "objective", None) or "STAR",
+        self._trained = set(OBJECTIVE_OUTPUTS.get(getattr(self.config, "objective", None) or "STAR",
                                                   OBJECTIVE_OUTPUTS["STAR"]))
-        self.config = _config_of(self.star)
         #: The flow settings in use: the model's (what its weights were trained with) with flow_options applied.
         self.flow = flow_settings_for(self.star, flow_options)
         self.backend, self.precision, self._runner = _make_runner(self.star, backend, precision, self.device)
@@ -460,14 +460,8 @@ class StarEngine:
         first, second: (N, 3, H, W) (or (3, H, W)) float RGB in [0, 1]: torch tensors (any device),
         numpy arrays or DLPack arrays (CuPy). Batches larger than ``batch_size`` are split.
         """
-        a = _as_tensor(first, "first")
-        b = _as_tensor(second, "second")
-        if a.shape != b.shape:
-            raise ValueError(f"first and second must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        n, _, h, w = a.shape
-        min_side = max(8, getattr(self.config, "min_size", 1))
-        if h < min_side or w < min_side:
-            raise ValueError(f"frames must be at least {min_side}x{min_side} pixels, got {w}x{h}")
+        a, b = self._pair_inputs(first, second)
+        n = a.shape[0]
         parts = []
         with self._lock:
             for i in range(0, n, self.batch_size):
@@ -475,6 +469,18 @@ class StarEngine:
         if len(parts) == 1:
             return parts[0]
         return PairOutput(*(None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(3)))
+
+    def _pair_inputs(self, first: Any, second: Any) -> tuple[Tensor, Tensor]:
+        """The two batches of a call as tensors, checked: same shape, at least the network's minimum size."""
+        a = _as_tensor(first, "first")
+        b = _as_tensor(second, "second")
+        if a.shape != b.shape:
+            raise ValueError(f"first and second must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        h, w = a.shape[-2:]
+        min_side = max(8, getattr(self.config, "min_size", 1))
+        if h < min_side or w < min_side:
+            raise ValueError(f"frames must be at least {min_side}x{min_side} pixels, got {w}x{h}")
+        return a, b
 
     def process_times(self, first: Any, second: Any, times: Sequence[Sequence[Fraction]],
                       exact_time: bool = False, depth: int = DEFAULT_DEPTH) -> TimedOutput:
@@ -488,10 +494,7 @@ class StarEngine:
         level. ``exact_time=True`` raises ValueError instead of rounding a time that is not dyadic.
         ``mids[i]`` maps each requested t (exact, as given) to its frame.
         """
-        a = _as_tensor(first, "first")
-        b = _as_tensor(second, "second")
-        if a.shape != b.shape:
-            raise ValueError(f"first and second must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        a, b = self._pair_inputs(first, second)
         n = a.shape[0]
         if len(times) != n:
             raise ValueError(f"times must list the wanted t of each of the {n} pairs, got {len(times)}")
