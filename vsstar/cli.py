@@ -8,6 +8,7 @@ end, so a failure, Ctrl-C or SIGTERM never leaves a half-written OUTPUT behind. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -499,36 +500,47 @@ def summary(job: Job, encode_s: float) -> str:
 
 def enhance(args: argparse.Namespace) -> int:
     """Run the ``enhance`` sub-command (on a Ray cluster with ``--ray``)."""
-    import vapoursynth as vs
-
     if getattr(args, "ray", None) is not None:
         from . import distributed
 
         distributed.run_job(args)
         return 0
-    output = Path(args.output)
-    tmp = media.partial_path(output)
-    full_copy = media.partial_path(output, tag="source")
-    try:
+    with job_files(Path(args.output)):
         job = prepare(args)
-        clip = job.clip
-        t0 = time.monotonic()
-        _encode(_clip_planes(clip), clip.num_frames, clip.width, clip.height, job.times, job.end, job.cmd,
-                job.fmt, job.video.colour, args.quiet)
-        encode_s = time.monotonic() - t0
-        os.replace(job.tmp, job.output)
+        encode_s = write_job(job, _clip_planes(job.clip), job.clip.num_frames, args.quiet)
         if args.compare:
             write_compare(job.src, job.result, args.mode, args.scale, args.compare, factor=job.factor)
+    if not args.quiet:
+        print(summary(job, encode_s), file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def job_files(output: Path) -> Iterator[None]:
+    """Around a job writing OUTPUT: ffprobe/ffmpeg and VapourSynth errors become one CliError line, and the
+    partial output and the 4:4:4 source copy (:func:`prepare`) are deleted whatever happens."""
+    import vapoursynth as vs
+
+    try:
+        yield
     except media.MediaError as exc:
         raise CliError(str(exc)) from exc
     except vs.Error as exc:
         raise CliError(str(exc).strip().splitlines()[-1]) from exc
     finally:
-        tmp.unlink(missing_ok=True)
-        full_copy.unlink(missing_ok=True)
-    if not args.quiet:
-        print(summary(job, encode_s), file=sys.stderr)
-    return 0
+        media.partial_path(output).unlink(missing_ok=True)
+        media.partial_path(output, tag="source").unlink(missing_ok=True)
+
+
+def write_job(job: Job, frames: Iterable[Any], count: int, quiet: bool) -> float:
+    """Encode `count` output frames (plane tuples) with the job's encoder, then move the finished file to
+    OUTPUT; returns the seconds it took (frames are produced while encoding)."""
+    t0 = time.monotonic()
+    _encode(frames, count, job.clip.width, job.clip.height, job.times, job.end, job.cmd, job.fmt,
+            job.video.colour, quiet)
+    encode_s = time.monotonic() - t0
+    os.replace(job.tmp, job.output)
+    return encode_s
 
 
 def open_source(path: str, video: media.VideoStream, ffmpeg: str, full_copy: Path,

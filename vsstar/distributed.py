@@ -285,7 +285,6 @@ def run_job(args: argparse.Namespace, on_progress: Callable[[ProgressEvent], Non
         import ray
     except ImportError as exc:
         raise CliError("--ray needs Ray: pip install 'ray[default]' (or pip install vsstar[ray])") from exc
-    import vapoursynth as vs
 
     if args.compare:
         raise CliError("--compare cannot be combined with --ray; run it locally with --frames")
@@ -298,48 +297,36 @@ def run_job(args: argparse.Namespace, on_progress: Callable[[ProgressEvent], Non
     cpus = 1.0 if args.ray_cpus is None else float(args.ray_cpus)
     if cpus < 0 or (args.ray_gpus is not None and args.ray_gpus < 0):
         raise CliError("--ray-cpus and --ray-gpus must be >= 0")
-    output = Path(args.output)
-    tmp = media.partial_path(output)
-    full_copy = media.partial_path(output, tag="source")
     connected = ray.is_initialized()
     try:
-        if not connected:
-            try:
-                ray.init(address=args.ray or None, include_dashboard=False, log_to_driver=True)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise CliError(f"--ray {args.ray or '(local)'}: cannot connect ({exc})") from exc
-        # The driver builds STAR's clip on the CPU only to learn the output's size and format; the
-        # workers build their own on their devices.
-        job = cli.prepare(args, device="cpu")
-        gpus = _num_gpus(args, ray)
-        device = args.device
-        if gpus > 0 and device is not None:
-            # Ray shows each worker only the GPUs it was given, numbered from 0.
-            if isinstance(device, list):
-                device = [f"cuda:{i}" for i in range(len(device))]
-            elif str(device).startswith("cuda"):
-                device = "cuda"
-        cuts = find_cuts(job.src) if not args.no_scene_detect else []
-        chunks = plan_chunks(job.nframes, cuts, chunk_frames)
-        threads = max(1, int(cpus)) if gpus == 0 else 0
-        spec = _Spec(args, job.video, job.nframes, device, threads)
-        total = job.clip.num_frames
-        if not args.quiet:
-            print(f"{len(chunks)} chunks of up to {chunk_frames} frames ({len(cuts)} scene cuts) on Ray: "
-                  f"{cpus:g} CPUs, {gpus:g} GPUs each; cluster {_resources(ray)}", file=sys.stderr)
-        t0 = time.monotonic()
-        frames = _drive(ray, spec, chunks, job, args, on_progress)
-        cli._encode(frames, total, job.clip.width, job.clip.height, job.times, job.end, job.cmd, job.fmt,
-                    job.video.colour, quiet=True)
-        encode_s = time.monotonic() - t0
-        os.replace(job.tmp, job.output)
-    except media.MediaError as exc:
-        raise CliError(str(exc)) from exc
-    except vs.Error as exc:
-        raise CliError(str(exc).strip().splitlines()[-1]) from exc
+        with cli.job_files(Path(args.output)):
+            if not connected:
+                try:
+                    ray.init(address=args.ray or None, include_dashboard=False, log_to_driver=True)
+                except (ConnectionError, ValueError, RuntimeError) as exc:
+                    raise CliError(f"--ray {args.ray or '(local)'}: cannot connect ({exc})") from exc
+            # The driver builds STAR's clip on the CPU only to learn the output's size and format; the
+            # workers build their own on their devices.
+            job = cli.prepare(args, device="cpu")
+            gpus = _num_gpus(args, ray)
+            device = args.device
+            if gpus > 0 and device is not None:
+                # Ray shows each worker only the GPUs it was given, numbered from 0.
+                if isinstance(device, list):
+                    device = [f"cuda:{i}" for i in range(len(device))]
+                elif str(device).startswith("cuda"):
+                    device = "cuda"
+            cuts = find_cuts(job.src) if not args.no_scene_detect else []
+            chunks = plan_chunks(job.nframes, cuts, chunk_frames)
+            threads = max(1, int(cpus)) if gpus == 0 else 0
+            spec = _Spec(args, job.video, job.nframes, device, threads)
+            total = job.clip.num_frames
+            if not args.quiet:
+                print(f"{len(chunks)} chunks of up to {chunk_frames} frames ({len(cuts)} scene cuts) on Ray: "
+                      f"{cpus:g} CPUs, {gpus:g} GPUs each; cluster {_resources(ray)}", file=sys.stderr)
+            frames = _drive(ray, spec, chunks, job, args, on_progress)
+            encode_s = cli.write_job(job, frames, total, quiet=True)
     finally:
-        tmp.unlink(missing_ok=True)
-        full_copy.unlink(missing_ok=True)
         if not connected and ray.is_initialized():
             ray.shutdown()
     line = cli.summary(job, encode_s)
