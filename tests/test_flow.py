@@ -38,12 +38,9 @@ def load_pair(name: str) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The machine is shared: one torch thread per test process keeps OpenMP from spinning.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    # The machine is shared: one torch thread per test keeps OpenMP from spinning.
     yield
-    torch.set_num_threads(n)
 
 
 def _t(img: np.ndarray) -> torch.Tensor:

@@ -380,16 +380,7 @@ def test_default_model_is_the_bundled_one_for_the_scale() -> None:
 
 
 # ------------------------------------------------------------------------------------------ memory
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one torch thread is many times faster than two on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_memory_stays_flat_on_a_long_clip(net, one_thread) -> None:
+def test_memory_stays_flat_on_a_long_clip(net, one_torch_thread) -> None:
     n = 400
     base = core.std.BlankClip(width=8, height=8, format=vs.RGBS, length=n, color=[0.2, 0.5, 0.7])
     eng = StarEngine(net, scale=2, device="cpu", batch_size=2, flow_options={"n_outer": 1, "n_sor": 1})
@@ -406,7 +397,7 @@ def test_memory_stays_flat_on_a_long_clip(net, one_thread) -> None:
     assert eng.stats.pairs == before
 
 
-def test_mode_s_runs_about_half_the_passes(net, one_thread) -> None:
+def test_mode_s_runs_about_half_the_passes(net, one_torch_thread) -> None:
     n = 9
     base = make_clip([pattern(k) for k in range(n)])
     eng = engine(net, "s")
@@ -418,7 +409,7 @@ def test_mode_s_runs_about_half_the_passes(net, one_thread) -> None:
     assert st.stats.pairs == n - 1
 
 
-def test_cache_mb_bounds_the_store_for_random_access(net, one_thread) -> None:
+def test_cache_mb_bounds_the_store_for_random_access(net, one_torch_thread) -> None:
     arrays = [pattern(k % 7) + 0.001 * k for k in range(30)]
     stats = StoreStats()
     # one pair in mode st weighs 3 HR frames of 48x64x3 float32 (108 KiB): 1 MiB holds 9 pairs

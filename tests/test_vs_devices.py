@@ -20,14 +20,6 @@ core = vs.core
 
 
 @pytest.fixture
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def vs_threads():
     before = core.num_threads
     yield
