@@ -1,7 +1,9 @@
 """Training data: clips (videos, frame folders, Vimeo-90K triplets, moving stills) cut into triplets.
 
 A triplet is three consecutive HR frames (t, t+1, t+2). The network sees the LR versions of t and t+2
-and is trained against all three HR frames plus the LR middle frame. Frames are kept in memory as
+and is trained against all three HR frames plus the LR middle frame. With longer input gaps (``gaps``,
+for models with a time input) the inputs are frames t and t+K and the target is a frame t+j between them,
+at time j/K. Frames are kept in memory as
 8-bit RGB; everything random (crops, flips, rotations, temporal reversal) is derived from
 (seed, epoch, sample index) so that a resumed run sees exactly the same batches.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -276,23 +278,37 @@ def motion_score(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Triplet:
-    """Frames (start, start+1, start+2) of clip ``clip`` (index into the data set's clip list)."""
+    """Input frames start and start+gap of clip ``clip`` (index into the data set's clip list); the target
+    in-between frame is one of those between them (gap 2: the classic triplet start, start+1, start+2)."""
 
     clip: int
     start: int
+    gap: int = 2
 
 
-def cut_triplets(clips: Sequence[Clip], stride: int = 1, min_motion: float = 0.0) -> list[Triplet]:
-    """Triplet start positions every ``stride`` frames; triplets whose outer frames differ less than
-    ``min_motion`` (see motion_score) are skipped as static."""
+def check_gaps(gaps: Sequence[int]) -> tuple[int, ...]:
+    """The --gaps list checked: integers >= 2 (a repeated gap weighs more)."""
+    gaps = tuple(gaps)
+    if not gaps or any(isinstance(g, bool) or not isinstance(g, int) or g < 2 for g in gaps):
+        raise ValueError(f"gaps must be integers >= 2 (frames between the two inputs), got {list(gaps)!r}")
+    return gaps
+
+
+def cut_triplets(clips: Sequence[Clip], stride: int = 1, min_motion: float = 0.0,
+                 gaps: Sequence[int] = (2,)) -> list[Triplet]:
+    """Start positions every ``stride`` frames, for each input gap of ``gaps`` (listed twice: twice the
+    samples); spans whose outer frames differ less than ``min_motion`` (see motion_score) are skipped as
+    static."""
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
+    gaps = check_gaps(gaps)
     out = []
-    for ci, c in enumerate(clips):
-        for s in range(0, len(c.frames) - 2, stride):
-            if min_motion > 0 and motion_score(c.frames[s], c.frames[s + 2]) < min_motion:
-                continue
-            out.append(Triplet(ci, s))
+    for gap in gaps:
+        for ci, c in enumerate(clips):
+            for s in range(0, len(c.frames) - gap, stride):
+                if min_motion > 0 and motion_score(c.frames[s], c.frames[s + gap]) < min_motion:
+                    continue
+                out.append(Triplet(ci, s, gap))
     return out
 
 
@@ -308,6 +324,7 @@ class Sample:
     hr2: torch.Tensor
     flow_f: torch.Tensor  # (2, h, w): lr2(x + f) ~ lr1(x)
     flow_b: torch.Tensor  # (2, h, w): lr1(x + b) ~ lr2(x)
+    t: torch.Tensor = field(default_factory=lambda: torch.tensor(0.5))  # time of the middle frame, 0-dim
 
 
 def augment(s: Sample, hflip: bool, vflip: bool, transpose: bool, reverse: bool) -> Sample:
@@ -336,7 +353,7 @@ def augment(s: Sample, hflip: bool, vflip: bool, transpose: bool, reverse: bool)
     ff, fb = flow(s.flow_f), flow(s.flow_b)
     if reverse:
         lr1, lr2, hr1, hr2, ff, fb = lr2, lr1, hr2, hr1, fb, ff
-    return Sample(lr1, lr2, img(s.lr_mid), hr1, img(s.hr_mid), hr2, ff, fb)
+    return Sample(lr1, lr2, img(s.lr_mid), hr1, img(s.hr_mid), hr2, ff, fb, 1.0 - s.t if reverse else s.t)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -353,7 +370,8 @@ class TripletDataset:
     """
 
     def __init__(self, clips: Sequence[Clip], scale: int, *, stride: int = 1, min_motion: float = 0.0,
-                 crop: int | None = 64, augment: bool = True, flow_cache=None, seed: int = 0) -> None:
+                 crop: int | None = 64, augment: bool = True, flow_cache=None, seed: int = 0,
+                 gaps: Sequence[int] = (2,)) -> None:
         if scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8, got {scale!r}")
         if not clips:
@@ -364,7 +382,7 @@ class TripletDataset:
         self.do_augment = augment
         self.flow_cache = flow_cache
         self.seed = seed
-        self.triplets = cut_triplets(self.clips, stride, min_motion)
+        self.triplets = cut_triplets(self.clips, stride, min_motion, gaps)
         if not self.triplets:
             raise ValueError(f"no triplet left after the motion filter (min_motion={min_motion}); lower it")
         self._lr: dict[tuple[int, int], np.ndarray] = {}
@@ -389,7 +407,7 @@ class TripletDataset:
 
     def flows(self, t: Triplet) -> tuple[np.ndarray, np.ndarray]:
         """(flow_f, flow_b) on the whole LR frames of triplet t, (2, h, w) float32 each."""
-        a, b = self.lr(t.clip, t.start), self.lr(t.clip, t.start + 2)
+        a, b = self.lr(t.clip, t.start), self.lr(t.clip, t.start + t.gap)
         if self.flow_cache is None:
             from .flowcache import compute_flows
             return compute_flows(a, b)
@@ -399,7 +417,8 @@ class TripletDataset:
         """Fill the flow cache for every triplet; returns how many pairs were computed."""
         if self.flow_cache is None:
             return 0
-        pairs = [(self.lr(t.clip, t.start), self.lr(t.clip, t.start + 2)) for t in self.triplets]
+        pairs = list({(t.clip, t.start, t.gap): (self.lr(t.clip, t.start), self.lr(t.clip, t.start + t.gap))
+                      for t in self.triplets}.values())
         return self.flow_cache.fill(pairs, progress=progress, batch=batch)
 
     def get(self, epoch: int, index: int) -> Sample:
@@ -407,9 +426,12 @@ class TripletDataset:
         t = self.triplets[index]
         rng = np.random.default_rng(_sample_seed(self.seed, epoch, index))
         s = self.scale
-        lr1, lr2 = self.lr(t.clip, t.start), self.lr(t.clip, t.start + 2)
-        lrm = self.lr(t.clip, t.start + 1)
-        hr = [self.hr(t.clip, t.start + k) for k in range(3)]
+        # The target: the middle frame of a gap of 2 (no random draw, so those samples are what they
+        # were before gaps existed), else a frame drawn between the inputs, at time j / gap.
+        j = 1 if t.gap == 2 else int(rng.integers(1, t.gap))
+        lr1, lr2 = self.lr(t.clip, t.start), self.lr(t.clip, t.start + t.gap)
+        lrm = self.lr(t.clip, t.start + j)
+        hr = [self.hr(t.clip, t.start + k) for k in (0, j, t.gap)]
         ff, fb = self.flows(t)
         h, w = lr1.shape[:2]
         if self.crop:
@@ -422,7 +444,7 @@ class TripletDataset:
             ff, fb = ff[:, ys, xs], fb[:, ys, xs]
         smp = Sample(to_tensor(lr1), to_tensor(lr2), to_tensor(lrm), to_tensor(hr[0]), to_tensor(hr[1]),
                      to_tensor(hr[2]), torch.from_numpy(np.array(ff, np.float32)),
-                     torch.from_numpy(np.array(fb, np.float32)))
+                     torch.from_numpy(np.array(fb, np.float32)), torch.tensor(j / t.gap))
         if self.do_augment:
             flips = rng.integers(0, 2, 4)
             smp = augment(smp, bool(flips[0]), bool(flips[1]), bool(flips[2]), bool(flips[3]))

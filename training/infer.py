@@ -13,8 +13,8 @@ __all__ = ["encode_batch"]
 
 
 def encode_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A data-set batch ([0, 1] images, pixel flows) in the network's encodings."""
-    out = {k: normalize(v) for k, v in batch.items() if not k.startswith("flow")}
+    """A data-set batch ([0, 1] images, pixel flows, the times t) in the network's encodings."""
+    out = {k: normalize(v) if v.dim() == 4 else v for k, v in batch.items() if not k.startswith("flow")}
     out["flow_f"] = encode_flow(batch["flow_f"])
     out["flow_b"] = encode_flow(batch["flow_b"])
     return out

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--extra-sizes", default="",
                    help="comma-separated extra max sides: every video is also used reduced to these")
     g.add_argument("--stride", type=int, default=1, help="frames between triplet starts")
+    g.add_argument("--gaps", default="2",
+                   help="comma-separated frame gaps between the two inputs (a model with time input: e.g. 2,2,3,4 "
+                        "trains t = 1/2, 1/3, 2/3, 1/4, 3/4; a gap listed twice gives twice the samples)")
     g.add_argument("--min-motion", type=float, default=0.5, help="skip triplets with less motion (8-bit MAD)")
     g.add_argument("--crop", type=int, default=32, help="LR crop size")
     g.add_argument("--no-augment", action="store_true")
@@ -172,6 +175,16 @@ def data_indices(step: int, batch: int, n: int, seed: int, rank: int = 0, world:
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         out.append((epoch, int(perm[pos])))
     return out
+
+
+def parse_gaps(text: str) -> tuple[int, ...]:
+    """--gaps "2,2,3,4" -> (2, 2, 3, 4), checked."""
+    from .data import check_gaps
+    try:
+        gaps = tuple(int(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"gaps must be comma-separated integers >= 2, got {text!r}") from None
+    return check_gaps(gaps)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -303,7 +316,7 @@ class Trainer:
     def _check_resume_args(self, st: dict) -> None:
         """Options that change the model or the data stream must not differ from the checkpoint's."""
         old = st.get("args", {})
-        for k in ("scale", "preset", "objective", "config", "batch", "seed", "crop", "stride", "min_motion",
+        for k in ("scale", "preset", "objective", "config", "batch", "seed", "crop", "stride", "min_motion", "gaps",
                   "out_lr_scale",
                   "data", "stills", "max_side", "extra_sizes", "exclude", "exclude_frames", "val", "val_range"):
             if k in old and old[k] != getattr(self.args, k):
@@ -328,9 +341,13 @@ class Trainer:
         cache_dir = Path(args.flow_cache) if args.flow_cache else self.run_dir.parent / "flowcache"
         self.flow_cache = FlowCache(cache_dir, self.flow_settings)
         clips = load_clips(args, self.log)
+        gaps = parse_gaps(args.gaps)
+        if gaps != (2,) and not self.config.time_input:
+            raise ValueError(f"gaps: {args.gaps!r} trains times other than 1/2, which needs a model with time "
+                             "input (--config '{\"time_input\": true}')")
         self.data = TripletDataset(clips, scale_data, stride=args.stride, min_motion=args.min_motion,
                                    crop=args.crop, augment=not args.no_augment, flow_cache=self.flow_cache,
-                                   seed=args.seed)
+                                   seed=args.seed, gaps=gaps)
         self.log(f"{len(self.data)} triplets from {len(clips)} clips, x{self.config.scale}, LR crop {args.crop}")
         if self.main:
             n = self.data.precompute_flows(progress=not args.no_progress)
@@ -447,7 +464,8 @@ class Trainer:
         enc = encode_batch(batch)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.model(enc["lr1"], enc["lr2"], enc["flow_f"], enc["flow_b"])
+            t = enc["t"] if self.config.time_input else None
+            out = self.model(enc["lr1"], enc["lr2"], enc["flow_f"], enc["flow_b"], t)
             loss, parts_l = star_loss(out, enc, self.config.objective, stage1_weight=args.stage1_weight)
             if self.vgg is not None:
                 pl = perceptual_loss(self.vgg, out, enc, self.config.objective)

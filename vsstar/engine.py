@@ -7,6 +7,7 @@ hands back CPU float32 tensors. It has no VapourSynth dependency.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -359,6 +360,8 @@ class StarEngine:
         #: The flow settings in use: the model's (what its weights were trained with) with flow_options applied.
         self.flow = flow_settings_for(self.star, flow_options)
         self.backend, self.precision, self._runner = _make_runner(self.star, backend, precision, self.device)
+        #: The model synthesises any t in (0, 1) (config.time_input); otherwise only t = 1/2.
+        self.takes_time = bool(getattr(self.config, "time_input", False))
         self.stats = EngineStats()
         # One device, one stream of work: calls from several threads are serialised.
         self._lock = threading.Lock()
@@ -500,6 +503,12 @@ class StarEngine:
             raise ValueError(f"times must list the wanted t of each of the {n} pairs, got {len(times)}")
         if self.mode == "s" and any(times):
             raise ValueError("times: mode 's' synthesises no in-between frames")
+        for ts in times:
+            for t in ts:
+                if not 0 < Fraction(t) < 1:
+                    raise ValueError(f"times: every t must lie strictly between 0 and 1, got {t}")
+        if self.takes_time and self.mode != "s":
+            return self._process_exact_times(a, b, times)
         want: list[dict[Fraction, Fraction]] = []  # per pair: requested t -> dyadic t
         for ts in times:
             m = {}
@@ -553,8 +562,32 @@ class StarEngine:
         mids = [{t: frames[i][d] for t, d in want[i].items()} for i in range(n)]
         return TimedOutput(sr_first, mids, sr_second)
 
+    def _process_exact_times(self, a: Tensor, b: Tensor, times: Sequence[Sequence[Fraction]]) -> TimedOutput:
+        """process_times for a model with time input: each pair's flows and t-independent network parts
+        once, then the t-dependent part once per distinct t (pairs of a batch are padded to the same
+        number of times by repeating their last one; a pair with none runs t = 1/2 for its SR frames)."""
+        n = a.shape[0]
+        wanted = [sorted({Fraction(t) for t in ts}) or [Fraction(1, 2)] for ts in times]
+        sr1: list[Tensor] = []
+        sr2: list[Tensor] = []
+        frames: list[dict[Fraction, Tensor]] = []
+        with self._lock:
+            for s in range(0, n, self.batch_size):
+                rows = wanted[s:s + self.batch_size]
+                depth = max(len(r) for r in rows)
+                cols = [torch.tensor([float(r[min(c, len(r) - 1)]) for r in rows]) for c in range(depth)]
+                outs = self._process_batch(a[s:s + self.batch_size], b[s:s + self.batch_size], ts=cols)
+                if "h1" in outs:
+                    sr1.append(outs["h1"])
+                    sr2.append(outs["h2"])
+                for i, r in enumerate(rows):
+                    frames.append({t: outs[f"mid{c}"][i] for c, t in enumerate(r)})
+        mids = [{t: frames[i][Fraction(t)] for t in ts} for i, ts in enumerate(times)]
+        return TimedOutput(torch.cat(sr1) if sr1 else None, mids, torch.cat(sr2) if sr2 else None)
+
     @torch.no_grad()
-    def _process_batch(self, a: Tensor, b: Tensor, lr_mid: bool = False) -> PairOutput:
+    def _process_batch(self, a: Tensor, b: Tensor, lr_mid: bool = False,
+                       ts: list[Tensor] | None = None) -> Any:
         from .flow import coarse2fine_flow_batch
 
         n = a.shape[0]
@@ -566,8 +599,12 @@ class StarEngine:
         flow_f, flow_b = flows[:n], flows[n:]
         self._sync()
         t1 = time.perf_counter()
-        outs = self._network(a, b, flow_f, flow_b, lr_mid)
-        result = self._to_host(outs)
+        outs = self._network(a, b, flow_f, flow_b, lr_mid, ts)
+        if ts is not None:
+            # A model with time input: h1, h2 and one in-between frame "mid<c>" per column of times.
+            result = {k: v for k, v in zip(outs, self._to_host_list(list(outs.values())))}
+        else:
+            result = self._to_host(outs)
         if lr_mid:
             # The LR middle frame feeds the next midpoint pass (recursive midpoints).
             lm = outs.get("l")
@@ -593,22 +630,30 @@ class StarEngine:
             out = out + ("l",)
         return out
 
-    def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False) -> dict[str, Tensor]:
-        if self.fp16:
-            with torch.autocast("cuda", dtype=torch.float16):
+    def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False,
+                  ts: list[Tensor] | None = None) -> dict[str, Tensor]:
+        with torch.autocast("cuda", dtype=torch.float16) if self.fp16 else contextlib.nullcontext():
+            if ts is None:
                 out = self._runner(a, b, ff, fb)
-        else:
-            out = self._runner(a, b, ff, fb)
-        return {k: getattr(out, k).float() for k in self._wanted(lr_mid)}
+            else:
+                outs = self._runner.times(a, b, ff, fb, [t.to(a.device) for t in ts])
+        if ts is None:
+            return {k: getattr(out, k).float() for k in self._wanted(lr_mid)}
+        # The SR frames of the first time's pass; the in-between frame of every time.
+        res = {k: getattr(outs[0], k).float() for k in ("h1", "h2") if k in MODE_OUTPUTS[self.mode]}
+        mid = "ht" if self.mode == "st" else "l"
+        res.update({f"mid{c}": getattr(o, mid).float() for c, o in enumerate(outs)})
+        return res
 
-    def _network(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False) -> dict[str, Tensor]:
+    def _network(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False,
+                 ts: list[Tensor] | None = None) -> dict[str, Tensor]:
         n, _, h, w = a.shape
         tile = self.plan_tile(n, h, w)
         while True:
             try:
                 if tile is None:
-                    return self._run_star(a, b, ff, fb, lr_mid)
-                return self._run_tiled(a, b, ff, fb, tile, lr_mid)
+                    return self._run_star(a, b, ff, fb, lr_mid, ts)
+                return self._run_tiled(a, b, ff, fb, tile, lr_mid, ts)
             except torch.cuda.OutOfMemoryError:
                 # Retry with smaller tiles rather than failing the whole clip.
                 torch.cuda.empty_cache()
@@ -619,7 +664,7 @@ class StarEngine:
                 self._oom_tile = tile
 
     def _run_tiled(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, tile: tuple[int, int],
-                   lr_mid: bool = False) -> dict[str, Tensor]:
+                   lr_mid: bool = False, ts: list[Tensor] | None = None) -> dict[str, Tensor]:
         n, _, h, w = a.shape
         ov = self.tile_overlap
         ys = tile_grid(h, tile[0], ov)
@@ -629,7 +674,7 @@ class StarEngine:
         for iy, (y0, y1) in enumerate(ys):
             for ix, (x0, x1) in enumerate(xs):
                 sl = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-                out = self._run_star(a[sl], b[sl], ff[sl], fb[sl], lr_mid)
+                out = self._run_star(a[sl], b[sl], ff[sl], fb[sl], lr_mid, ts)
                 self.stats.tiles += 1
                 # Overlap with the previous / next tile along each axis (0 at the frame border).
                 oy0 = ys[iy - 1][1] - y0 if iy > 0 else 0
@@ -648,17 +693,25 @@ class StarEngine:
                     wsum[k][y0 * f:y1 * f, x0 * f:x1 * f] += wgt
         return {k: acc[k] / wsum[k] for k in acc}
 
-    def _to_host(self, outs: dict[str, Tensor]) -> PairOutput:
-        def host(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            t = t.clamp(0.0, 1.0)
-            if t.device.type == "cpu":
-                return t.contiguous()
-            dst = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
-            dst.copy_(t, non_blocking=True)
-            return dst
+    def _to_host_list(self, ts: list[Tensor]) -> list[Tensor]:
+        out = [self._host(t) for t in ts]
+        self._sync()
+        return out
 
+    @staticmethod
+    def _host(t: Tensor | None) -> Tensor | None:
+        """t clamped to [0, 1] on the CPU (pinned and copied asynchronously from CUDA; call _sync after)."""
+        if t is None:
+            return None
+        t = t.clamp(0.0, 1.0)
+        if t.device.type == "cpu":
+            return t.contiguous()
+        dst = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+        dst.copy_(t, non_blocking=True)
+        return dst
+
+    def _to_host(self, outs: dict[str, Tensor]) -> PairOutput:
+        host = self._host
         res = PairOutput(host(outs.get("h1")), host(outs.get("ht", outs.get("l"))), host(outs.get("h2")))
         self._sync()
         return res

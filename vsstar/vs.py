@@ -521,9 +521,11 @@ def STAR(
             STAR_Time=t). Frame durations follow the source's, so variable-rate clips work.
         fps_num, fps_den: the output frame rate instead of the factor (overrides factor_*); needs a
             clip with a constant rate.
-        exact_time: the models synthesise only t = 1/2 and reach other times by recursive midpoints,
-            rounded to the nearest multiple of 1/8 (worst error 1/16 of a frame interval; none for
-            factors 2, 4, 8); True raises vs.Error instead when a needed t is not reachable exactly.
+        exact_time: models with time input (the bundled x2 and x4 ones) synthesise every t exactly.
+            Models that know only t = 1/2 (the x8 one, the authors' checkpoints) reach other times by
+            recursive midpoints, rounded to the nearest multiple of 1/8 (worst error 1/16 of a frame
+            interval; none for factors 2, 4, 8); True raises vs.Error instead when a needed t is not
+            reachable exactly.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -560,10 +562,6 @@ def STAR(
                                    Fraction(clip.fps.numerator, clip.fps.denominator) if clip.fps.denominator else None)
         except ValueError as exc:
             raise _err(str(exc)) from exc
-        if exact_time and max_time_error(factor, DEFAULT_DEPTH):
-            raise _err(f"exact_time: the factor {factor} needs in-between times that a model which knows only "
-                       f"t = 1/2 cannot synthesise exactly (worst rounding {float(max_time_error(factor)):.4f} "
-                       "of a frame interval); use exact_time=False or a factor 2, 4 or 8")
 
     if engine is None:
         devices = _devices(device, device_index)
@@ -587,6 +585,10 @@ def STAR(
             raise _err("engine: the engines of a list must share scale and mode")
     engine = engines[0]
     scale = engine.scale
+    if exact_time and mode != "s" and not engine.takes_time and max_time_error(factor, DEFAULT_DEPTH):
+        raise _err(f"exact_time: the factor {factor} needs in-between times that a model which knows only "
+                   f"t = 1/2 cannot synthesise exactly (worst rounding {float(max_time_error(factor)):.4f} "
+                   "of a frame interval); use exact_time=False, a factor 2, 4 or 8, or a model with time input")
     min_side = max(8, getattr(engine.config, "min_size", 1))
     if clip.width < min_side or clip.height < min_side:
         raise _err(f"clip is {clip.width}x{clip.height}; at least {min_side}x{min_side} pixels are needed")

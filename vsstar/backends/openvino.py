@@ -21,14 +21,14 @@ import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from ..model.export import EXPORT_VERSION, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES, export_onnx, model_digest
 from ..model.baseline import encode_flow
-from ..model.star import StarNet, check_pair_inputs
+from ..model.star import FEATURES, StarNet, check_pair_inputs
 from ..model.wrapper import Star, StarOutput, denormalize, normalize, pad_reflect, padded_size
 from . import PRECISIONS
 
@@ -153,35 +153,38 @@ class OpenVINOStar:
         return {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.num_threads,
                 "PERFORMANCE_HINT": "LATENCY"}
 
-    def cache_key(self, shape: tuple[int, int, int]) -> str:
-        """Name of the disk-cache entry of one LR input shape (batch, padded height, padded width)."""
+    def cache_key(self, shape: tuple[int, int, int], part: str = "full") -> str:
+        """Name of the disk-cache entry of one LR input shape (batch, padded height, padded width) and graph
+        part (see vsstar.model.export.PARTS)."""
         import openvino as ov
 
         cpu = self.core.get_property("CPU", "FULL_DEVICE_NAME")
         caps = sorted(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         ident = {"model": self.digest, "shape": list(shape), "precision": self.precision,
                  "threads": self.num_threads, "openvino": ov.get_version(), "torch": torch.__version__,
-                 "export": EXPORT_VERSION, "opset": ONNX_OPSET, "cpu": cpu, "caps": caps}
+                 "export": EXPORT_VERSION, "opset": ONNX_OPSET, "cpu": cpu, "caps": caps, "part": part}
         h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:40]
         n, ph, pw = shape
-        return f"{self.digest[:16]}-{n}x{ph}x{pw}-{self.precision}-{h}.blob"
+        tag = "" if part == "full" else f"-{part}"
+        return f"{self.digest[:16]}-{n}x{ph}x{pw}{tag}-{self.precision}-{h}.blob"
 
-    def compiled(self, n: int, height: int, width: int) -> Any:
-        """The OpenVINO compiled model for an LR input shape (padded sizes), built or loaded once."""
-        key = (n, height, width)
+    def compiled(self, n: int, height: int, width: int, part: str = "full") -> Any:
+        """The OpenVINO compiled model (and its infer request) for an LR input shape (padded sizes) and graph
+        part, built or loaded once."""
+        key = (n, height, width, part)
         with self._lock:
             hit = self._compiled.get(key)
             if hit is not None:
                 self._compiled.move_to_end(key)
                 return hit
-            entry = self._load_or_build(key)
+            entry = self._load_or_build((n, height, width), part)
             self._compiled[key] = entry
             while len(self._compiled) > _MEMORY_SLOTS:
                 self._compiled.popitem(last=False)
             return entry
 
-    def _load_or_build(self, shape: tuple[int, int, int]) -> tuple[Any, Any]:
-        path = self.cache_dir / self.cache_key(shape) if self.cache_dir is not None else None
+    def _load_or_build(self, shape: tuple[int, int, int], part: str = "full") -> tuple[Any, Any]:
+        path = self.cache_dir / self.cache_key(shape, part) if self.cache_dir is not None else None
         if path is not None and path.is_file():
             compiled = self._read_entry(path)
             if compiled is not None:
@@ -190,18 +193,19 @@ class OpenVINOStar:
         if self.verbose:
             n, h, w = shape
             where = f"; cached in {self.cache_dir}" if self.cache_dir is not None else ""
-            print(f"vsstar: compiling the network for OpenVINO ({n}x{h}x{w} LR input, {self.precision}); "
+            what = "the network" if part == "full" else f"the network's {part} part"
+            print(f"vsstar: compiling {what} for OpenVINO ({n}x{h}x{w} LR input, {self.precision}); "
                   f"once per model and size{where}", file=sys.stderr)
-        compiled = self._build(shape)
+        compiled = self._build(shape, part)
         self.stats["exports"] += 1
         if path is not None:
             self._write_entry(path, compiled)
         return compiled, compiled.create_infer_request()
 
-    def _build(self, shape: tuple[int, int, int]) -> Any:
+    def _build(self, shape: tuple[int, int, int], part: str = "full") -> Any:
         with tempfile.TemporaryDirectory(prefix="vsstar-onnx-") as tmp:
             onnx_path = Path(tmp) / "star.onnx"
-            export_onnx(self.net, onnx_path, shape=shape, check=False)
+            export_onnx(self.net, onnx_path, shape=shape, check=False, part=part)
             model = self.core.read_model(str(onnx_path))
             return self.core.compile_model(model, "CPU", self._properties())
 
@@ -261,20 +265,50 @@ class OpenVINOStar:
         return (n, padded_size(height, cfg.size_multiple, cfg.min_size),
                 padded_size(width, cfg.size_multiple, cfg.min_size))
 
-    @torch.no_grad()
-    def __call__(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor) -> StarOutput:
+    def __call__(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor,
+                 t: Tensor | float | None = None) -> StarOutput:
         """Same contract as ``Star.forward``: RGB [0, 1] frames and pixel flows in, StarOutput (CPU float32) out."""
+        return self.times(im1, im2, flow_f_px, flow_b_px, [t])[0]
+
+    @torch.no_grad()
+    def times(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor,
+              ts: Sequence[Tensor | float | None]) -> list[StarOutput]:
+        """Same contract as ``Star.times``: one StarOutput per time. One time runs the whole graph; several
+        (a model with time input) run the encode graph once and the synthesize graph per time."""
         check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
                           floating=True)
+        ts = list(ts)
+        if not ts:
+            raise ValueError("ts: give at least one time")
         n, _, h, w = im1.shape
+        tvals = [self.net.time_tensor(t, n, torch.empty(0)) for t in ts]  # checked; None without time input
         shape = self.padded_shape(n, h, w)
         _, ph, pw = shape
         x1, x2 = normalize(im1.float().cpu()), normalize(im2.float().cpu())
         ff, fb = encode_flow(flow_f_px.float().cpu()), encode_flow(flow_b_px.float().cpu())
         if (ph, pw) != (h, w):
-            x1, x2, ff, fb = (pad_reflect(t, ph, pw) for t in (x1, x2, ff, fb))
-        compiled, request = self.compiled(*shape)
+            x1, x2 = pad_reflect(x1, ph, pw), pad_reflect(x2, ph, pw)
+            ff, fb = pad_reflect(ff, ph, pw, flow=True), pad_reflect(fb, ph, pw, flow=True)
         feeds = {name: t.contiguous().numpy() for name, t in zip(INPUT_NAMES, (x1, x2, ff, fb))}
+        if len(ts) == 1 or tvals[0] is None:
+            if tvals[0] is not None:
+                feeds["t"] = tvals[0].float().numpy()
+            res = self._infer(shape, "full", feeds, h, w)
+            return [res] * len(ts)
+        compiled, request = self.compiled(*shape, part="encode")
+        with self._lock:
+            request.infer(feeds)
+            # Copies: the request's buffers are reused by the next call.
+            feats = {k: request.get_tensor(compiled.output(k)).data.copy() for k in FEATURES}
+        feeds.update(feats)
+        out = []
+        for tv in tvals:
+            feeds["t"] = tv.float().numpy()
+            out.append(self._infer(shape, "synthesize", feeds, h, w))
+        return out
+
+    def _infer(self, shape: tuple[int, int, int], part: str, feeds: dict[str, Any], h: int, w: int) -> StarOutput:
+        compiled, request = self.compiled(*shape, part=part)
         with self._lock:  # one infer request per shape: calls from several threads take turns
             request.infer(feeds)
             outs = {name: torch.from_numpy(request.get_tensor(compiled.output(name)).data) for name in OUTPUT_NAMES}

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .config import FLOW_CLIP
 
-__all__ = ["decode_flow", "encode_flow", "backward_warp", "blend_middle", "upscale"]
+__all__ = ["decode_flow", "encode_flow", "backward_warp", "blend_middle", "blend_at", "upscale"]
 
 
 def encode_flow(flow_px: Tensor) -> Tensor:
@@ -40,6 +40,18 @@ def blend_middle(im1: Tensor, im2: Tensor, flow_f_enc: Tensor, flow_b_enc: Tenso
     a = backward_warp(im1, decode_flow(flow_b_enc) * 0.5)
     b = backward_warp(im2, decode_flow(flow_f_enc) * 0.5)
     return (a + b) * 0.5
+
+
+def blend_at(im1: Tensor, im2: Tensor, flow_f_enc: Tensor, flow_b_enc: Tensor, t: Tensor) -> Tensor:
+    """Flow-compensated frame at time t (N,) in (0, 1): (1-t) im1(x + t F_b) + t im2(x + (1-t) F_f).
+
+    The linear-motion reading of the flows: from time t the way back to im1 is t of the way from im2 to
+    im1, the way on to im2 is (1 - t) of the way from im1 to im2. At t = 1/2 it is blend_middle exactly.
+    """
+    w = t.to(im1.dtype).view(-1, 1, 1, 1)
+    a = backward_warp(im1, decode_flow(flow_b_enc) * w)
+    b = backward_warp(im2, decode_flow(flow_f_enc) * (1.0 - w))
+    return a * (1.0 - w) + b * w
 
 
 def upscale(image: Tensor, scale: int) -> Tensor:

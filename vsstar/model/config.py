@@ -59,6 +59,8 @@ class StarConfig:
       official checkpoints, never used by the forward pass; no computation either way).
       global_skip: outputs = classical baseline (bicubic / flow-compensated blend) + learned residual.
       objective: the paper model the weights were trained as (decides which outputs are meaningful).
+      time_input: the network takes the time t in (0, 1) of the in-between frame (STARnet itself knows only
+      t = 1/2); the parts that do not depend on t run once per pair (StarNet.encode / synthesize).
     """
 
     scale: int = 4
@@ -75,6 +77,7 @@ class StarConfig:
     keep_res_feat3: bool = True
     global_skip: bool = False
     objective: str = "STAR"
+    time_input: bool = False
 
     def __post_init__(self) -> None:
         projection_geometry(self.scale)
@@ -92,7 +95,7 @@ class StarConfig:
         object.__setattr__(self, "fr_widths", widths)
         if self.objective not in OBJECTIVE_OUTPUTS:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        for name in ("flow_refine", "keep_res_feat3", "global_skip"):
+        for name in ("flow_refine", "keep_res_feat3", "global_skip", "time_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 

@@ -7,6 +7,12 @@ The exported graph is the bare network on its own encodings, exactly as :class:`
   horizontal; ``flow_f`` maps im1's grid into im2 (``im2(x + u) ~ im1(x)``), ``flow_b`` the reverse;
 * outputs ``ht``, ``h1``, ``h2`` (N, 3, H*s, W*s): HR middle, HR im1, HR im2; ``l`` (N, 3, H, W): LR middle, all
   in the normalised space (``rgb = y * std + mean``).
+* a model with time input (``config.time_input``, the bundled x2 and x4 models) has a fifth input ``t``: (N,)
+  float32, the time in (0, 1) of the in-between frame (0.5 for the middle).
+
+Such a model can also be exported in two parts (``part=``), so that a pair's t-independent work runs once however
+many in-between frames it gives: ``"encode"`` (the four inputs -> the features ``H1 H2 L1 L2 M M_half``) and
+``"synthesize"`` (the four inputs, the features and ``t`` -> the four outputs).
 
 By default batch, height and width are dynamic; H and W must then be multiples of :func:`onnx_size_multiple` (1 at x4 and x8, 2
 at x2, 32 with the flow-refinement U-Net) and at least :func:`onnx_min_size`; pad at the bottom/right by
@@ -29,17 +35,36 @@ import torch
 from torch import Tensor, nn
 
 from .config import StarConfig
-from .star import StarNet
+from .star import FEATURES, StarNet
 
-__all__ = ["ONNX_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "export_onnx", "onnx_size_multiple", "onnx_min_size",
-           "model_digest", "as_starnet", "check_onnx"]
+__all__ = ["ONNX_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "PARTS", "export_onnx", "onnx_size_multiple",
+           "onnx_min_size", "model_digest", "as_starnet", "check_onnx", "graph_inputs", "graph_outputs"]
 
 #: ONNX opset of the exported graphs (GridSample needs >= 16; 18 is the exporter's baseline).
 ONNX_OPSET = 18
 INPUT_NAMES = ("im1", "im2", "flow_f", "flow_b")
 OUTPUT_NAMES = ("ht", "h1", "h2", "l")
 #: Bumped when the exported graph changes for the same weights (part of the cache key of the OpenVINO backend).
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
+#: Graphs export_onnx can write: the whole network, or (models with time input) its two halves.
+PARTS = ("full", "encode", "synthesize")
+
+
+def graph_inputs(config: StarConfig, part: str = "full") -> tuple[str, ...]:
+    """Input names of an exported graph."""
+    t = ("t",) if config.time_input else ()
+    if part == "full":
+        return INPUT_NAMES + t
+    if part == "encode":
+        return INPUT_NAMES
+    if part == "synthesize":
+        return INPUT_NAMES + FEATURES + t
+    raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+
+
+def graph_outputs(part: str = "full") -> tuple[str, ...]:
+    """Output names of an exported graph."""
+    return FEATURES if part == "encode" else OUTPUT_NAMES
 
 
 def onnx_size_multiple(config: StarConfig) -> int:
@@ -86,27 +111,57 @@ def model_digest(net: StarNet) -> str:
     return h.hexdigest()
 
 
-def _example_inputs(config: StarConfig, batch: int, size: int | tuple[int, int]) -> tuple[Tensor, ...]:
+def _example_inputs(config: StarConfig, batch: int, size: int | tuple[int, int], net: StarNet | None = None,
+                    part: str = "full") -> tuple[Tensor, ...]:
     h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(0)
     im = [torch.randn(batch, 3, h, w, generator=g) for _ in range(2)]
     fl = [torch.randn(batch, 2, h, w, generator=g) * 0.02 for _ in range(2)]
-    return (*im, *fl)
+    t = (torch.rand(batch, generator=g) * 0.8 + 0.1,) if config.time_input else ()
+    if part == "encode":
+        return (*im, *fl)
+    if part == "synthesize":
+        with torch.no_grad():
+            feat = (net or StarNet(config).eval()).encode(*im, *fl)
+        return (*im, *fl, *(feat[k] for k in FEATURES), *t)
+    return (*im, *fl, *t)
 
 
 class _Plain(nn.Module):
-    """The network with its checks kept out of the traced graph (they are Python-level asserts on shapes)."""
+    """The whole network with plain tensor inputs and outputs, as the exporter wants them."""
 
     def __init__(self, net: StarNet) -> None:
         super().__init__()
         self.net = net
 
+    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor,
+                t: Tensor | None = None) -> tuple[Tensor, ...]:
+        return tuple(self.net(im1, im2, flow_f, flow_b, t))
+
+
+class _Encode(_Plain):
+    """StarNet.encode: the four inputs -> FEATURES."""
+
     def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.net(im1, im2, flow_f, flow_b))
+        feat = self.net.encode(im1, im2, flow_f, flow_b)
+        return tuple(feat[k] for k in FEATURES)
+
+
+class _Synthesize(_Plain):
+    """StarNet.synthesize: the four inputs, FEATURES and t -> the four outputs."""
+
+    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, H1: Tensor, H2: Tensor,
+                L1: Tensor, L2: Tensor, M: Tensor, M_half: Tensor, t: Tensor | None = None) -> tuple[Tensor, ...]:
+        feat = self.net.baseline_inputs(im1, im2, flow_f, flow_b)
+        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M, M_half=M_half)
+        return tuple(self.net.synthesize(feat, t, consume=True))
+
+
+_WRAPPERS = {"full": _Plain, "encode": _Encode, "synthesize": _Synthesize}
 
 
 def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
-                check: bool = True, opset: int = ONNX_OPSET) -> Path:
+                check: bool = True, opset: int = ONNX_OPSET, part: str = "full") -> Path:
     """Export `model` (StarNet, Star, bundled name or weights path) to an ONNX file at `path`.
 
     shape: None for dynamic batch, height and width (height/width multiples of onnx_size_multiple), or
@@ -114,8 +169,14 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
     exporter's symbolic-shape reasoning dominates a dynamic export). check: run the written file (OpenVINO,
     else onnxruntime) and compare with torch, for a dynamic graph on a size other than the traced one.
     The file is written atomically (a temporary next to it, then renamed). Needs `onnx` and `onnxscript`.
+    part: "full" (the whole network), or "encode" / "synthesize" (the halves of a model with time input).
     """
     net = as_starnet(model)
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+    if part != "full" and not net.config.time_input:
+        raise ValueError(f"part={part!r} splits a model with time input; this one synthesises only t = 1/2 "
+                         "(export part='full')")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 18:
         raise ValueError(f"opset must be an int >= 18, got {opset!r}")
     try:
@@ -131,11 +192,13 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
     if dynamic:
         # Batch 2 and a size that is not 0/1 keep the exporter from specialising dimensions to the example.
         batch, size = 2, -(-max(onnx_min_size(cfg), 2 * m, 16) // m) * m
-        example = _example_inputs(cfg, 2, size)
     else:
         batch, height, width = _check_shape(shape, cfg)
-        example = _example_inputs(cfg, batch, (height, width))
-    wrapper = _Plain(_cpu_float_copy(net)).eval()
+    plain = _cpu_float_copy(net)
+    example = _example_inputs(cfg, 2, size, plain, part) if dynamic else \
+        _example_inputs(cfg, batch, (height, width), plain, part)
+    wrapper = _WRAPPERS[part](plain).eval()
+    in_names, out_names = graph_inputs(cfg, part), graph_outputs(part)
 
     dynamic_shapes = None
     if dynamic:
@@ -148,7 +211,11 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         else:
             hdim = m * Dim("height_units", min=lo, max=16384 // m)
             wdim = m * Dim("width_units", min=lo, max=16384 // m)
-        dynamic_shapes = {k: {0: batch, 2: hdim, 3: wdim} for k in INPUT_NAMES}
+        dynamic_shapes = {k: ({0: batch} if k == "t" else {0: batch, 2: hdim, 3: wdim}) for k in in_names}
+        if part == "synthesize":
+            # H1, H2 are at the high resolution: their sizes are the input's times the scale.
+            for k in ("H1", "H2"):
+                dynamic_shapes[k] = {0: batch, 2: hdim * cfg.scale, 3: wdim * cfg.scale}
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.partial", dir=path.parent)
@@ -156,8 +223,8 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
     try:
         with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(wrapper, example, input_names=list(INPUT_NAMES),
-                                        output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes,
+            program = torch.onnx.export(wrapper, example, input_names=list(in_names),
+                                        output_names=list(out_names), dynamic_shapes=dynamic_shapes,
                                         opset_version=opset, dynamo=True, external_data=False, verbose=False,
                                         report=False)
             program.save(tmp, external_data=False)
@@ -167,9 +234,9 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
             os.unlink(tmp)
     if check:
         if dynamic:
-            check_onnx(path, net, size=(size + m, size + 2 * m), batch=1)
+            check_onnx(path, net, size=(size + m, size + 2 * m), batch=1, part=part)
         else:
-            check_onnx(path, net, size=(height, width), batch=batch)
+            check_onnx(path, net, size=(height, width), batch=batch, part=part)
     return path
 
 
@@ -211,32 +278,36 @@ def _cpu_float_copy(net: StarNet) -> StarNet:
 
 
 def check_onnx(path: str | os.PathLike, net: StarNet, *, size: int | tuple[int, int], batch: int = 1,
-               tolerance: float = 1e-4) -> float:
+               tolerance: float = 1e-4, part: str = "full") -> float:
     """Run the ONNX file at `path` and torch on the same random inputs; returns the largest relative difference.
 
     Relative to max|output| of torch, per output; ValueError when above `tolerance`. Uses OpenVINO when
     installed, else onnxruntime; ImportError when neither is.
     """
-    inputs = _example_inputs(net.config, batch, size)
+    plain = _cpu_float_copy(net)
+    inputs = _example_inputs(net.config, batch, size, plain, part)
+    in_names, out_names = graph_inputs(net.config, part), graph_outputs(part)
     with torch.no_grad():
-        ref = _Plain(_cpu_float_copy(net)).eval()(*inputs)
+        ref = _WRAPPERS[part](plain).eval()(*(t.clone() for t in inputs))
     feeds = [t.numpy() for t in inputs]
     try:
         import openvino as ov
 
         core = ov.Core()
         compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        res = compiled(feeds)
-        outs = [res[compiled.output(name)] for name in OUTPUT_NAMES]
+        present = {n for i in compiled.inputs for n in i.get_names()}
+        res = compiled({n: f for n, f in zip(in_names, feeds) if n in present})
+        outs = [res[compiled.output(name)] for name in out_names]
     except ImportError:
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise ImportError("checking an ONNX export needs openvino or onnxruntime installed") from exc
         sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-        outs = sess.run(list(OUTPUT_NAMES), dict(zip(INPUT_NAMES, feeds)))
+        present = {i.name for i in sess.get_inputs()}
+        outs = sess.run(list(out_names), {n: f for n, f in zip(in_names, feeds) if n in present})
     worst = 0.0
-    for name, r, o in zip(OUTPUT_NAMES, ref, outs):
+    for name, r, o in zip(out_names, ref, outs):
         o = torch.from_numpy(o)
         if o.shape != r.shape:
             raise ValueError(f"{path}: output {name} has shape {tuple(o.shape)}, torch gives {tuple(r.shape)}")

@@ -6,13 +6,13 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ..flow.settings import FlowSettings
-from .baseline import blend_middle, upscale
+from .baseline import blend_at, blend_middle, upscale
 from .blocks import Conv, PyramidRefiner, ResBlock, ResStack, apply_act, conv_layers, leaky_bp
 from .config import StarConfig, projection_geometry
 from .flow_refine import FlowRefiner
 from .net_s import FrameSR
 
-__all__ = ["StarNet", "THRBranch", "GLOBAL_SKIP_RES_GAIN"]
+__all__ = ["StarNet", "THRBranch", "TimeModulation", "FEATURES", "GLOBAL_SKIP_RES_GAIN"]
 
 #: With global_skip, the second conv of every residual block is scaled by this after the kaiming init, so
 #: each block starts near the identity: the default init gives activations in the hundreds, scaling every
@@ -48,6 +48,38 @@ class THRBranch(nn.Module):
         return self.tail(self.pyramid(x))
 
 
+class TimeModulation(nn.Module):
+    """Per-channel scale and shift of several feature maps as a function of the time t (FiLM).
+
+    A two-layer perceptron maps 2t - 1 to (1 + gamma, beta) for every channel of every map. Its output layer
+    starts at zero, so a freshly added modulation is the identity: a model fine-tuned from weights without
+    time input starts exactly where they were at every t (the t-aware baseline aside).
+    """
+
+    def __init__(self, channels: tuple[int, ...], hidden: int = 32) -> None:
+        super().__init__()
+        self.channels = tuple(channels)
+        self.fc1 = nn.Linear(1, hidden)
+        self.fc2 = nn.Linear(hidden, 2 * sum(self.channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """fc1 as PyTorch initialises it, fc2 at zero (the identity)."""
+        self.fc1.reset_parameters()
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, maps: tuple[Tensor, ...], t: Tensor) -> tuple[Tensor, ...]:
+        """maps: (N, C_i, H, W) tensors with the channels given at construction; t: (N,)."""
+        h = F.leaky_relu(self.fc1((t * 2.0 - 1.0).view(-1, 1).to(self.fc1.weight.dtype)), 0.1)
+        gamma, beta = self.fc2(h).to(maps[0].dtype).view(t.shape[0], 2, -1, 1, 1).unbind(1)
+        out, c0 = [], 0
+        for x, c in zip(maps, self.channels):
+            out.append(torch.addcmul(beta[:, c0:c0 + c], x, gamma[:, c0:c0 + c] + 1.0))
+            c0 += c
+        return tuple(out)
+
+
 def check_pair_inputs(*named: tuple[str, Tensor], floating: bool = False) -> None:
     """Check (name, tensor) pairs: two (N,3,H,W) frames then two (N,2,H,W) flows, all of the first's N, H, W."""
     ref = named[0][1]
@@ -72,14 +104,20 @@ def _bp_update(x: Tensor, pred: Tensor, consume: bool = False) -> Tensor:
     return x.add_(d)
 
 
+#: The t-independent features encode() hands to synthesize() (besides baseline_inputs).
+FEATURES = ("H1", "H2", "L1", "L2", "M", "M_half")
+
+
 class StarNet(nn.Module):
     """STARnet (CVPR 2020) for any StarConfig.
 
-    forward(im1, im2, flow_f, flow_b): ImageNet-normalised RGB frames (N,3,H,W) and encoded flows (N,2,H,W)
+    forward(im1, im2, flow_f, flow_b, t=None): ImageNet-normalised RGB frames (N,3,H,W) and encoded flows (N,2,H,W)
     (-clip(px, +-150)/150; flow_f: im2(x+u) ~ im1(x), flow_b the reverse). Eval mode returns the tuple
     (ht, h1, h2, l) = (HR middle, HR t, HR t+1, LR middle); train mode returns a dict with the stage-2
     outputs ht, h1, h2, l, the stage-1 outputs ht_s1, h1_s1, h2_s1, l_s1 and, with FR, the refined flows
     flow_f, flow_b. H, W: multiples of config.size_multiple and >= config.min_size (Star pads for you).
+    With config.time_input, t (a number or (N,) tensor in (0, 1), default 1/2) is the time of the in-between
+    frame; :meth:`encode` runs the t-independent parts once per pair, :meth:`synthesize` the rest per t.
     """
 
     def __init__(self, config: StarConfig | None = None) -> None:
@@ -111,11 +149,13 @@ class StarNet(nn.Module):
                              Conv(5 * f, f, k, s, p, "lrelu", transposed=True))
         self.rec_h = Conv(f, 3, 3, 1, 1, None)  # Net_rec
         self.rec_l = Conv(2 * f, 3, 3, 1, 1, None)
+        # Modulates L1, L2 (2f channels each), M and M_half (f each) by t.
+        self.time_mod = TimeModulation((2 * f, 2 * f, f, f)) if config.time_input else None
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
     def _main_modules(self) -> list[nn.Module]:
-        return [m for name, m in self.named_children() if name != "flow_refiner"]
+        return [m for name, m in self.named_children() if name not in ("flow_refiner", "time_mod")]
 
     def reset_parameters(self) -> None:
         """The original's init (kaiming-normal weights, zero biases; the FR U-Net keeps PyTorch's default).
@@ -137,6 +177,8 @@ class StarNet(nn.Module):
                     for block in module.modules():
                         if isinstance(block, ResBlock):
                             block.conv2.weight.mul_(GLOBAL_SKIP_RES_GAIN)
+        if self.time_mod is not None:
+            self.time_mod.reset_parameters()
 
     # --------------------------------------------------------------- forward
     def _check_inputs(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> None:
@@ -147,19 +189,40 @@ class StarNet(nn.Module):
             raise ValueError(f"im1 size must be a multiple of {m} and at least {lo} (use Star to pad), "
                              f"got {h}x{w}")
 
-    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor):
+    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, t: Tensor | float | None = None):
+        """The whole network: :meth:`encode` then :meth:`synthesize` at time t (None: 1/2)."""
+        return self.synthesize(self.encode(im1, im2, flow_f, flow_b), t, consume=True)
+
+    def time_tensor(self, t: Tensor | float | None, n: int, like: Tensor) -> Tensor | None:
+        """t as an (n,) tensor of like's dtype and device, checked; None for a model without time input."""
+        if t is None:
+            return torch.full((n,), 0.5, dtype=like.dtype, device=like.device) if self.config.time_input else None
+        tt = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+        if tt.dim() == 0:
+            tt = tt.expand(n)
+        if tt.dim() != 1 or tt.shape[0] != n:
+            raise ValueError(f"t must be a number or an ({n},) tensor, got shape {tuple(tt.shape)}")
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing() and tt.device.type == "cpu":
+            if bool(((tt <= 0) | (tt >= 1) | tt.isnan()).any()):
+                raise ValueError(f"t must lie strictly between 0 and 1, got {tt.tolist()}")
+            if not self.config.time_input and bool((tt != 0.5).any()):
+                raise ValueError(f"t: this model synthesises only t = 1/2 (its config has no time input), "
+                                 f"got {tt.tolist()}")
+        return tt if self.config.time_input else None
+
+    def encode(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> dict[str, Tensor]:
+        """The parts that do not depend on t: both frames' super-resolution (Net_S) and down-projection
+        (Net_D), the motion features (Net_M), the flow refinement and the bicubic baselines. The result
+        feeds :meth:`synthesize` once per wanted t."""
         self._check_inputs(im1, im2, flow_f, flow_b)
         cfg = self.config
         train = self.training
-        base = None
-        if cfg.global_skip:
-            # The baseline uses the input flows: the FR correction starts at sigmoid(.) ~ 0.5, far off.
-            mid = blend_middle(im1, im2, flow_f, flow_b)
-            base = {"h1": upscale(im1, cfg.scale), "h2": upscale(im2, cfg.scale), "l": mid,
-                    "ht": upscale(mid, cfg.scale)}
+        feat = self.baseline_inputs(im1, im2, flow_f, flow_b)
         if self.flow_refiner is not None:
             flow_f = self.flow_refiner.refine(flow_f, im1, im2)
             flow_b = self.flow_refiner.refine(flow_b, im2, im1)
+            if train:
+                feat.update(flow_f=flow_f, flow_b=flow_b)
 
         # Alignment (Net_S) and down-projection (Net_D) of both frames.
         if self.batch_frames:
@@ -171,8 +234,6 @@ class StarNet(nn.Module):
             L1, L2 = self.down(H12).split(n)
             H1, H2 = H12.split(n)
             del H12
-            if not torch.is_grad_enabled():
-                H1, H2 = H1.clone(), H2.clone()  # own storage: they are updated in place below
             flows = torch.cat((flow_f, flow_b), 1)
             M, M_half = self.motion(self.motion_head(torch.cat((flows, flows / 2.0)))).split(n)
             del flows
@@ -184,6 +245,44 @@ class StarNet(nn.Module):
             # Motion (Net_M), on the flows and on the halved flows.
             M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
             M_half = self.motion(self.motion_head(torch.cat((flow_f / 2.0, flow_b / 2.0), 1)))
+        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M, M_half=M_half)
+        if train:
+            feat.update(sr1=sr1, sr2=sr2)
+        return feat
+
+    def baseline_inputs(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> dict[str, Tensor]:
+        """What synthesize needs besides FEATURES for the global skip: the inputs and both frames' bicubic
+        upscales (nothing without global_skip). The baselines use the input flows: the FR correction starts
+        at sigmoid(.) ~ 0.5, far off."""
+        if not self.config.global_skip:
+            return {}
+        s = self.config.scale
+        return {"im1": im1, "im2": im2, "base_ff": flow_f, "base_fb": flow_b,
+                "base_h1": upscale(im1, s), "base_h2": upscale(im2, s)}
+
+    def synthesize(self, feat: dict[str, Tensor], t: Tensor | float | None = None, consume: bool = False):
+        """The parts that depend on t, on :meth:`encode`'s features: interpolation (Net_ST), the cycle
+        refinement (Net_F, Net_B) and the reconstructions; outputs as :meth:`forward`'s.
+
+        t: a number or an (N,) tensor in (0, 1), the time of the in-between frame (None: 1/2); a model
+        without time input accepts only 1/2. Without autograd the refinement works in place, so ``feat``
+        is copied first unless ``consume`` (the caller does not use it again).
+        """
+        cfg = self.config
+        train = self.training
+        H1, H2, L1, L2, M, M_half = (feat[k] for k in FEATURES)
+        tt = self.time_tensor(t, H1.shape[0], H1)
+        if not torch.is_grad_enabled() and (not consume or self.batch_frames):
+            # Own storage: H1, H2, L1, L2 are updated in place below (split views share one buffer too).
+            H1, H2, L1, L2 = H1.clone(), H2.clone(), L1.clone(), L2.clone()
+        if not consume:
+            feat = dict(feat)
+        else:
+            for k in FEATURES:
+                del feat[k]
+        if tt is not None:
+            # Time conditioning: a per-channel scale and shift of the pair features, a function of t.
+            L1, L2, M, M_half = self.time_mod((L1, L2, M, M_half), tt)
 
         # Interpolation (Net_ST) with its HR and LR correction branches. The T_HR correction is computed
         # first so its peak does not coincide with Ht's lifetime (same numbers).
@@ -196,7 +295,8 @@ class StarNet(nn.Module):
         del lat
         stage1 = None
         if train:
-            stage1 = {"ht_s1": self.rec_h(Ht), "h1_s1": sr1, "h2_s1": sr2, "l_s1": self.rec_l(L)}
+            stage1 = {"ht_s1": self.rec_h(Ht), "h1_s1": feat.get("sr1"), "h2_s1": feat.get("sr2"),
+                      "l_s1": self.rec_l(L)}
 
         # Stage 2: cycle refinement through Net_B and Net_F. Each projection's down-projection is taken
         # before its HR update so the update can reuse the projection's buffer.
@@ -223,12 +323,17 @@ class StarNet(nn.Module):
         out = {"ht": self.rec_h(Ht), "h1": self.rec_h(H1), "h2": self.rec_h(H2), "l": self.rec_l(L)}
         if train:
             out.update(stage1)
-        if base is not None:
+        if cfg.global_skip:
+            if tt is None:
+                mid = blend_middle(feat["im1"], feat["im2"], feat["base_ff"], feat["base_fb"])
+            else:
+                mid = blend_at(feat["im1"], feat["im2"], feat["base_ff"], feat["base_fb"], tt)
+            base = {"h1": feat["base_h1"], "h2": feat["base_h2"], "l": mid, "ht": upscale(mid, cfg.scale)}
             for key in list(out):
                 ref = base[key.removesuffix("_s1")]
                 out[key] = out[key] + ref if torch.is_grad_enabled() else out[key].add_(ref)
         if not train:
             return out["ht"], out["h1"], out["h2"], out["l"]
         if self.flow_refiner is not None:
-            out["flow_f"], out["flow_b"] = flow_f, flow_b
+            out["flow_f"], out["flow_b"] = feat["flow_f"], feat["flow_b"]
         return out

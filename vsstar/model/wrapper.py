@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -82,7 +82,8 @@ class Star(nn.Module):
     size the network needs (in the mirrored bands the flows' normal component is negated, see pad_reflect),
     normalises, encodes the flows, runs the network and returns StarOutput with the padding cropped away,
     RGB clamped to [0, 1]. In eval mode (the default) it runs under
-    torch.inference_mode.
+    torch.inference_mode. A model with time input (config.time_input) takes the in-between frame's time t;
+    :meth:`times` synthesises several times of the same pairs, running the t-independent parts once.
 
     channels_last: keep the weights and activations in NHWC (measured 1.4-1.5x faster on the CPU, same
     numbers to float rounding; docs/model.md). It converts `net`'s weights in place.
@@ -108,14 +109,32 @@ class Star(nn.Module):
         """Spatial upscaling factor of the HR outputs."""
         return self.net.config.scale
 
-    def forward(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor) -> StarOutput:
+    @property
+    def takes_time(self) -> bool:
+        """True when the network synthesises any t in (0, 1) (config.time_input), not only t = 1/2."""
+        return bool(getattr(self.net.config, "time_input", False))
+
+    def forward(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor,
+                t: Tensor | float | None = None) -> StarOutput:
+        """The four outputs of every pair; t (a number or (N,) tensor, default 1/2) is the in-between
+        frame's time, for a model with time input."""
+        return self.times(im1, im2, flow_f_px, flow_b_px, [t])[0]
+
+    def times(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor,
+              ts: Sequence[Tensor | float | None]) -> list[StarOutput]:
+        """One StarOutput per entry of ts (a number or an (N,) tensor of times each). The parts of the
+        network that do not depend on t (StarNet.encode) run once for all of them."""
         check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
                           floating=True)
+        ts = list(ts)
+        if not ts:
+            raise ValueError("ts: give at least one time")
         cfg = self.net.config
         h, w = im1.shape[2:]
         ph = padded_size(h, cfg.size_multiple, cfg.min_size)
         pw = padded_size(w, cfg.size_multiple, cfg.min_size)
         ctx = torch.inference_mode() if not self.training else contextlib.nullcontext()
+        results = []
         with ctx:
             x1, x2 = normalize(im1), normalize(im2)
             ff, fb = encode_flow(flow_f_px), encode_flow(flow_b_px)
@@ -124,12 +143,16 @@ class Star(nn.Module):
                 ff, fb = pad_reflect(ff, ph, pw, flow=True), pad_reflect(fb, ph, pw, flow=True)
             if self.channels_last:
                 x1, x2, ff, fb = (t.contiguous(memory_format=torch.channels_last) for t in (x1, x2, ff, fb))
-            out = self.net(x1, x2, ff, fb)
+            feat = self.net.encode(x1, x2, ff, fb)
             del x1, x2, ff, fb
-            if isinstance(out, dict):
-                out = (out["ht"], out["h1"], out["h2"], out["l"])
             s = cfg.scale
-            ht, h1, h2, l = out
-            # Plain contiguous NCHW out, whatever the internal layout.
-            return StarOutput(*(denormalize(t.contiguous()) for t in (
-                ht[..., : h * s, : w * s], h1[..., : h * s, : w * s], h2[..., : h * s, : w * s], l[..., :h, :w])))
+            for i, t in enumerate(ts):
+                out = self.net.synthesize(feat, t, consume=i == len(ts) - 1)
+                if isinstance(out, dict):
+                    out = (out["ht"], out["h1"], out["h2"], out["l"])
+                ht, h1, h2, l = out
+                # Plain contiguous NCHW out, whatever the internal layout.
+                results.append(StarOutput(*(denormalize(x.contiguous()) for x in (
+                    ht[..., : h * s, : w * s], h1[..., : h * s, : w * s], h2[..., : h * s, : w * s],
+                    l[..., :h, :w]))))
+        return results
