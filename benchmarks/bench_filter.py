@@ -7,7 +7,9 @@
    (0, 1), (2, 3), ... (about N/2 network passes for N frames) where "st" runs every pair (N-1);
    the network passes, the time and the ratio of both.
 3. Output frame rate factors (``--factors 2,4``): output frames/s of mode st at each factor on the
-   same input frames; factor 4 adds the recursive midpoint passes (t = 1/4, 3/4).
+   same input frames, beside factor 2 of the t = 1/2 model (``--factor-baseline``). With a model with
+   time input factor 4 runs the t-dependent part three times per pair; with a t = 1/2 model it adds the
+   recursive midpoint passes (t = 1/4, 3/4).
 4. End to end: ``vspipe -c y4m`` of a script (BestSource -> resize -> STAR) for the x2 and x4 models
    at 240p and 360p input; the fps vspipe reports. On CUDA also fp16 on/off and batching on/off.
 
@@ -191,10 +193,12 @@ def mode_s_vs_st(args, models, src) -> list[str]:
 
 
 def factors(args, models, src) -> list[str]:
-    """Output frames/s of mode st at each --factors value on the same input frames, side by side.
+    """Output frames/s of mode st at each --factors value on the same input frames, side by side with
+    factor 2 of the model that knows only t = 1/2 (--factor-baseline, today's default before models with
+    time input).
 
-    Factor 2 is one network pass per pair; factor 4 adds the recursive midpoint passes for t = 1/4
-    and 3/4 (two more per pair), so it costs about 3x the network time for 2x the output frames.
+    A model with time input runs each pair's t-independent parts once and the rest once per in-between
+    frame; a t = 1/2 model reaches t = 1/4 and 3/4 by recursive midpoint passes (two more per pair).
     """
     from fractions import Fraction
 
@@ -207,19 +211,24 @@ def factors(args, models, src) -> list[str]:
     rows = []
     for scale in (2, 4):
         model, desc = models[scale]
-        engine = StarEngine(model, scale=scale, mode="st", device=args.device, batch_size=1)
-        bare_seconds(engine, frames[:2])  # warm-up, not counted
-        for text in args.factors.split(","):
-            f = Fraction(text)
-            before = engine.stats.pairs
-            out = STAR(clip, engine=engine, scene_change=False, factor_num=f.numerator, factor_den=f.denominator)
-            t0 = time.perf_counter()
-            with open(os.devnull, "wb") as sink:
-                out.output(sink)
-            dt = time.perf_counter() - t0
-            rows.append(f"| x{scale} | {size[0]}x{size[1]} | {n} | {f} | {out.num_frames} | "
-                        f"{engine.stats.pairs - before} | {dt:.2f} s | {out.num_frames / dt:.3f} | {desc} |")
-            print(rows[-1], flush=True)
+        runs = [(model, desc, args.factors.split(","))]
+        if args.factor_baseline:
+            base = args.factor_baseline.format(s=scale)
+            runs.insert(0, (base, f"bundled {base} (t = 1/2 only)", ["2"]))
+        for name, what, fs in runs:
+            engine = StarEngine(name, scale=scale, mode="st", device=args.device, batch_size=1)
+            bare_seconds(engine, frames[:2])  # warm-up, not counted
+            for text in fs:
+                f = Fraction(text)
+                before = engine.stats.pairs
+                out = STAR(clip, engine=engine, scene_change=False, factor_num=f.numerator, factor_den=f.denominator)
+                t0 = time.perf_counter()
+                with open(os.devnull, "wb") as sink:
+                    out.output(sink)
+                dt = time.perf_counter() - t0
+                rows.append(f"| x{scale} | {size[0]}x{size[1]} | {n} | {f} | {out.num_frames} | "
+                            f"{engine.stats.pairs - before} | {dt:.2f} s | {out.num_frames / dt:.3f} | {what} |")
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -288,6 +297,8 @@ def main() -> None:
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--skip-factors", action="store_true")
     p.add_argument("--factors", default="2,4", help="output/input frame-rate factors to compare (comma-separated)")
+    p.add_argument("--factor-baseline", default="star_st_x{s}",
+                   help="model measured at factor 2 beside the factors ({s}: the scale; '' to skip)")
     p.add_argument("--factor-size", default="240p", choices=tuple(SIZES), help="input size of the factor comparison")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args()
@@ -320,7 +331,8 @@ def main() -> None:
         if not args.skip_factors:
             print(f"\n## Output frame rate factors, the same {args.mode_frames} input frames (mode st, "
                   "VapourSynth output loop)\n")
-            print("| scale | input | frames in | factor | frames out | network passes | time | out frames/s | model |")
+            print("| scale | input | frames in | factor | frames out | pairs through the network | time | out frames/s "
+                  "| model |")
             print("|---|---|---|---|---|---|---|---|---|", flush=True)
             factors(args, models, src)
         if not args.skip_e2e:

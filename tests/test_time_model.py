@@ -205,3 +205,19 @@ def test_export_parts_need_a_time_model(tmp_path):
     cfg = tiny_net(2, time_input=True).config
     assert graph_inputs(cfg) == ("im1", "im2", "flow_f", "flow_b", "t")
     assert graph_inputs(cfg, "synthesize")[-1] == "t" and graph_inputs(tiny_net(2).config) [-1] == "flow_b"
+
+
+@pytest.mark.skipif(not _ov_available(), reason="openvino / onnx / onnxscript not installed")
+def test_cli_export_onnx_parts(tmp_path, capsys):
+    from vsstar.cli import main
+    from vsstar.model import save_weights
+
+    weights = tmp_path / "timed.safetensors"
+    save_weights(tiny_net(4, time_input=True), weights)
+    assert main(["export-onnx", str(weights), str(tmp_path / "enc.onnx"), "--shape", "1x12x16", "--part", "encode"]) == 0
+    err = capsys.readouterr().err
+    assert "time input t" in err and "encode part" in err
+    plain = tmp_path / "plain.safetensors"
+    save_weights(tiny_net(4), plain)
+    assert main(["export-onnx", str(plain), str(tmp_path / "x.onnx"), "--part", "synthesize"]) == 2
+    assert "splits a model with time input" in capsys.readouterr().err

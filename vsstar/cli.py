@@ -590,12 +590,16 @@ def add_export_onnx_parser(sub: Any) -> None:
     """Register ``vsstar export-onnx MODEL OUT.onnx``."""
     x = sub.add_parser("export-onnx", help="write the network as an ONNX file (for vs-mlrt, TensorRT, OpenVINO)",
                        description="Export MODEL (bundled name, .safetensors or the authors' .pth) to ONNX: inputs "
-                                   "im1, im2 (normalised RGB), flow_f, flow_b (encoded flows); outputs ht, h1, h2, "
-                                   "l. See docs/onnx.md for the encodings and the size multiple.")
+                                   "im1, im2 (normalised RGB), flow_f, flow_b (encoded flows), and t (the in-between "
+                                   "frame's time) for a model with time input; outputs ht, h1, h2, l. See "
+                                   "docs/openvino.md for the encodings, the size multiple and the two-part export.")
     x.add_argument("model", help="bundled model name, .safetensors or official .pth checkpoint")
     x.add_argument("output", help="ONNX file to write (.onnx)")
     x.add_argument("--shape", default=None, metavar="NxHxW",
                    help="fixed LR input shape, e.g. 1x240x426 (default: dynamic batch, height and width)")
+    x.add_argument("--part", default="full", choices=("full", "encode", "synthesize"),
+                   help="a model with time input can be written in two parts: 'encode' (the t-independent work, "
+                        "once per pair) and 'synthesize' (once per in-between frame)")
     x.add_argument("--no-check", action="store_true", help="skip running the file against torch after writing it")
 
 
@@ -615,14 +619,16 @@ def export_onnx_command(args: argparse.Namespace) -> int:
         from .model import load_model
 
         net = load_model(args.model)
-        path = export_onnx(net, args.output, shape=shape, check=not args.no_check)
+        path = export_onnx(net, args.output, shape=shape, check=not args.no_check, part=args.part)
     except (ValueError, ImportError, OSError) as exc:
         raise CliError(str(exc).replace("shape must", "--shape must")) from exc
     cfg = net.config
     what = (f"fixed LR shape {args.shape}" if shape else
             f"dynamic batch/height/width, height and width multiples of {onnx_size_multiple(cfg)}, "
             f">= {onnx_min_size(cfg)}")
-    print(f"wrote {path} (opset {ONNX_OPSET}, x{cfg.scale} {cfg.objective}, {what})", file=sys.stderr)
+    part = "" if args.part == "full" else f", {args.part} part"
+    timed = ", time input t" if cfg.time_input else ""
+    print(f"wrote {path} (opset {ONNX_OPSET}, x{cfg.scale} {cfg.objective}{timed}{part}, {what})", file=sys.stderr)
     return 0
 
 

@@ -165,13 +165,15 @@ def _info_get(info: Any, key: str) -> Any:
 
 
 def default_model_name(scale: int, mode: str = "st") -> str:
-    """Name of the bundled weights used when model=None: one trained for `mode` at `scale` (ValueError
-    when none is; a model trained for another mode is never picked)."""
+    """Name of the bundled weights used when model=None: one trained for `mode` at `scale`, with time input
+    where there is one (ValueError when none is; a model trained for another mode is never picked)."""
     models = _bundled()
     for objective in _MODE_OBJECTIVES[mode]:
-        for name, info in models.items():
-            if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective:
-                return name
+        fits = [name for name, info in models.items()
+                if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective]
+        if fits:
+            # A model with time input synthesises every t exactly: preferred over one that knows only 1/2.
+            return sorted(fits, key=lambda n: not _info_get(models[n], "time_input"))[0]
     have = ", ".join(f"{n} (x{_info_get(i, 'scale')} {_info_get(i, 'objective')})"
                      for n, i in models.items()) or "none"
     raise ValueError(
