@@ -154,3 +154,20 @@ def test_exact_time_accepts_dyadic_factors(net) -> None:
     eng = StarEngine(net, scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
     out = STAR(make_clip([pattern(0), pattern(1)]), scale=2, engine=eng, factor_num=4, exact_time=True)
     assert out.num_frames == 8 and out.get_frame(1).props["STAR_Time"] == 0.25
+
+
+def test_time_model_synthesises_exact_times() -> None:
+    """A model with time input: exact_time holds at any factor, each frame is the network at its own t,
+    and every pair's t-independent work runs once."""
+    timed = tiny_net(time_input=True)
+    eng = StarEngine(timed, scale=2, mode="st", device="cpu", backend="torch", flow_options=FAST_FLOW)
+    frames = [pattern(k) for k in range(3)]
+    out = STAR(make_clip(frames), scale=2, engine=eng, factor_num=5, factor_den=2, exact_time=True,
+               scene_change=False)
+    assert out.num_frames == 8
+    got = [(j, f.props.get("STAR_Time")) for j, f in enumerate(out.frames())]
+    assert got == [(0, None), (1, 0.4), (2, 0.8), (3, 0.2), (4, 0.6), (5, None), (6, None), (7, None)]
+    assert eng.stats.pairs == 2 and eng.stats.calls == 2  # pairs (0, 1) and (1, 2), once each
+    # Frame 1 is the network at t = 2/5 exactly (not at a rounded 3/8).
+    ref = eng.process_times(np.stack(frames[:1]), np.stack(frames[1:2]), [[Fr(2, 5)]])
+    np.testing.assert_allclose(arr(out.get_frame(1)), ref.mids[0][Fr(2, 5)].numpy(), atol=1e-5)
