@@ -491,12 +491,14 @@ class StarEngine:
                       exact_time: bool = False, depth: int = DEFAULT_DEPTH) -> TimedOutput:
         """Like :meth:`process`, with the in-between frames at the given times of each pair.
 
-        times[i]: the fractions t in (0, 1) wanted between first[i] and second[i]. The models
-        synthesise only t = 1/2, so t is rounded to the nearest multiple of 1/2**depth
+        times[i]: the fractions t in (0, 1) wanted between first[i] and second[i]. A model with time
+        input (``takes_time``) synthesises each t exactly: the flows and the t-independent half of the
+        network run once per pair, the t-dependent half once per distinct t. A model that synthesises
+        only t = 1/2 gets t rounded to the nearest multiple of 1/2**depth
         (:func:`vsstar.schedule.dyadic_time`) and reached by recursive midpoints: the pass on the
         pair gives the middle frame at the input size (``l``), the pass on (first, l) the frame at
         1/4, and so on. Every distinct pass runs once, batched across the pairs of one recursion
-        level. ``exact_time=True`` raises ValueError instead of rounding a time that is not dyadic.
+        level; ``exact_time=True`` raises ValueError instead of rounding a time that is not dyadic.
         ``mids[i]`` maps each requested t (exact, as given) to its frame.
         """
         a, b = self._pair_inputs(first, second)
