@@ -221,3 +221,19 @@ def test_cli_export_onnx_parts(tmp_path, capsys):
     save_weights(tiny_net(4), plain)
     assert main(["export-onnx", str(plain), str(tmp_path / "x.onnx"), "--part", "synthesize"]) == 2
     assert "splits a model with time input" in capsys.readouterr().err
+
+
+def test_default_model_prefers_time_input_unless_opt_in(monkeypatch):
+    from vsstar import engine
+
+    def fake(records):
+        monkeypatch.setattr(engine, "_bundled", lambda: records)
+
+    plain = {"scale": 4, "objective": "STAR", "config": {"time_input": False}}
+    timed = {"scale": 4, "objective": "STAR", "config": {"time_input": True}}
+    fake({"a_plain": plain, "b_timed": timed})
+    assert engine.default_model_name(4) == "b_timed"
+    fake({"a_plain": plain, "b_timed": {**timed, "opt_in": True}})
+    assert engine.default_model_name(4) == "a_plain"
+    fake({"b_timed": {**timed, "opt_in": True}})  # an opt-in file is still picked when nothing else fits
+    assert engine.default_model_name(4) == "b_timed"

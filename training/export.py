@@ -71,12 +71,16 @@ def main(argv=None) -> int:
     p.add_argument("output", help="destination .safetensors")
     p.add_argument("--half", action="store_true", help="store float16 (smaller file)")
     p.add_argument("--description", default=None)
+    p.add_argument("--opt-in", action="store_true",
+                   help="bundled, but never picked by model=None while another bundled model fits the scale and mode")
     a = p.parse_args(argv)
     if not str(a.output).endswith(".safetensors"):
         print("error: output: expected a .safetensors path", file=sys.stderr)
         return 2
     try:
         extra = {"description": a.description} if a.description else {}
+        if a.opt_in:
+            extra["opt_in"] = True
         out = export_checkpoint(a.checkpoint, a.output, half=a.half, **extra)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -690,7 +690,9 @@ def info() -> int:
     for name, meta in models.items():
         size = os.path.getsize(meta["path"]) / 2**20 if os.path.exists(meta.get("path", "")) else 0
         desc = meta.get("description", "")
-        lines.append(f"  {name}: x{meta.get('scale')} {meta.get('objective')} {meta.get('variant', '')} "
+        cfg = meta.get("config") or {}
+        tags = (" time input" if cfg.get("time_input") else "") + (" (opt-in)" if meta.get("opt_in") else "")
+        lines.append(f"  {name}: x{meta.get('scale')} {meta.get('objective')} {meta.get('variant', '')}{tags} "
                      f"({size:.1f} MiB){' - ' + desc if desc else ''}")
     print("\n".join(lines))
     return 0

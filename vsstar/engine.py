@@ -165,15 +165,18 @@ def _info_get(info: Any, key: str) -> Any:
 
 
 def default_model_name(scale: int, mode: str = "st") -> str:
-    """Name of the bundled weights used when model=None: one trained for `mode` at `scale`, with time input
-    where there is one (ValueError when none is; a model trained for another mode is never picked)."""
+    """Name of the bundled weights used when model=None: one trained for `mode` at `scale`, not marked
+    opt-in, with time input where there is one (ValueError when none is; a model trained for another mode
+    is never picked)."""
     models = _bundled()
     for objective in _MODE_OBJECTIVES[mode]:
         fits = [name for name, info in models.items()
                 if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective]
         if fits:
-            # A model with time input synthesises every t exactly: preferred over one that knows only 1/2.
-            return sorted(fits, key=lambda n: not _info_get(models[n], "time_input"))[0]
+            # Opt-in files (metadata opt_in) only when nothing else fits; then a model with time input
+            # (it synthesises every t exactly) before one that knows only t = 1/2.
+            return sorted(fits, key=lambda n: (bool(_info_get(models[n], "opt_in")),
+                                               not _info_get(models[n], "time_input")))[0]
     have = ", ".join(f"{n} (x{_info_get(i, 'scale')} {_info_get(i, 'objective')})"
                      for n, i in models.items()) or "none"
     raise ValueError(
