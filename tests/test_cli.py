@@ -173,6 +173,7 @@ def test_enhance_factor_and_fps(assets, tmp_path, capfd, opt: str, value: str, f
 @pytest.mark.parametrize("args, word", [
     (("--factor", "1/2"), "--factor"), (("--factor", "0"), "--factor"), (("--fps", "10"), "--fps"),
     (("--factor", "x"), "--factor"), (("--mode", "s", "--factor", "3"), "--factor"),
+    (("--factor", "5/2", "--exact-time"), "--exact-time: the factor 5/2"),  # a t = 1/2 model rounds 2/5
 ])
 def test_enhance_bad_rate(assets, tmp_path, capfd, args, word: str) -> None:
     try:
