@@ -36,13 +36,28 @@ def _skip_reason() -> str | None:
         return f"{GST_PY} cannot import gi/torch/vsstar.engine: {chk.stderr.strip().splitlines()[-1:]}"
     ins = subprocess.run(["gst-inspect-1.0", "starnet"], capture_output=True, text=True, env=_env(), timeout=120)
     if ins.returncode != 0:
+        # GStreamer blacklists a plugin whose scan failed once (e.g. the Python loader timing out on a
+        # loaded machine) and remembers it in the registry; this registry is the tests' own, so start it
+        # afresh and look again before giving up.
+        Path(_env()["GST_REGISTRY_1_0"]).unlink(missing_ok=True)
+        ins = subprocess.run(["gst-inspect-1.0", "starnet"], capture_output=True, text=True, env=_env(), timeout=300)
+    if ins.returncode != 0:
         return ("gst-inspect-1.0 does not find the starnet element (apt: gstreamer1.0-python3-plugin-loader, "
                 "python3-gst-1.0)")
     return None
 
 
+def _host_path(path: str) -> str:
+    """PATH without virtual environments' bin folders: gst-python's loader embeds the system Python, which
+    looks for its prefix along PATH; an activated Python 3.12 venv first in PATH makes its initialisation
+    fail in the plugin scanner, and GStreamer then blacklists the loader in the registry."""
+    keep = [d for d in path.split(os.pathsep) if d and not (Path(d).parent / "pyvenv.cfg").is_file()]
+    return os.pathsep.join(keep)
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = _host_path(env.get("PATH", ""))
     env.update(GST_PLUGIN_PATH=str(PLUGIN_DIR), OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     env.setdefault("GST_REGISTRY_1_0", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"vsstar-gst-registry-{os.getuid()}.bin"))
     env.update(extra)
