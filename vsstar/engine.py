@@ -607,11 +607,8 @@ class StarEngine:
         self._sync()
         t1 = time.perf_counter()
         outs = self._network(a, b, flow_f, flow_b, lr_mid, ts)
-        if ts is not None:
-            # A model with time input: h1, h2 and one in-between frame "mid<c>" per column of times.
-            result = {k: v for k, v in zip(outs, self._to_host_list(list(outs.values())))}
-        else:
-            result = self._to_host(outs)
+        # A model with time input gives h1, h2 and one in-between frame "mid<c>" per column of times.
+        result = self._hosted(outs) if ts is not None else self._to_host(outs)
         if lr_mid:
             # The LR middle frame feeds the next midpoint pass (recursive midpoints).
             lm = outs.get("l")
@@ -700,28 +697,23 @@ class StarEngine:
                     wsum[k][y0 * f:y1 * f, x0 * f:x1 * f] += wgt
         return {k: acc[k] / wsum[k] for k in acc}
 
-    def _to_host_list(self, ts: list[Tensor]) -> list[Tensor]:
-        out = [self._host(t) for t in ts]
-        self._sync()
-        return out
-
-    @staticmethod
-    def _host(t: Tensor | None) -> Tensor | None:
-        """t clamped to [0, 1] on the CPU (pinned and copied asynchronously from CUDA; call _sync after)."""
-        if t is None:
-            return None
-        t = t.clamp(0.0, 1.0)
-        if t.device.type == "cpu":
-            return t.contiguous()
-        dst = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
-        dst.copy_(t, non_blocking=True)
-        return dst
-
-    def _to_host(self, outs: dict[str, Tensor]) -> PairOutput:
-        host = self._host
-        res = PairOutput(host(outs.get("h1")), host(outs.get("ht", outs.get("l"))), host(outs.get("h2")))
+    def _hosted(self, outs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every output clamped to [0, 1] on the CPU (from CUDA: pinned buffers, asynchronous copies, one sync)."""
+        res = {}
+        for k, t in outs.items():
+            t = t.clamp(0.0, 1.0)
+            if t.device.type == "cpu":
+                res[k] = t.contiguous()
+            else:
+                res[k] = torch.empty(t.shape, dtype=torch.float32, pin_memory=True)
+                res[k].copy_(t, non_blocking=True)
         self._sync()
         return res
+
+    def _to_host(self, outs: dict[str, Tensor]) -> PairOutput:
+        mid = "ht" if "ht" in outs else "l"
+        host = self._hosted({k: outs[k] for k in ("h1", mid, "h2") if k in outs})
+        return PairOutput(host.get("h1"), host.get(mid), host.get("h2"))
 
     def __repr__(self) -> str:
         return (f"StarEngine(scale={self.scale}, mode={self.mode!r}, device={str(self.device)!r}, "

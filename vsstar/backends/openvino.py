@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 from ..model.export import EXPORT_VERSION, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES, export_onnx, model_digest
-from ..model.baseline import encode_flow
-from ..model.star import FEATURES, StarNet, check_pair_inputs
-from ..model.wrapper import Star, StarOutput, denormalize, normalize, pad_reflect, padded_size
+from ..model.star import FEATURES, StarNet
+from ..model.wrapper import Star, StarOutput, network_inputs, network_outputs, padded_size
 from . import PRECISIONS
 
 __all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES"]
@@ -275,20 +274,13 @@ class OpenVINOStar:
               ts: Sequence[Tensor | float | None]) -> list[StarOutput]:
         """Same contract as ``Star.times``: one StarOutput per time. One time runs the whole graph; several
         (a model with time input) run the encode graph once and the synthesize graph per time."""
-        check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
-                          floating=True)
         ts = list(ts)
         if not ts:
             raise ValueError("ts: give at least one time")
+        x1, x2, ff, fb = (x.float().cpu() for x in network_inputs(self.config, im1, im2, flow_f_px, flow_b_px))
         n, _, h, w = im1.shape
+        shape = (n, *x1.shape[2:])
         tvals = [self.net.time_tensor(t, n, torch.empty(0)) for t in ts]  # checked; None without time input
-        shape = self.padded_shape(n, h, w)
-        _, ph, pw = shape
-        x1, x2 = normalize(im1.float().cpu()), normalize(im2.float().cpu())
-        ff, fb = encode_flow(flow_f_px.float().cpu()), encode_flow(flow_b_px.float().cpu())
-        if (ph, pw) != (h, w):
-            x1, x2 = pad_reflect(x1, ph, pw), pad_reflect(x2, ph, pw)
-            ff, fb = pad_reflect(ff, ph, pw, flow=True), pad_reflect(fb, ph, pw, flow=True)
         feeds = {name: t.contiguous().numpy() for name, t in zip(INPUT_NAMES, (x1, x2, ff, fb))}
         if len(ts) == 1 or tvals[0] is None:
             if tvals[0] is not None:
@@ -311,10 +303,8 @@ class OpenVINOStar:
         compiled, request = self.compiled(*shape, part=part)
         with self._lock:  # one infer request per shape: calls from several threads take turns
             request.infer(feeds)
-            outs = {name: torch.from_numpy(request.get_tensor(compiled.output(name)).data) for name in OUTPUT_NAMES}
-            s = self.config.scale
-            # denormalize is out of place: the results own their memory before the request is reused.
-            res = StarOutput(*(denormalize(outs[k][..., : h * s, : w * s]) for k in ("ht", "h1", "h2")),
-                             denormalize(outs["l"][..., :h, :w]))
+            outs = [torch.from_numpy(request.get_tensor(compiled.output(name)).data) for name in OUTPUT_NAMES]
+            # New tensors: the results own their memory before the request is reused.
+            res = network_outputs(outs, h, w, self.config.scale)
         self.stats["runs"] += 1
-        return StarOutput(*(t.contiguous() for t in res))
+        return res

@@ -111,8 +111,9 @@ def model_digest(net: StarNet) -> str:
     return h.hexdigest()
 
 
-def _example_inputs(config: StarConfig, batch: int, size: int | tuple[int, int], net: StarNet | None = None,
-                    part: str = "full") -> tuple[Tensor, ...]:
+def _example_inputs(net: StarNet, batch: int, size: int | tuple[int, int], part: str = "full") -> tuple[Tensor, ...]:
+    """Seeded random inputs of one graph part of `net` (the synthesize part's features come from net.encode)."""
+    config = net.config
     h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(0)
     im = [torch.randn(batch, 3, h, w, generator=g) for _ in range(2)]
@@ -122,7 +123,7 @@ def _example_inputs(config: StarConfig, batch: int, size: int | tuple[int, int],
         return (*im, *fl)
     if part == "synthesize":
         with torch.no_grad():
-            feat = (net or StarNet(config).eval()).encode(*im, *fl)
+            feat = net.encode(*im, *fl)
         return (*im, *fl, *(feat[k] for k in FEATURES), *t)
     return (*im, *fl, *t)
 
@@ -195,8 +196,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
     else:
         batch, height, width = _check_shape(shape, cfg)
     plain = _cpu_float_copy(net)
-    example = _example_inputs(cfg, 2, size, plain, part) if dynamic else \
-        _example_inputs(cfg, batch, (height, width), plain, part)
+    example = _example_inputs(plain, batch, size if dynamic else (height, width), part)
     wrapper = _WRAPPERS[part](plain).eval()
     in_names, out_names = graph_inputs(cfg, part), graph_outputs(part)
 
@@ -285,7 +285,7 @@ def check_onnx(path: str | os.PathLike, net: StarNet, *, size: int | tuple[int, 
     installed, else onnxruntime; ImportError when neither is.
     """
     plain = _cpu_float_copy(net)
-    inputs = _example_inputs(net.config, batch, size, plain, part)
+    inputs = _example_inputs(plain, batch, size, part)
     in_names, out_names = graph_inputs(net.config, part), graph_outputs(part)
     with torch.no_grad():
         ref = _WRAPPERS[part](plain).eval()(*(t.clone() for t in inputs))

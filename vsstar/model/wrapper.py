@@ -12,7 +12,8 @@ from .baseline import encode_flow
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .star import StarNet, check_pair_inputs
 
-__all__ = ["Star", "StarOutput", "normalize", "denormalize", "pad_reflect", "padded_size"]
+__all__ = ["Star", "StarOutput", "normalize", "denormalize", "pad_reflect", "padded_size", "network_inputs",
+           "network_outputs"]
 
 
 class StarOutput(NamedTuple):
@@ -74,6 +75,33 @@ def pad_reflect(x: Tensor, height: int, width: int, flow: bool = False) -> Tenso
     return x
 
 
+def network_inputs(config, im1: Tensor, im2: Tensor, flow_f_px: Tensor,
+                   flow_b_px: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """RGB [0, 1] frames and pixel flows (checked) in the network's encodings, padded at the bottom/right by
+    reflection to the size `config` needs (the flows' normal component negated in mirrored bands, see
+    pad_reflect). Shared by every runner of the network (torch, OpenVINO) so they see the same inputs."""
+    check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
+                      floating=True)
+    h, w = im1.shape[2:]
+    ph = padded_size(h, config.size_multiple, config.min_size)
+    pw = padded_size(w, config.size_multiple, config.min_size)
+    x1, x2 = normalize(im1), normalize(im2)
+    ff, fb = encode_flow(flow_f_px), encode_flow(flow_b_px)
+    if (ph, pw) != (h, w):
+        x1, x2 = pad_reflect(x1, ph, pw), pad_reflect(x2, ph, pw)
+        ff, fb = pad_reflect(ff, ph, pw, flow=True), pad_reflect(fb, ph, pw, flow=True)
+    return x1, x2, ff, fb
+
+
+def network_outputs(out: Sequence[Tensor], height: int, width: int, scale: int) -> StarOutput:
+    """The network's (ht, h1, h2, l) cropped to the unpadded input size (height, width), in RGB [0, 1], as new
+    contiguous NCHW tensors (they never share memory with `out`)."""
+    ht, h1, h2, l = out
+    hs, ws = height * scale, width * scale
+    return StarOutput(*(denormalize(x.contiguous()) for x in (
+        ht[..., :hs, :ws], h1[..., :hs, :ws], h2[..., :hs, :ws], l[..., :height, :width])))
+
+
 class Star(nn.Module):
     """Wraps a StarNet for RGB [0, 1] frames and pixel flows of any size.
 
@@ -109,11 +137,6 @@ class Star(nn.Module):
         """Spatial upscaling factor of the HR outputs."""
         return self.net.config.scale
 
-    @property
-    def takes_time(self) -> bool:
-        """True when the network synthesises any t in (0, 1) (config.time_input), not only t = 1/2."""
-        return bool(getattr(self.net.config, "time_input", False))
-
     def forward(self, im1: Tensor, im2: Tensor, flow_f_px: Tensor, flow_b_px: Tensor,
                 t: Tensor | float | None = None) -> StarOutput:
         """The four outputs of every pair; t (a number or (N,) tensor, default 1/2) is the in-between
@@ -124,35 +147,22 @@ class Star(nn.Module):
               ts: Sequence[Tensor | float | None]) -> list[StarOutput]:
         """One StarOutput per entry of ts (a number or an (N,) tensor of times each). The parts of the
         network that do not depend on t (StarNet.encode) run once for all of them."""
-        check_pair_inputs(("im1", im1), ("im2", im2), ("flow_f_px", flow_f_px), ("flow_b_px", flow_b_px),
-                          floating=True)
         ts = list(ts)
         if not ts:
             raise ValueError("ts: give at least one time")
         cfg = self.net.config
-        h, w = im1.shape[2:]
-        ph = padded_size(h, cfg.size_multiple, cfg.min_size)
-        pw = padded_size(w, cfg.size_multiple, cfg.min_size)
         ctx = torch.inference_mode() if not self.training else contextlib.nullcontext()
         results = []
         with ctx:
-            x1, x2 = normalize(im1), normalize(im2)
-            ff, fb = encode_flow(flow_f_px), encode_flow(flow_b_px)
-            if (ph, pw) != (h, w):
-                x1, x2 = pad_reflect(x1, ph, pw), pad_reflect(x2, ph, pw)
-                ff, fb = pad_reflect(ff, ph, pw, flow=True), pad_reflect(fb, ph, pw, flow=True)
+            x1, x2, ff, fb = network_inputs(cfg, im1, im2, flow_f_px, flow_b_px)
+            h, w = im1.shape[2:]
             if self.channels_last:
                 x1, x2, ff, fb = (t.contiguous(memory_format=torch.channels_last) for t in (x1, x2, ff, fb))
             feat = self.net.encode(x1, x2, ff, fb)
             del x1, x2, ff, fb
-            s = cfg.scale
             for i, t in enumerate(ts):
                 out = self.net.synthesize(feat, t, consume=i == len(ts) - 1)
                 if isinstance(out, dict):
                     out = (out["ht"], out["h1"], out["h2"], out["l"])
-                ht, h1, h2, l = out
-                # Plain contiguous NCHW out, whatever the internal layout.
-                results.append(StarOutput(*(denormalize(x.contiguous()) for x in (
-                    ht[..., : h * s, : w * s], h1[..., : h * s, : w * s], h2[..., : h * s, : w * s],
-                    l[..., :h, :w]))))
+                results.append(network_outputs(out, h, w, cfg.scale))
         return results
