@@ -340,11 +340,12 @@ class Trainer:
         self.flow_settings = FlowSettings.from_dict(self.resume_state.get("flow") if self.resume_state else None)
         cache_dir = Path(args.flow_cache) if args.flow_cache else self.run_dir.parent / "flowcache"
         self.flow_cache = FlowCache(cache_dir, self.flow_settings)
-        clips = load_clips(args, self.log)
+        # Checked before the (slow) clip loading.
         gaps = parse_gaps(args.gaps)
         if gaps != (2,) and not self.config.time_input:
             raise ValueError(f"gaps: {args.gaps!r} trains times other than 1/2, which needs a model with time "
                              "input (--config '{\"time_input\": true}')")
+        clips = load_clips(args, self.log)
         self.data = TripletDataset(clips, scale_data, stride=args.stride, min_motion=args.min_motion,
                                    crop=args.crop, augment=not args.no_augment, flow_cache=self.flow_cache,
                                    seed=args.seed, gaps=gaps)
