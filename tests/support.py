@@ -11,24 +11,25 @@ from vsstar.model import StarConfig, StarNet
 
 
 def tiny_net(scale: int = 2, objective: str = "STAR", seed: int = 0, damp: bool = True,
-             time_input: bool = False) -> StarNet:
+             time_input: bool = False, time_motion: bool = False) -> StarNet:
     """A small random-weight STARnet with a global skip, in eval mode (objective STAR: every mode runs it).
 
     damp=True halves every conv weight, as a trained model's residual would be small, so outputs stay
     in a sensible range for tests that compare pixels. time_input=True: a model that takes t, with a
-    random (not identity) time modulation so that t changes every output.
+    random (not identity) time modulation so that t changes every output; time_motion=True adds Net_M on the
+    flows scaled to t (config.time_motion).
     """
     torch.manual_seed(seed)
     cfg = StarConfig(scale=scale, base_filter=8, feat=8, n_resblock=1, s_resblocks=1, down_resblocks=1,
                      motion_resblocks=1, t_lr_resblocks=1, global_skip=True, objective=objective,
-                     time_input=time_input)
+                     time_input=time_input or time_motion, time_motion=time_motion)
     net = StarNet(cfg)
     with torch.no_grad():
         if damp:
             for m in net.modules():
                 if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                     m.weight.mul_(0.5)
-        if time_input:
+        if time_input or time_motion:
             net.time_mod.fc2.weight.normal_(0.0, 0.2)
     return net.eval()
 

@@ -64,6 +64,28 @@ def test_fresh_time_modulation_is_the_identity():
     torch.testing.assert_close(o[1], old(*x)[1], rtol=0, atol=0)
 
 
+@torch.no_grad()
+def test_time_motion_is_the_time_model_at_one_half():
+    """config.time_motion feeds Net_M's second pass the flows scaled to t: the same weights give the same
+    outputs at t = 1/2 and others elsewhere; encode + synthesize is still the whole network."""
+    timed = tiny_net(4, time_input=True)
+    for conv in (timed.rec_h.conv, timed.rec_l.conv):  # zero at init (global skip): the features would not show
+        conv.weight.normal_(0.0, 0.1)
+    moving = StarNet(timed.config.replace(time_motion=True)).eval()
+    moving.load_state_dict(timed.state_dict())  # no new weights
+    x = _inputs()
+    for a, b in zip(timed(*x, 0.5), moving(*x, 0.5)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    t = torch.tensor([0.25, 0.8])
+    assert float((timed(*x, t)[0] - moving(*x, t)[0]).abs().max()) > 1e-4
+    feat = moving.encode(*x)
+    assert "M_half" not in feat and {"motion_ff", "motion_fb"} <= set(feat)
+    for a, b in zip(moving(*x, t), moving.synthesize(feat, t)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="time_motion needs time_input"):
+        StarConfig(time_motion=True)
+
+
 def test_bad_times_are_refused():
     timed, plain = tiny_net(2, time_input=True), tiny_net(2)
     x = _inputs()
@@ -87,8 +109,9 @@ def _count_calls(net: StarNet) -> dict[str, int]:
     return counts
 
 
-def test_t_independent_parts_run_once_per_pair(one_torch_thread):
-    net = tiny_net(2, time_input=True)
+@pytest.mark.parametrize("time_motion", [False, True])
+def test_t_independent_parts_run_once_per_pair(one_torch_thread, time_motion):
+    net = tiny_net(2, time_input=True, time_motion=time_motion)
     counts = _count_calls(net)
     eng = StarEngine(net, scale=2, mode="st", device="cpu", backend="torch", flow_options=FAST_FLOW, batch_size=4)
     g = torch.Generator().manual_seed(1)
@@ -97,8 +120,9 @@ def test_t_independent_parts_run_once_per_pair(one_torch_thread):
     times = [[Fr(1, 4), Fr(1, 2), Fr(3, 4)], [Fr(2, 5), Fr(4, 5)], [Fr(1, 3)]]
     out = eng.process_times(a, b, times)
     # Net_S twice per pair (one per frame) and Net_M twice (flows and halved flows), in one batched call;
-    # the t-dependent interpolation once per column of times (3: the longest list).
-    assert counts == {"sr": 2, "motion_head": 2, "interp": 3}
+    # the t-dependent interpolation once per column of times (3: the longest list). With time_motion the
+    # second Net_M pass (flows scaled to t) is t-dependent: once per column too.
+    assert counts == {"sr": 2, "motion_head": 1 + 3 if time_motion else 2, "interp": 3}
     assert eng.stats.pairs == 3 and eng.stats.calls == 1
     # Each frame is the network at its exact t (no dyadic rounding).
     from vsstar.flow import coarse2fine_flow_batch
@@ -175,10 +199,11 @@ def _ov_available() -> bool:
 
 
 @pytest.mark.skipif(not _ov_available(), reason="openvino / onnx / onnxscript not installed")
-def test_openvino_time_model_matches_torch(tmp_path, monkeypatch, one_torch_thread):
+@pytest.mark.parametrize("time_motion", [False, True])
+def test_openvino_time_model_matches_torch(tmp_path, monkeypatch, one_torch_thread, time_motion):
     """One t: the whole graph with its t input; several: the encode graph once, synthesize per t."""
     monkeypatch.setenv("VSSTAR_CACHE_DIR", str(tmp_path))
-    net = tiny_net(2, time_input=True)
+    net = tiny_net(2, time_input=True, time_motion=time_motion)
     g = torch.Generator().manual_seed(4)
     a = torch.rand(1, 3, 14, 18, generator=g)  # odd-ish size: padded to the x2 multiple
     b = (a + 0.05 * torch.rand(1, 3, 14, 18, generator=g)).clamp(0, 1)
@@ -197,7 +222,7 @@ def test_openvino_time_model_matches_torch(tmp_path, monkeypatch, one_torch_thre
 
 
 def test_export_parts_need_a_time_model(tmp_path):
-    from vsstar.model.export import export_onnx, graph_inputs
+    from vsstar.model.export import export_onnx, graph_inputs, graph_outputs
     with pytest.raises(ValueError, match="part must be one of"):
         export_onnx(tiny_net(2), tmp_path / "x.onnx", part="middle")
     with pytest.raises(ValueError, match="splits a model with time input"):
@@ -205,6 +230,9 @@ def test_export_parts_need_a_time_model(tmp_path):
     cfg = tiny_net(2, time_input=True).config
     assert graph_inputs(cfg) == ("im1", "im2", "flow_f", "flow_b", "t")
     assert graph_inputs(cfg, "synthesize")[-1] == "t" and graph_inputs(tiny_net(2).config) [-1] == "flow_b"
+    moving = tiny_net(2, time_motion=True).config
+    assert graph_inputs(moving, "synthesize")[-3:] == ("motion_ff", "motion_fb", "t")
+    assert graph_outputs(moving, "encode") == ("H1", "H2", "L1", "L2", "M", "motion_ff", "motion_fb")
 
 
 @pytest.mark.skipif(not _ov_available(), reason="openvino / onnx / onnxscript not installed")

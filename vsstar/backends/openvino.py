@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..model.export import EXPORT_VERSION, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES, export_onnx, model_digest
-from ..model.star import FEATURES, StarNet
+from ..model.star import StarNet, feature_names
 from ..model.wrapper import Star, StarOutput, network_inputs, network_outputs, padded_size
 from . import PRECISIONS
 
@@ -291,7 +291,7 @@ class OpenVINOStar:
         with self._lock:
             request.infer(feeds)
             # Copies: the request's buffers are reused by the next call.
-            feats = {k: request.get_tensor(compiled.output(k)).data.copy() for k in FEATURES}
+            feats = {k: request.get_tensor(compiled.output(k)).data.copy() for k in feature_names(self.config)}
         feeds.update(feats)
         out = []
         for tv in tvals:

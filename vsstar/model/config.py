@@ -61,6 +61,9 @@ class StarConfig:
       objective: the paper model the weights were trained as (decides which outputs are meaningful).
       time_input: the network takes the time t in (0, 1) of the in-between frame (STARnet itself knows only
       t = 1/2); the parts that do not depend on t run once per pair (StarNet.encode / synthesize).
+      time_motion: (needs time_input) Net_M's second pass, which STARnet feeds the halved flows (the motion
+      from either frame to the middle), sees the flows scaled to the wanted time instead, t * F and
+      (1 - t) * B; the two agree at t = 1/2. That pass then runs once per t.
     """
 
     scale: int = 4
@@ -78,6 +81,7 @@ class StarConfig:
     global_skip: bool = False
     objective: str = "STAR"
     time_input: bool = False
+    time_motion: bool = False
 
     def __post_init__(self) -> None:
         projection_geometry(self.scale)
@@ -95,9 +99,11 @@ class StarConfig:
         object.__setattr__(self, "fr_widths", widths)
         if self.objective not in OBJECTIVE_OUTPUTS:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        for name in ("flow_refine", "keep_res_feat3", "global_skip", "time_input"):
+        for name in ("flow_refine", "keep_res_feat3", "global_skip", "time_input", "time_motion"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.time_motion and not self.time_input:
+            raise ValueError("time_motion needs time_input (the flows are scaled to the time t)")
 
     @classmethod
     def official(cls, scale: int = 4, flow_refine: bool = False, objective: str = "STAR") -> "StarConfig":

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import StarConfig
-from .star import FEATURES, StarNet
+from .star import StarNet, feature_names
 
 __all__ = ["ONNX_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "PARTS", "export_onnx", "onnx_size_multiple",
            "onnx_min_size", "model_digest", "as_starnet", "check_onnx", "graph_inputs", "graph_outputs"]
@@ -58,13 +58,13 @@ def graph_inputs(config: StarConfig, part: str = "full") -> tuple[str, ...]:
     if part == "encode":
         return INPUT_NAMES
     if part == "synthesize":
-        return INPUT_NAMES + FEATURES + t
+        return INPUT_NAMES + feature_names(config) + t
     raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
 
 
-def graph_outputs(part: str = "full") -> tuple[str, ...]:
+def graph_outputs(config: StarConfig, part: str = "full") -> tuple[str, ...]:
     """Output names of an exported graph."""
-    return FEATURES if part == "encode" else OUTPUT_NAMES
+    return feature_names(config) if part == "encode" else OUTPUT_NAMES
 
 
 def onnx_size_multiple(config: StarConfig) -> int:
@@ -124,7 +124,7 @@ def _example_inputs(net: StarNet, batch: int, size: int | tuple[int, int], part:
     if part == "synthesize":
         with torch.no_grad():
             feat = net.encode(*im, *fl)
-        return (*im, *fl, *(feat[k] for k in FEATURES), *t)
+        return (*im, *fl, *(feat[k] for k in feature_names(config)), *t)
     return (*im, *fl, *t)
 
 
@@ -141,15 +141,15 @@ class _Plain(nn.Module):
 
 
 class _Encode(_Plain):
-    """StarNet.encode: the four inputs -> FEATURES."""
+    """StarNet.encode: the four inputs -> its features (feature_names)."""
 
     def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> tuple[Tensor, ...]:
         feat = self.net.encode(im1, im2, flow_f, flow_b)
-        return tuple(feat[k] for k in FEATURES)
+        return tuple(feat[k] for k in feature_names(self.net.config))
 
 
 class _Synthesize(_Plain):
-    """StarNet.synthesize: the four inputs, FEATURES and t -> the four outputs."""
+    """StarNet.synthesize: the four inputs, encode's features and t -> the four outputs."""
 
     def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, H1: Tensor, H2: Tensor,
                 L1: Tensor, L2: Tensor, M: Tensor, M_half: Tensor, t: Tensor | None = None) -> tuple[Tensor, ...]:
@@ -158,7 +158,25 @@ class _Synthesize(_Plain):
         return tuple(self.net.synthesize(feat, t, consume=True))
 
 
+class _SynthesizeTimeMotion(_Plain):
+    """The same for config.time_motion, whose features carry the flows Net_M scales to t."""
+
+    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, H1: Tensor, H2: Tensor,
+                L1: Tensor, L2: Tensor, M: Tensor, motion_ff: Tensor, motion_fb: Tensor,
+                t: Tensor | None = None) -> tuple[Tensor, ...]:
+        feat = self.net.baseline_inputs(im1, im2, flow_f, flow_b)
+        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M, motion_ff=motion_ff, motion_fb=motion_fb)
+        return tuple(self.net.synthesize(feat, t, consume=True))
+
+
 _WRAPPERS = {"full": _Plain, "encode": _Encode, "synthesize": _Synthesize}
+
+
+def _wrapper(net: StarNet, part: str) -> nn.Module:
+    """The exportable module of one graph part."""
+    if part == "synthesize" and net.config.time_motion:
+        return _SynthesizeTimeMotion(net)
+    return _WRAPPERS[part](net)
 
 
 def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
@@ -197,8 +215,8 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         batch, height, width = _check_shape(shape, cfg)
     plain = _cpu_float_copy(net)
     example = _example_inputs(plain, batch, size if dynamic else (height, width), part)
-    wrapper = _WRAPPERS[part](plain).eval()
-    in_names, out_names = graph_inputs(cfg, part), graph_outputs(part)
+    wrapper = _wrapper(plain, part).eval()
+    in_names, out_names = graph_inputs(cfg, part), graph_outputs(cfg, part)
 
     dynamic_shapes = None
     if dynamic:
@@ -286,9 +304,9 @@ def check_onnx(path: str | os.PathLike, net: StarNet, *, size: int | tuple[int, 
     """
     plain = _cpu_float_copy(net)
     inputs = _example_inputs(plain, batch, size, part)
-    in_names, out_names = graph_inputs(net.config, part), graph_outputs(part)
+    in_names, out_names = graph_inputs(net.config, part), graph_outputs(net.config, part)
     with torch.no_grad():
-        ref = _WRAPPERS[part](plain).eval()(*(t.clone() for t in inputs))
+        ref = _wrapper(plain, part).eval()(*(t.clone() for t in inputs))
     feeds = [t.numpy() for t in inputs]
     try:
         import openvino as ov

@@ -12,7 +12,8 @@ from .config import StarConfig, projection_geometry
 from .flow_refine import FlowRefiner
 from .net_s import FrameSR
 
-__all__ = ["StarNet", "THRBranch", "TimeModulation", "FEATURES", "GLOBAL_SKIP_RES_GAIN"]
+__all__ = ["StarNet", "THRBranch", "TimeModulation", "FEATURES", "TIME_MOTION_FEATURES", "feature_names",
+           "GLOBAL_SKIP_RES_GAIN"]
 
 #: With global_skip, the second conv of every residual block is scaled by this after the kaiming init, so
 #: each block starts near the identity: the default init gives activations in the hundreds, scaling every
@@ -106,6 +107,13 @@ def _bp_update(x: Tensor, pred: Tensor, consume: bool = False) -> Tensor:
 
 #: The t-independent features encode() hands to synthesize() (besides baseline_inputs).
 FEATURES = ("H1", "H2", "L1", "L2", "M", "M_half")
+#: The same with config.time_motion: M_half depends on t there, so synthesize gets the (refined) flows.
+TIME_MOTION_FEATURES = ("H1", "H2", "L1", "L2", "M", "motion_ff", "motion_fb")
+
+
+def feature_names(config: StarConfig) -> tuple[str, ...]:
+    """The features StarNet.encode hands to synthesize for this config (the exported encode graph's outputs)."""
+    return TIME_MOTION_FEATURES if config.time_motion else FEATURES
 
 
 class StarNet(nn.Module):
@@ -235,7 +243,10 @@ class StarNet(nn.Module):
             H1, H2 = H12.split(n)
             del H12
             flows = torch.cat((flow_f, flow_b), 1)
-            M, M_half = self.motion(self.motion_head(torch.cat((flows, flows / 2.0)))).split(n)
+            if cfg.time_motion:
+                M, M_half = self.motion(self.motion_head(flows)), None
+            else:
+                M, M_half = self.motion(self.motion_head(torch.cat((flows, flows / 2.0)))).split(n)
             del flows
         else:
             sr1, H1 = self.sr(im1, im2, flow_f, want_image=train)
@@ -244,11 +255,21 @@ class StarNet(nn.Module):
             L2 = self.down(H2)
             # Motion (Net_M), on the flows and on the halved flows.
             M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
-            M_half = self.motion(self.motion_head(torch.cat((flow_f / 2.0, flow_b / 2.0), 1)))
-        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M, M_half=M_half)
+            M_half = None if cfg.time_motion else self.motion_at(flow_f, flow_b, 0.5)
+        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M)
+        if cfg.time_motion:
+            feat.update(motion_ff=flow_f, motion_fb=flow_b)
+        else:
+            feat.update(M_half=M_half)
         if train:
             feat.update(sr1=sr1, sr2=sr2)
         return feat
+
+    def motion_at(self, flow_f: Tensor, flow_b: Tensor, t: Tensor | float) -> Tensor:
+        """Net_M on the motion from either frame to time t: t * flow_f and (1 - t) * flow_b (t: a number or (N,))."""
+        if isinstance(t, Tensor):
+            t = t.to(flow_f.dtype).view(-1, 1, 1, 1)
+        return self.motion(self.motion_head(torch.cat((flow_f * t, flow_b * (1.0 - t)), 1)))
 
     def baseline_inputs(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> dict[str, Tensor]:
         """What synthesize needs besides FEATURES for the global skip: the inputs and both frames' bicubic
@@ -270,15 +291,17 @@ class StarNet(nn.Module):
         """
         cfg = self.config
         train = self.training
-        H1, H2, L1, L2, M, M_half = (feat[k] for k in FEATURES)
+        names = feature_names(cfg)
+        H1, H2, L1, L2, M = (feat[k] for k in names[:5])
         tt = self.time_tensor(t, H1.shape[0], H1)
+        M_half = self.motion_at(feat["motion_ff"], feat["motion_fb"], tt) if cfg.time_motion else feat["M_half"]
         if not torch.is_grad_enabled() and (not consume or self.batch_frames):
             # Own storage: H1, H2, L1, L2 are updated in place below (split views share one buffer too).
             H1, H2, L1, L2 = H1.clone(), H2.clone(), L1.clone(), L2.clone()
         if not consume:
             feat = dict(feat)
         else:
-            for k in FEATURES:
+            for k in names:
                 del feat[k]
         if tt is not None:
             # Time conditioning: a per-channel scale and shift of the pair features, a function of t.
