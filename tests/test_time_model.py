@@ -79,7 +79,7 @@ def test_time_motion_is_the_time_model_at_one_half():
     t = torch.tensor([0.25, 0.8])
     assert float((timed(*x, t)[0] - moving(*x, t)[0]).abs().max()) > 1e-4
     feat = moving.encode(*x)
-    assert "M_half" not in feat and {"motion_ff", "motion_fb"} <= set(feat)
+    assert not {"M", "M_half"} & set(feat) and {"motion_ff", "motion_fb"} <= set(feat)
     for a, b in zip(moving(*x, t), moving.synthesize(feat, t)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match="time_motion needs time_input"):
@@ -121,8 +121,8 @@ def test_t_independent_parts_run_once_per_pair(one_torch_thread, time_motion):
     out = eng.process_times(a, b, times)
     # Net_S twice per pair (one per frame) and Net_M twice (flows and halved flows), in one batched call;
     # the t-dependent interpolation once per column of times (3: the longest list). With time_motion the
-    # second Net_M pass (flows scaled to t) is t-dependent: once per column too.
-    assert counts == {"sr": 2, "motion_head": 1 + 3 if time_motion else 2, "interp": 3}
+    # Net_M passes (on the flows scaled to t) are t-dependent: twice per column.
+    assert counts == {"sr": 2, "motion_head": 2 * 3 if time_motion else 2, "interp": 3}
     assert eng.stats.pairs == 3 and eng.stats.calls == 1
     # Each frame is the network at its exact t (no dyadic rounding).
     from vsstar.flow import coarse2fine_flow_batch
@@ -232,7 +232,7 @@ def test_export_parts_need_a_time_model(tmp_path):
     assert graph_inputs(cfg, "synthesize")[-1] == "t" and graph_inputs(tiny_net(2).config) [-1] == "flow_b"
     moving = tiny_net(2, time_motion=True).config
     assert graph_inputs(moving, "synthesize")[-3:] == ("motion_ff", "motion_fb", "t")
-    assert graph_outputs(moving, "encode") == ("H1", "H2", "L1", "L2", "M", "motion_ff", "motion_fb")
+    assert graph_outputs(moving, "encode") == ("H1", "H2", "L1", "L2", "motion_ff", "motion_fb")
 
 
 @pytest.mark.skipif(not _ov_available(), reason="openvino / onnx / onnxscript not installed")

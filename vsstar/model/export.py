@@ -162,10 +162,10 @@ class _SynthesizeTimeMotion(_Plain):
     """The same for config.time_motion, whose features carry the flows Net_M scales to t."""
 
     def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, H1: Tensor, H2: Tensor,
-                L1: Tensor, L2: Tensor, M: Tensor, motion_ff: Tensor, motion_fb: Tensor,
+                L1: Tensor, L2: Tensor, motion_ff: Tensor, motion_fb: Tensor,
                 t: Tensor | None = None) -> tuple[Tensor, ...]:
         feat = self.net.baseline_inputs(im1, im2, flow_f, flow_b)
-        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M, motion_ff=motion_ff, motion_fb=motion_fb)
+        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, motion_ff=motion_ff, motion_fb=motion_fb)
         return tuple(self.net.synthesize(feat, t, consume=True))
 
 

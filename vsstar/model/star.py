@@ -107,8 +107,8 @@ def _bp_update(x: Tensor, pred: Tensor, consume: bool = False) -> Tensor:
 
 #: The t-independent features encode() hands to synthesize() (besides baseline_inputs).
 FEATURES = ("H1", "H2", "L1", "L2", "M", "M_half")
-#: The same with config.time_motion: M_half depends on t there, so synthesize gets the (refined) flows.
-TIME_MOTION_FEATURES = ("H1", "H2", "L1", "L2", "M", "motion_ff", "motion_fb")
+#: The same with config.time_motion: M and M_half depend on t there, so synthesize gets the (refined) flows.
+TIME_MOTION_FEATURES = ("H1", "H2", "L1", "L2", "motion_ff", "motion_fb")
 
 
 def feature_names(config: StarConfig) -> tuple[str, ...]:
@@ -242,34 +242,37 @@ class StarNet(nn.Module):
             L1, L2 = self.down(H12).split(n)
             H1, H2 = H12.split(n)
             del H12
-            flows = torch.cat((flow_f, flow_b), 1)
-            if cfg.time_motion:
-                M, M_half = self.motion(self.motion_head(flows)), None
-            else:
+            if not cfg.time_motion:
+                flows = torch.cat((flow_f, flow_b), 1)
                 M, M_half = self.motion(self.motion_head(torch.cat((flows, flows / 2.0)))).split(n)
-            del flows
+                del flows
         else:
             sr1, H1 = self.sr(im1, im2, flow_f, want_image=train)
             sr2, H2 = self.sr(im2, im1, flow_b, want_image=train)
             L1 = self.down(H1)
             L2 = self.down(H2)
-            # Motion (Net_M), on the flows and on the halved flows.
-            M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
-            M_half = None if cfg.time_motion else self.motion_at(flow_f, flow_b, 0.5)
-        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M)
+            if not cfg.time_motion:
+                # Motion (Net_M), on the flows and on the halved flows.
+                M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
+                M_half = self.motion(self.motion_head(torch.cat((flow_f / 2.0, flow_b / 2.0), 1)))
+        feat.update(H1=H1, H2=H2, L1=L1, L2=L2)
         if cfg.time_motion:
             feat.update(motion_ff=flow_f, motion_fb=flow_b)
         else:
-            feat.update(M_half=M_half)
+            feat.update(M=M, M_half=M_half)
         if train:
             feat.update(sr1=sr1, sr2=sr2)
         return feat
 
-    def motion_at(self, flow_f: Tensor, flow_b: Tensor, t: Tensor | float) -> Tensor:
-        """Net_M on the motion from either frame to time t: t * flow_f and (1 - t) * flow_b (t: a number or (N,))."""
-        if isinstance(t, Tensor):
-            t = t.to(flow_f.dtype).view(-1, 1, 1, 1)
-        return self.motion(self.motion_head(torch.cat((flow_f * t, flow_b * (1.0 - t)), 1)))
+    def motion_at(self, flow_f: Tensor, flow_b: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Net_M's two passes for time t ((N,)), config.time_motion: M on (2t flow_f, 2(1 - t) flow_b) and
+        M_half on (t flow_f, (1 - t) flow_b), the motion from either frame to t. At t = 1/2 these are the
+        flows and the halved flows, STARnet's inputs."""
+        wf = t.to(flow_f.dtype).view(-1, 1, 1, 1)
+        wb = 1.0 - wf
+        M = self.motion(self.motion_head(torch.cat((flow_f * (2.0 * wf), flow_b * (2.0 * wb)), 1)))
+        M_half = self.motion(self.motion_head(torch.cat((flow_f * wf, flow_b * wb), 1)))
+        return M, M_half
 
     def baseline_inputs(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> dict[str, Tensor]:
         """What synthesize needs besides FEATURES for the global skip: the inputs and both frames' bicubic
@@ -292,9 +295,12 @@ class StarNet(nn.Module):
         cfg = self.config
         train = self.training
         names = feature_names(cfg)
-        H1, H2, L1, L2, M = (feat[k] for k in names[:5])
+        H1, H2, L1, L2 = (feat[k] for k in names[:4])
         tt = self.time_tensor(t, H1.shape[0], H1)
-        M_half = self.motion_at(feat["motion_ff"], feat["motion_fb"], tt) if cfg.time_motion else feat["M_half"]
+        if cfg.time_motion:
+            M, M_half = self.motion_at(feat["motion_ff"], feat["motion_fb"], tt)
+        else:
+            M, M_half = feat["M"], feat["M_half"]
         if not torch.is_grad_enabled() and (not consume or self.batch_frames):
             # Own storage: H1, H2, L1, L2 are updated in place below (split views share one buffer too).
             H1, H2, L1, L2 = H1.clone(), H2.clone(), L1.clone(), L2.clone()
