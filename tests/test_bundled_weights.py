@@ -20,6 +20,7 @@ def test_model_none_picks_a_bundled_model_of_the_scale(scale: int) -> None:
     # the t = 1/2 model (its time-input sibling is bundled opt-in); x8 has only the t = 1/2 model.
     assert name == {2: "star_time_x2", 4: "star_st_x4", 8: "star_st_x8"}[scale]
     assert bool(info["config"].get("time_input")) == (scale == 2)
+    assert bool(info["config"].get("time_motion")) == (scale == 2)  # Net_M on the flows scaled to t
     eng = StarEngine(None, scale=scale, mode="st", device="cpu", flow_options=FAST_FLOW)
     assert eng.config.scale == scale
     g = torch.Generator().manual_seed(scale)
