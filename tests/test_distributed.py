@@ -165,9 +165,11 @@ def test_chunk_failing_for_good_fails_the_job_and_leaves_no_output(cluster, asse
             os.kill(pid, signal.SIGKILL)
             killed.add(pid)
 
+    # No retries: a retry of this 3-frame chunk can start and finish between two progress polls (0.2 s), so
+    # killing it again would be a race (it once was, in CI); the rerun itself is tested above.
     with pytest.raises(distributed.ChunkError, match=r"chunk 2 \(input frames 7-9\) failed: .*"):
-        distributed.enhance(assets["clip"], out, on_progress=kill_chunk_2_always, max_retries=1, **options(assets))
-    assert len(killed) == 2  # the first try and the one retry
+        distributed.enhance(assets["clip"], out, on_progress=kill_chunk_2_always, max_retries=0, **options(assets))
+    assert len(killed) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ray.mkv"] and out.read_bytes() == b"previous result"
 
 
