@@ -109,8 +109,9 @@ def test_ctrl_c_leaves_no_output(assets, tmp_path) -> None:
         if any(".vsstar-partial" in p.name for p in tmp_path.iterdir()):
             break
         time.sleep(0.2)
+    # Interrupt as soon as the partial output exists: the job is then writing frames (waiting longer let a
+    # quick run finish first, once in CI).
     assert proc.poll() is None, "finished before it could be interrupted"
-    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
