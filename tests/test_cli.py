@@ -103,7 +103,10 @@ def test_ctrl_c_leaves_no_output(assets, tmp_path) -> None:
     out.write_bytes(b"previous result")  # an existing OUTPUT survives an interrupted run untouched
     proc = subprocess.Popen([sys.executable, "-m", "vsstar.cli", "enhance", str(assets["long"]), str(out), "--scale", "2",
                              "--model", str(assets["model"]), "--fast-flow", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A shell's background job inherits SIGINT ignored, and Python then never raises
+                            # KeyboardInterrupt: give the child the default disposition.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if any(".vsstar-partial" in p.name for p in tmp_path.iterdir()):
