@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -64,7 +63,8 @@ def cluster():
     if ray.is_initialized():
         pytest.skip("a Ray connection is open already in this process")
     # Workers import this checkout's vsstar, whatever is installed.
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    # tests/ too, for ray_faults (the fault-injecting chunk runner).
+    path = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
     yield
@@ -129,48 +129,46 @@ def test_ray_output_is_frame_for_frame_the_local_one(cluster, assets, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ray.mkv"]
 
 
+def crashes(marks: Path) -> list[int]:
+    """Pids of the worker processes that crashed on purpose (see ray_faults)."""
+    return sorted(int(p.name) for p in marks.iterdir())
+
+
 @needs_ray_stack
-def test_killed_worker_is_rerun_and_the_output_is_the_same(cluster, assets, tmp_path) -> None:
+def test_killed_worker_is_rerun_and_the_output_is_the_same(cluster, assets, tmp_path, monkeypatch) -> None:
+    from ray_faults import crashing_run_chunk
     from vsstar import distributed
 
-    out = tmp_path / "ray.mkv"
-    killed = []
-
-    def kill_chunk_1_once(event) -> None:
-        pid = event.running.get(1)
-        if pid is not None and not killed:
-            os.kill(pid, signal.SIGKILL)  # the worker process dies mid-chunk, as on a lost node
-            killed.append(pid)
-
+    out, marks = tmp_path / "out" / "ray.mkv", tmp_path / "marks"
+    out.parent.mkdir()
+    marks.mkdir()
+    # The worker running chunk 1 dies after its first frame, once, as on a lost node; Ray reruns the chunk.
+    monkeypatch.setattr(distributed, "_run_chunk", crashing_run_chunk(str(marks), 1, 1))
     seen = []
-    distributed.enhance(assets["clip"], out, on_progress=lambda e: (seen.append(e), kill_chunk_1_once(e)),
-                        **options(assets))
-    assert killed, "chunk 1 finished before a progress report could name its worker"
+    distributed.enhance(assets["clip"], out, on_progress=seen.append, max_retries=2, **options(assets))
+    killed = crashes(marks)
+    assert len(killed) == 1
     attempts = seen[-1].attempts[1]
-    assert attempts[0] == killed[0] and len(attempts) >= 2 and killed[0] not in attempts[1:]
+    assert attempts[0] == killed[0] and len(attempts) == 2 and attempts[1] != killed[0]
     assert frame_hashes(out) == frame_hashes(assets["local"])
+    assert all(0 <= e.done <= e.total for e in seen) and seen[-1].done == seen[-1].total == 28
 
 
 @needs_ray_stack
-def test_chunk_failing_for_good_fails_the_job_and_leaves_no_output(cluster, assets, tmp_path) -> None:
+def test_chunk_failing_for_good_fails_the_job_and_leaves_no_output(cluster, assets, tmp_path, monkeypatch) -> None:
+    from ray_faults import crashing_run_chunk
     from vsstar import distributed
 
-    out = tmp_path / "ray.mkv"
+    out, marks = tmp_path / "out" / "ray.mkv", tmp_path / "marks"
+    out.parent.mkdir()
+    marks.mkdir()
     out.write_bytes(b"previous result")
-    killed = set()
-
-    def kill_chunk_2_always(event) -> None:
-        pid = event.running.get(2)
-        if pid is not None and pid not in killed:
-            os.kill(pid, signal.SIGKILL)
-            killed.add(pid)
-
-    # No retries: a retry of this 3-frame chunk can start and finish between two progress polls (0.2 s), so
-    # killing it again would be a race (it once was, in CI); the rerun itself is tested above.
+    # Chunk 2's worker dies on every attempt: the first run and its one retry.
+    monkeypatch.setattr(distributed, "_run_chunk", crashing_run_chunk(str(marks), 2, None))
     with pytest.raises(distributed.ChunkError, match=r"chunk 2 \(input frames 7-9\) failed: .*"):
-        distributed.enhance(assets["clip"], out, on_progress=kill_chunk_2_always, max_retries=0, **options(assets))
-    assert len(killed) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["ray.mkv"] and out.read_bytes() == b"previous result"
+        distributed.enhance(assets["clip"], out, max_retries=1, **options(assets))
+    assert len(crashes(marks)) == 2
+    assert [p.name for p in out.parent.iterdir()] == ["ray.mkv"] and out.read_bytes() == b"previous result"
 
 
 @needs_ray_stack
