@@ -251,6 +251,23 @@ def test_cli_export_onnx_parts(tmp_path, capsys):
     assert "splits a model with time input" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not _ov_available(), reason="openvino / onnx / onnxscript not installed")
+def test_dynamic_synthesize_graph_of_a_time_motion_model(tmp_path):
+    """The synthesize half with dynamic batch and size: named inputs in feature order, H1/H2 at the scale's
+    size, t per batch item; export_onnx runs it at a size other than the traced one against torch."""
+    import onnx
+    from vsstar.model.export import export_onnx, graph_inputs
+
+    net = tiny_net(2, time_motion=True)
+    path = export_onnx(net, tmp_path / "syn.onnx", part="synthesize")
+    graph = onnx.load(str(path)).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert tuple(dims) == graph_inputs(net.config, "synthesize")
+    assert dims["t"] == ["batch"] and dims["motion_ff"][:2] == ["batch", 2]
+    assert dims["H1"][2:] == ["4*height_units", "4*width_units"] and dims["im1"][2:] == ["2*height_units",
+                                                                                        "2*width_units"]
+
+
 def test_default_model_prefers_time_input_unless_opt_in(monkeypatch):
     from vsstar import engine
 

@@ -149,34 +149,19 @@ class _Encode(_Plain):
 
 
 class _Synthesize(_Plain):
-    """StarNet.synthesize: the four inputs, encode's features and t -> the four outputs."""
+    """StarNet.synthesize: the four inputs, encode's features (feature_names, in that order) and t -> the four
+    outputs. The features come positionally, since their names depend on the config (time_motion)."""
 
-    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, H1: Tensor, H2: Tensor,
-                L1: Tensor, L2: Tensor, M: Tensor, M_half: Tensor, t: Tensor | None = None) -> tuple[Tensor, ...]:
+    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, *features_and_t: Tensor
+                ) -> tuple[Tensor, ...]:
+        names = feature_names(self.net.config)
         feat = self.net.baseline_inputs(im1, im2, flow_f, flow_b)
-        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, M=M, M_half=M_half)
-        return tuple(self.net.synthesize(feat, t, consume=True))
-
-
-class _SynthesizeTimeMotion(_Plain):
-    """The same for config.time_motion, whose features carry the flows Net_M scales to t."""
-
-    def forward(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor, H1: Tensor, H2: Tensor,
-                L1: Tensor, L2: Tensor, motion_ff: Tensor, motion_fb: Tensor,
-                t: Tensor | None = None) -> tuple[Tensor, ...]:
-        feat = self.net.baseline_inputs(im1, im2, flow_f, flow_b)
-        feat.update(H1=H1, H2=H2, L1=L1, L2=L2, motion_ff=motion_ff, motion_fb=motion_fb)
+        feat.update(zip(names, features_and_t))
+        t = features_and_t[len(names)] if len(features_and_t) > len(names) else None
         return tuple(self.net.synthesize(feat, t, consume=True))
 
 
 _WRAPPERS = {"full": _Plain, "encode": _Encode, "synthesize": _Synthesize}
-
-
-def _wrapper(net: StarNet, part: str) -> nn.Module:
-    """The exportable module of one graph part."""
-    if part == "synthesize" and net.config.time_motion:
-        return _SynthesizeTimeMotion(net)
-    return _WRAPPERS[part](net)
 
 
 def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, int] | None = None,
@@ -215,7 +200,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         batch, height, width = _check_shape(shape, cfg)
     plain = _cpu_float_copy(net)
     example = _example_inputs(plain, batch, size if dynamic else (height, width), part)
-    wrapper = _wrapper(plain, part).eval()
+    wrapper = _WRAPPERS[part](plain).eval()
     in_names, out_names = graph_inputs(cfg, part), graph_outputs(cfg, part)
 
     dynamic_shapes = None
@@ -229,11 +214,11 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         else:
             hdim = m * Dim("height_units", min=lo, max=16384 // m)
             wdim = m * Dim("width_units", min=lo, max=16384 // m)
-        dynamic_shapes = {k: ({0: batch} if k == "t" else {0: batch, 2: hdim, 3: wdim}) for k in in_names}
-        if part == "synthesize":
-            # H1, H2 are at the high resolution: their sizes are the input's times the scale.
-            for k in ("H1", "H2"):
-                dynamic_shapes[k] = {0: batch, 2: hdim * cfg.scale, 3: wdim * cfg.scale}
+        low, high = {0: batch, 2: hdim, 3: wdim}, {0: batch, 2: hdim * cfg.scale, 3: wdim * cfg.scale}
+        # By position (the synthesize wrapper takes its features as *args): H1 and H2 are at the high
+        # resolution, t has only the batch dimension.
+        specs = tuple({0: batch} if k == "t" else high if k in ("H1", "H2") else low for k in in_names)
+        dynamic_shapes = specs if part != "synthesize" else (*specs[:4], specs[4:])
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.partial", dir=path.parent)
@@ -306,7 +291,7 @@ def check_onnx(path: str | os.PathLike, net: StarNet, *, size: int | tuple[int, 
     inputs = _example_inputs(plain, batch, size, part)
     in_names, out_names = graph_inputs(net.config, part), graph_outputs(net.config, part)
     with torch.no_grad():
-        ref = _wrapper(plain, part).eval()(*(t.clone() for t in inputs))
+        ref = _WRAPPERS[part](plain).eval()(*(t.clone() for t in inputs))
     feeds = [t.numpy() for t in inputs]
     try:
         import openvino as ov

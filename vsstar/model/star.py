@@ -242,37 +242,37 @@ class StarNet(nn.Module):
             L1, L2 = self.down(H12).split(n)
             H1, H2 = H12.split(n)
             del H12
-            if not cfg.time_motion:
-                flows = torch.cat((flow_f, flow_b), 1)
-                M, M_half = self.motion(self.motion_head(torch.cat((flows, flows / 2.0)))).split(n)
-                del flows
         else:
             sr1, H1 = self.sr(im1, im2, flow_f, want_image=train)
             sr2, H2 = self.sr(im2, im1, flow_b, want_image=train)
             L1 = self.down(H1)
             L2 = self.down(H2)
-            if not cfg.time_motion:
-                # Motion (Net_M), on the flows and on the halved flows.
-                M = self.motion(self.motion_head(torch.cat((flow_f, flow_b), 1)))
-                M_half = self.motion(self.motion_head(torch.cat((flow_f / 2.0, flow_b / 2.0), 1)))
         feat.update(H1=H1, H2=H2, L1=L1, L2=L2)
         if cfg.time_motion:
+            # Net_M runs per t in synthesize (motion_at), on the refined flows.
             feat.update(motion_ff=flow_f, motion_fb=flow_b)
         else:
-            feat.update(M=M, M_half=M_half)
+            feat["M"], feat["M_half"] = self.motion_at(flow_f, flow_b)
         if train:
             feat.update(sr1=sr1, sr2=sr2)
         return feat
 
-    def motion_at(self, flow_f: Tensor, flow_b: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Net_M's two passes for time t ((N,)), config.time_motion: M on (2t flow_f, 2(1 - t) flow_b) and
-        M_half on (t flow_f, (1 - t) flow_b), the motion from either frame to t. At t = 1/2 these are the
-        flows and the halved flows, STARnet's inputs."""
-        wf = t.to(flow_f.dtype).view(-1, 1, 1, 1)
-        wb = 1.0 - wf
-        M = self.motion(self.motion_head(torch.cat((flow_f * (2.0 * wf), flow_b * (2.0 * wb)), 1)))
-        M_half = self.motion(self.motion_head(torch.cat((flow_f * wf, flow_b * wb), 1)))
-        return M, M_half
+    def motion_at(self, flow_f: Tensor, flow_b: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Net_M's two passes, M and M_half, for the in-between frame at time t ((N,)); None: the middle.
+
+        STARnet computes the middle's M on the flows and M_half on the halved flows. config.time_motion
+        generalises them to the motion from either frame to t: M on (2t flow_f, 2(1 - t) flow_b), M_half on
+        (t flow_f, (1 - t) flow_b), which at t = 1/2 are those same numbers (x1 and x0.5 are exact)."""
+        if t is None:
+            wf = wb = 0.5
+        else:
+            wf = t.to(flow_f.dtype).view(-1, 1, 1, 1)
+            wb = 1.0 - wf
+        full = torch.cat((flow_f * (2.0 * wf), flow_b * (2.0 * wb)), 1)
+        half = torch.cat((flow_f * wf, flow_b * wb), 1)
+        if self.batch_frames:
+            return self.motion(self.motion_head(torch.cat((full, half)))).split(flow_f.shape[0])
+        return self.motion(self.motion_head(full)), self.motion(self.motion_head(half))
 
     def baseline_inputs(self, im1: Tensor, im2: Tensor, flow_f: Tensor, flow_b: Tensor) -> dict[str, Tensor]:
         """What synthesize needs besides FEATURES for the global skip: the inputs and both frames' bicubic
