@@ -21,6 +21,10 @@ PRESETS: dict[str, dict] = {
     # 16 HR channels, two residual blocks in Net_S.
     "base": dict(base_filter=48, feat=16, num_stages=1, n_resblock=1, s_resblocks=2, down_resblocks=0,
                  motion_resblocks=1, t_lr_resblocks=1),
+    # About 4.3 M parameters at x4: 24 HR channels, deeper residual stacks everywhere. The candidate for the
+    # quality tier; a GPU-sized training job (benchmarks/gpu_check.py --train-steps), slow to train on a CPU.
+    "large": dict(base_filter=64, feat=24, num_stages=1, n_resblock=2, s_resblocks=3, down_resblocks=1,
+                  motion_resblocks=2, t_lr_resblocks=2),
     # A test-sized build (unit tests only).
     "test": dict(base_filter=8, feat=4, num_stages=1, n_resblock=1, s_resblocks=1, down_resblocks=0,
                  motion_resblocks=1, t_lr_resblocks=1),

@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Every CUDA check in one run: the CUDA tests, then the GPU measurements, into one folder.
+
+GPU time is scarce, so this is prepared and tried on the CPU (``--quick``) and run on a GPU machine in one go:
+
+    python benchmarks/gpu_check.py pack .gpu                      # here: copy what it reads from ../shared
+    python benchmarks/gpu_check.py run OUT --shared .gpu/shared   # there: about 5 minutes on an H100
+    python benchmarks/gpu_check.py run OUT --quick --device cpu   # a CPU try of the same script, tiny sizes
+
+Sections (``--sections``; each in its own process with a time limit, a failure is recorded and the rest go on):
+
+* ``env``: GPU, driver, torch / CUDA / Triton / CuPy / numba versions.
+* ``tests``: the test files with CUDA paths (Triton flow, CUDA graphs, autocast, pinned buffers, DLPack, tiling
+  after out-of-memory, device placement, mixed-precision training); skips are listed with their reasons.
+* ``flow``: ``bench_flow.py`` at 135x240 and 270x480, batch 1 and 8, CUDA graphs vs eager launches, beside the
+  documented C++ time and this project's sequential float64 port timed on this machine's CPU in the same run.
+* ``flow_accuracy``: the CUDA flow against the C++ reference flows (../shared/reference/flow), per direction.
+* ``network``: ``bench_model.py``, the paper's STAR x4 with flow refinement at LR 144x180 and 180x320 in fp32,
+  fp16 and bf16, beside the original-style inference; ``network_compile``: fp32 and fp16 at 180x320 with and
+  without ``torch.compile``.
+* ``drift``: ``bench_cuda.py drift``, Y-PSNR on carphone per precision.
+* ``pipeline``: ``bench_cuda.py pipeline``, the engine from 8-bit host frames to 8-bit host frames.
+* ``train`` (only with ``--train-steps N``): ``training.train`` on the device (autocast, larger batch), then the
+  export of its last step into OUT.
+
+OUT receives at most a handful of files (the GPU machine returns few): ``summary.md`` (every table, with each
+section's status and time), ``log.txt`` (every section's full output), ``results.json`` and, after ``train``,
+the weights and the training report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("env", "tests", "flow", "flow_accuracy", "network", "network_compile", "drift", "pipeline", "train")
+#: Test files with CUDA paths; their CPU tests run too (cheap), so a CUDA fix that breaks the CPU shows.
+CUDA_TESTS = ("tests/test_flow_api.py", "tests/test_flow_cuda_graphs.py", "tests/test_flow_triton.py",
+              "tests/test_model_devices.py", "tests/test_engine.py", "tests/test_vs_devices.py",
+              "tests/test_training_run.py::test_amp_training_on_cuda")
+#: What the run reads from ../shared (pack copies it; --shared points the run at the copy).
+PACK = ("reference/flow", "reference/starnet/star_v4_small_x4.pt", "data/clips", "data/sintel")
+
+
+# ------------------------------------------------------------------------------------------------ pack
+def pack(dest: Path, shared: Path) -> None:
+    """Copy the parts of ../shared the run reads to dest/shared (carry dest to the GPU machine)."""
+    if not shared.is_dir():
+        raise SystemExit(f"--from {shared}: not a folder")
+    out = dest / "shared"
+    total = 0
+    for rel in PACK:
+        src, dst = shared / rel, out / rel
+        if not src.exists():
+            print(f"skipped {rel}: not in {shared}")
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+            total += sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+        else:
+            shutil.copy2(src, dst)
+            total += dst.stat().st_size
+    print(f"packed {total / 2**20:.1f} MiB into {out}; add '/{dest.name}/' to .git/info/exclude and carry it")
+
+
+# ------------------------------------------------------------------------------------------------- run
+class Runner:
+    """Runs the sections, collects their output into summary.md, log.txt and results.json under out."""
+
+    def __init__(self, out: Path, args: argparse.Namespace) -> None:
+        self.out, self.args = out, args
+        self.summary: list[str] = []
+        self.results: dict = {"device": args.device, "quick": args.quick, "sections": {}}
+        self.log = open(out / "log.txt", "a", encoding="utf-8")
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                                              if p), PYTHONUNBUFFERED="1")
+
+    def command(self, name: str, cmd: list[str], timeout: float, tables: bool = True, code_block: bool = False,
+                env: dict | None = None) -> str:
+        """Run one section's command; its output goes to the log and its tables to the summary."""
+        t0 = time.monotonic()
+        self.log.write(f"\n===== {name}: {' '.join(cmd)}\n")
+        self.log.flush()
+        try:
+            res = subprocess.run(cmd, cwd=ROOT, env=env or self.env, capture_output=True, text=True, timeout=timeout)
+            text, status = res.stdout + res.stderr, "ok" if res.returncode == 0 else f"exit {res.returncode}"
+        except subprocess.TimeoutExpired as exc:
+            text = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            status = f"timed out after {timeout:.0f} s"
+        dt = time.monotonic() - t0
+        self.log.write(text + f"\n===== {name}: {status} in {dt:.1f} s\n")
+        self.log.flush()
+        self.results["sections"][name] = {"status": status, "seconds": round(dt, 1)}
+        self.summary.append(f"\n## {name}: {status} ({dt:.0f} s)\n")
+        if code_block:
+            self.summary.append("```\n" + "\n".join(l for l in text.splitlines() if not l.startswith("Warning"))
+                                + "\n```")
+        elif tables:
+            keep = [l for l in text.splitlines() if l.startswith("|") or l.startswith("Y-PSNR") or
+                    l.startswith("Whole pipeline") or l.startswith("#") and not l.startswith("##")]
+            self.summary.append("\n".join(keep) if keep else "(no table; see log.txt)")
+        if status != "ok":
+            tail = "\n".join(text.strip().splitlines()[-15:])
+            self.summary.append(f"\nlast lines:\n```\n{tail}\n```")
+        self.write()
+        return text
+
+    def write(self) -> None:
+        (self.out / "summary.md").write_text(f"# vsstar GPU check ({self.results.get('gpu', self.args.device)})\n"
+                                             + "\n".join(self.summary) + "\n")
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def run(out: Path, args: argparse.Namespace) -> int:
+    sections = args.sections.split(",") if args.sections else [s for s in SECTIONS if s != "train" or args.train_steps]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"--sections: unknown {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
+    out.mkdir(parents=True, exist_ok=True)
+    if args.shared:
+        link = ROOT.parent / "shared"
+        if not link.exists():
+            # The tests and benchmarks read ../shared beside the checkout.
+            link.symlink_to(Path(args.shared).resolve(), target_is_directory=True)
+    r = Runner(out, args)
+    q, dev = args.quick, args.device
+    tmp = Path(args.work or (out.parent / f".{out.name}-work"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in sections:
+        if name == "env":
+            text = r.command("env", _py("-c", ENV_SCRIPT), 120, tables=False, code_block=True)
+            gpu = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("gpu:")]
+            r.results["gpu"] = gpu[0] if gpu else "no CUDA device"
+            r.results["machine"] = platform.node()
+        elif name == "tests":
+            files = [f for f in CUDA_TESTS if (ROOT / f.split("::")[0]).is_file()]
+            cmd = _py("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files)
+            r.command("tests", cmd, 600, tables=False, code_block=False)
+            r.summary.append("\n".join(l for l in open(out / "log.txt", encoding="utf-8").read()
+                                       .split("===== tests:")[-2].splitlines()
+                                       if l.startswith(("SKIPPED", "FAILED", "ERROR", "=", "PASSED"))))
+            r.write()
+        elif name == "flow":
+            cmd = _py("benchmarks/bench_flow.py", "--device", dev, "--baseline", "--repeats", "1" if q else "3",
+                      "--sizes", "64x112" if q else "135x240,270x480", "--batch", "1,2" if q else "1,8")
+            if dev.startswith("cuda"):
+                cmd.append("--eager")
+            r.command("flow", cmd, 600, code_block=True)
+        elif name == "flow_accuracy":
+            r.command("flow_accuracy", _py("-c", ACCURACY_SCRIPT, dev, "1" if q else "0"), 300)
+        elif name == "network":
+            cmd = _py("benchmarks/bench_model.py", "--device", dev, "--json", str(tmp / "network.json"))
+            if q:
+                cmd += ["--sizes", "32x48", "--dtypes", "fp32", "--repeat", "1"]
+            else:
+                cmd += ["--sizes", "144x180,180x320", "--dtypes", "fp32,fp16,bf16", "--repeat", "3"]
+            r.command("network", cmd, 600, code_block=True)
+            _attach_json(r, "network", tmp / "network.json")
+        elif name == "network_compile":
+            # Its own section: compilation takes minutes and may fail without taking the plain figures along.
+            cmd = _py("benchmarks/bench_model.py", "--device", dev, "--compile", "--no-baseline",
+                      "--json", str(tmp / "network_compile.json"))
+            if q:
+                cmd += ["--sizes", "32x48", "--dtypes", "fp32", "--repeat", "1"]
+            else:
+                cmd += ["--sizes", "180x320", "--dtypes", "fp32,fp16", "--repeat", "3"]
+            r.command("network_compile", cmd, 600, code_block=True)
+            _attach_json(r, "network_compile", tmp / "network_compile.json")
+        elif name in ("drift", "pipeline"):
+            cmd = _py("benchmarks/bench_cuda.py", name, "--device", dev, "--json", str(tmp / f"{name}.json"))
+            if q:
+                cmd.append("--quick")
+            r.command(name, cmd, 600)
+            _attach_json(r, name, tmp / f"{name}.json")
+        elif name == "train":
+            train(r, tmp, args)
+    r.write()
+    r.log.close()
+    failed = [k for k, v in r.results["sections"].items() if v["status"] != "ok"]
+    print(f"{out / 'summary.md'}: {len(r.results['sections'])} sections, "
+          + (f"not ok: {', '.join(failed)}" if failed else "all ok"))
+    return 1 if failed else 0
+
+
+def _attach_json(r: Runner, name: str, path: Path) -> None:
+    if path.is_file():
+        try:
+            r.results["sections"][name]["figures"] = json.loads(path.read_text())
+        except ValueError:
+            pass
+        r.write()
+
+
+def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
+    """training.train on the device for --train-steps steps, then its last step exported into OUT."""
+    shared = ROOT.parent / "shared" / "data"
+    run_dir = tmp / "train"
+    q = args.quick
+    cmd = _py("-m", "training.train", "--run-dir", str(run_dir), "--scale", str(args.train_scale),
+              "--preset", args.train_preset, "--device", args.device, "--steps", str(args.train_steps),
+              "--data", str(shared / "clips"), "--exclude", "carphone_pristine",
+              "--val", str(shared / "clips" / "carphone_pristine.mp4"), "--no-progress",
+              "--optimizer", "adam", "--lr", "5e-4", "--out-lr-scale", "0.05", "--schedule", "cosine",
+              "--warmup", "30", "--ckpt-every", "200", "--log-every", "20",
+              "--val-every", str(max(1, args.train_steps // 4)), "--val-pairs", "12")
+    if not q:
+        cmd += ["--data", str(shared / "sintel"), "--stills", "2", "--batch", str(args.train_batch),
+                "--crop", str(args.train_crop), "--stride", "2", "--extra-sizes", "360", "--amp", "on"]
+    else:
+        cmd += ["--batch", "2", "--crop", "16", "--stride", "8", "--max-side", "160", "--threads", "2"]
+    cmd += args.train_args.split() if args.train_args else []
+    text = r.command("train", cmd, args.train_timeout, tables=False)
+    r.summary.append("```\n" + "\n".join([l for l in text.splitlines() if "steps/s" in l][-2:]
+                                         + [l for l in text.splitlines() if "val step" in l][-3:]) + "\n```")
+    last = run_dir / "last.pt"
+    if last.is_file():
+        name = f"star_st_x{args.train_scale}_{args.train_preset}.safetensors"
+        r.command("train_export", _py("-m", "training.export", str(last), str(r.out / name), "--half"), 300,
+                  tables=False)
+        for f in ("report.md", "train.log"):
+            if (run_dir / f).is_file():
+                shutil.copy2(run_dir / f, r.out / f"train_{f}")
+
+
+ENV_SCRIPT = r"""
+import importlib, platform, subprocess, torch
+print("python:", platform.python_version(), "torch:", torch.__version__, "cuda:", torch.version.cuda)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("gpu:", torch.cuda.get_device_name(0), f"({p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs)")
+    print("bf16 supported:", torch.cuda.is_bf16_supported())
+for m in ("triton", "cupy", "numba", "cv2", "onnxruntime", "vapoursynth", "openvino"):
+    try:
+        print(f"{m}:", getattr(importlib.import_module(m), "__version__", "?"))
+    except Exception as exc:
+        print(f"{m}: not available ({type(exc).__name__})")
+try:
+    print(subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                          "--format=csv"], capture_output=True, text=True, timeout=30).stdout)
+except Exception as exc:
+    print("nvidia-smi:", type(exc).__name__)
+"""
+
+ACCURACY_SCRIPT = r"""
+import sys
+sys.path.insert(0, "tests")
+import numpy as np, torch
+from vsstar.flow import coarse2fine_flow_batch
+from test_flow import _pair_names, check_accuracy
+dev, quick = sys.argv[1], sys.argv[2] == "1"
+names = _pair_names()[: 2 if quick else None]
+rows = check_accuracy(lambda x, y: coarse2fine_flow_batch(x.to(dev), y.to(dev)).cpu(), names)
+order = "red-black" if dev.startswith("cuda") else "raster"
+print(f"Flow on {dev} (float32, {order} order, the default there) against the C++ reference flows, {len(rows)} directions")
+print("| pair | direction | mean EPE px | p99 EPE px | warp PSNR vs reference dB |")
+print("|---|---|---|---|---|")
+for name, d, mean, p99, dpsnr in rows:
+    print(f"| {name} | {d} | {mean:.4f} | {p99:.3f} | {dpsnr:+.3f} |")
+means = [r[2] for r in rows]
+print(f"| all | average | {np.mean(means):.4f} (bar <= 0.005) | {max(r[3] for r in rows):.3f} | "
+      f"{min(r[4] for r in rows):+.3f} |")
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pk = sub.add_parser("pack", help="copy what the run reads from ../shared into DEST/shared")
+    pk.add_argument("dest")
+    pk.add_argument("--from", dest="src", default=str(ROOT.parent / "shared"))
+    rn = sub.add_parser("run", help="run the sections into OUT")
+    rn.add_argument("out")
+    rn.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    rn.add_argument("--quick", action="store_true", help="tiny sizes, to try the script on a CPU")
+    rn.add_argument("--shared", default=None, help="a packed copy of ../shared (linked as ../shared if absent)")
+    rn.add_argument("--sections", default=None, help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    rn.add_argument("--work", default=None, help="scratch folder (default: .OUT-work beside OUT)")
+    rn.add_argument("--train-steps", type=int, default=0, help="train section: optimiser steps (0: no training)")
+    rn.add_argument("--train-scale", type=int, default=4, choices=(2, 4, 8))
+    rn.add_argument("--train-preset", default="large", help="training/presets.py name (large: the x4 quality tier)")
+    rn.add_argument("--train-batch", type=int, default=32)
+    rn.add_argument("--train-crop", type=int, default=48)
+    rn.add_argument("--train-timeout", type=float, default=540)
+    rn.add_argument("--train-args", default="", help="more training.train options, as one string")
+    args = p.parse_args()
+    if args.command == "pack":
+        pack(Path(args.dest), Path(args.src))
+        return 0
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return run(Path(args.out), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

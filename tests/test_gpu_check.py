@@ -1,0 +1,45 @@
+"""benchmarks/gpu_check.py, the one-run CUDA check, tried as it is meant to be tried on a CPU (--quick): the
+sections run in their own processes, a failing one is reported without stopping the rest, and everything
+lands in the few files a GPU machine sends back."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+
+
+def test_quick_run_writes_summary_log_and_results(tmp_path) -> None:
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(SCRIPT), "run", str(out), "--quick", "--device", "cpu",
+                          "--sections", "env,drift,pipeline"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.json", "summary.md"]
+    results = json.loads((out / "results.json").read_text())
+    assert [k for k in results["sections"]] == ["env", "drift", "pipeline"]
+    assert all(v["status"] == "ok" for v in results["sections"].values())
+    rows = results["sections"]["pipeline"]["figures"]["rows"]
+    assert rows and all(r["fps"] > 0 and 0 <= r["plumbing"] < 1 for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "| fp32 |" in summary and "| bf16 |" in summary and "Whole pipeline" in summary
+
+
+def test_failing_section_is_reported_and_the_rest_run(tmp_path) -> None:
+    out = tmp_path / "out"
+    # A training run on footage that is not there fails; env still runs after it.
+    res = subprocess.run([sys.executable, str(SCRIPT), "run", str(out), "--quick", "--device", "cpu",
+                          "--sections", "train,env", "--train-steps", "1", "--train-args", "--data /nonexistent"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1 and "not ok: train" in res.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["sections"]["train"]["status"].startswith("exit") and results["sections"]["env"]["status"] == "ok"
+    assert "last lines:" in (out / "summary.md").read_text()
+
+
+def test_unknown_section_is_refused(tmp_path) -> None:
+    res = subprocess.run([sys.executable, str(SCRIPT), "run", str(tmp_path / "o"), "--sections", "env,gpu"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "--sections: unknown gpu" in res.stderr
