@@ -486,3 +486,26 @@ def test_evaluate_frame_range(footage, tmp_path, capsys):
     capsys.readouterr()
     assert evaluate_main(argv + ["--frame-range", "2-6"]) == 2
     assert "frame-range: " in capsys.readouterr().err
+
+
+def test_freeze_keeps_the_named_sub_networks(footage, tmp_path, capsys):
+    """--freeze: the named sub-networks keep the --init weights exactly, the rest trains; unknown names and
+    freezing everything are refused with one line."""
+    from training.export import export_checkpoint
+
+    base = tmp_path / "base"
+    assert train_main(_args(footage, base, 2)) == 0
+    init = tmp_path / "init.safetensors"
+    export_checkpoint(base / "last.pt", init)
+    run = tmp_path / "frozen"
+    assert train_main(_args(footage, run, 3, "--init", str(init), "--freeze", "sr,motion")) == 0
+    before, after = load_checkpoint(base / "last.pt")["model"], load_checkpoint(run / "last.pt")["model"]
+    for k, v in after.items():
+        same = torch.equal(v.float(), before[k].float())
+        assert same == k.startswith(("sr.", "motion.")), k
+    assert "frozen: sr, motion" in (run / "train.log").read_text()
+    assert train_main(_args(footage, tmp_path / "bad", 1, "--freeze", "sr,net_s")) == 2
+    assert "--freeze: net_s is not a sub-network of this model" in capsys.readouterr().err
+    every = "sr,down,motion_head,motion,interp,t_hr,t_lr,up_f,up_b,rec_h,rec_l"
+    assert train_main(_args(footage, tmp_path / "all", 1, "--freeze", every)) == 2
+    assert "nothing would be left to train" in capsys.readouterr().err

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-partial", action="store_true",
                    help="with --init: load only the tensors whose name and shape match (e.g. x4 weights into an "
                         "x8 build: the scale-dependent projection kernels keep their fresh initialisation)")
+    g.add_argument("--freeze", default="",
+                   help="comma-separated sub-networks of StarNet left as they are (e.g. 'sr' keeps Net_S of the "
+                        "--init weights while the rest is fine-tuned)")
     g = p.add_argument_group("data")
     g.add_argument("--data", action="append", default=[],
                    help="video file, folder of videos / frame folders, or Vimeo-90K root (repeatable)")
@@ -121,11 +124,27 @@ def param_groups(net, args) -> list[dict]:
     if sr is not None and getattr(sr, "to_rgb", None) is not None:
         out_ids |= {id(p) for p in sr.to_rgb.parameters()}
     scale = getattr(args, "out_lr_scale", 1.0)
+    params = [p for p in net.parameters() if p.requires_grad]  # --freeze leaves some out
     if scale == 1.0 or not out_ids:
-        return [{"params": list(net.parameters())}]
-    rest = [p for p in net.parameters() if id(p) not in out_ids]
-    outs = [p for p in net.parameters() if id(p) in out_ids]
-    return [{"params": rest}, {"params": outs, "lr": args.lr * scale}]
+        return [{"params": params}]
+    rest = [p for p in params if id(p) not in out_ids]
+    outs = [p for p in params if id(p) in out_ids]
+    return [g for g in ({"params": rest}, {"params": outs, "lr": args.lr * scale}) if g["params"]]
+
+
+def freeze(net, names: str) -> list[str]:
+    """Stop the gradients of the named top-level sub-networks (--freeze); returns the names."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    children = dict(net.named_children())
+    unknown = [n for n in wanted if n not in children]
+    if unknown:
+        raise ValueError(f"--freeze: {', '.join(unknown)} is not a sub-network of this model "
+                         f"(choose from {', '.join(children)})")
+    for n in wanted:
+        children[n].requires_grad_(False)
+    if wanted and not any(p.requires_grad for p in net.parameters()):
+        raise ValueError("--freeze: nothing would be left to train")
+    return wanted
 
 
 def make_optimizer(params, args) -> torch.optim.Optimizer:
@@ -317,7 +336,7 @@ class Trainer:
         """Options that change the model or the data stream must not differ from the checkpoint's."""
         old = st.get("args", {})
         for k in ("scale", "preset", "objective", "config", "batch", "seed", "crop", "stride", "min_motion", "gaps",
-                  "out_lr_scale",
+                  "out_lr_scale", "freeze",
                   "data", "stills", "max_side", "extra_sizes", "exclude", "exclude_frames", "val", "val_range"):
             if k in old and old[k] != getattr(self.args, k):
                 raise ValueError(f"resume: --{k.replace('_', '-')} is {getattr(self.args, k)!r} but the checkpoint "
@@ -360,6 +379,10 @@ class Trainer:
         self.net.flow_settings = self.flow_settings
         if args.init and not self.resume_state:
             self._load_init(args.init)
+        frozen = freeze(self.net, getattr(args, "freeze", ""))
+        if frozen:
+            self.log(f"frozen: {', '.join(frozen)} "
+                            f"({sum(p.numel() for p in self.net.parameters() if not p.requires_grad):,} parameters)")
         self.model = self.net
         if self.world > 1:
             # Objectives other than STAR leave some outputs (and so some weights) out of the loss.
