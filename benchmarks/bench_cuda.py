@@ -79,16 +79,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _paper_model(scale: int):
-    """The paper's STAR (with flow refinement) at `scale` with random weights, damped so activations stay O(1)."""
-    from vsstar.model import StarConfig, StarNet
+    """The paper's STAR with flow refinement at `scale`, damped random weights (bench_openvino's), seed 0."""
+    from bench_openvino import _damped_official
 
     torch.manual_seed(0)
-    net = StarNet(StarConfig.official(scale, True)).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-                m.weight.mul_(0.5)
-    return net
+    return _damped_official(scale)
 
 
 # ------------------------------------------------------------------------------------------- drift

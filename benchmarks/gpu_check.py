@@ -45,6 +45,14 @@ SECTIONS = ("env", "tests", "flow", "flow_accuracy", "network", "network_compile
 CUDA_TESTS = ("tests/test_flow_api.py", "tests/test_flow_cuda_graphs.py", "tests/test_flow_triton.py",
               "tests/test_model_devices.py", "tests/test_engine.py", "tests/test_vs_devices.py",
               "tests/test_training_run.py::test_amp_training_on_cuda")
+#: bench_model.py per section: its own options, and the sizes/precisions of a full (not --quick) run. The
+#: compiled cases are a section of their own: compilation takes minutes and may fail without taking the plain
+#: figures along.
+NETWORK_CASES = {
+    "network": ([], ["--sizes", "144x180,180x320", "--dtypes", "fp32,fp16,bf16", "--repeat", "3"]),
+    "network_compile": (["--compile", "--no-baseline"],
+                        ["--sizes", "180x320", "--dtypes", "fp32,fp16", "--repeat", "3"]),
+}
 #: What the run reads from ../shared (pack copies it; --shared points the run at the copy).
 PACK = ("reference/flow", "reference/starnet/star_v4_small_x4.pt", "data/clips", "data/sintel")
 
@@ -162,24 +170,12 @@ def run(out: Path, args: argparse.Namespace) -> int:
             r.command("flow", cmd, 600, code_block=True)
         elif name == "flow_accuracy":
             r.command("flow_accuracy", _py("-c", ACCURACY_SCRIPT, dev, "1" if q else "0"), 300)
-        elif name == "network":
-            cmd = _py("benchmarks/bench_model.py", "--device", dev, "--json", str(tmp / "network.json"))
-            if q:
-                cmd += ["--sizes", "32x48", "--dtypes", "fp32", "--repeat", "1"]
-            else:
-                cmd += ["--sizes", "144x180,180x320", "--dtypes", "fp32,fp16,bf16", "--repeat", "3"]
-            r.command("network", cmd, 600, code_block=True)
-            _attach_json(r, "network", tmp / "network.json")
-        elif name == "network_compile":
-            # Its own section: compilation takes minutes and may fail without taking the plain figures along.
-            cmd = _py("benchmarks/bench_model.py", "--device", dev, "--compile", "--no-baseline",
-                      "--json", str(tmp / "network_compile.json"))
-            if q:
-                cmd += ["--sizes", "32x48", "--dtypes", "fp32", "--repeat", "1"]
-            else:
-                cmd += ["--sizes", "180x320", "--dtypes", "fp32,fp16", "--repeat", "3"]
-            r.command("network_compile", cmd, 600, code_block=True)
-            _attach_json(r, "network_compile", tmp / "network_compile.json")
+        elif name in NETWORK_CASES:
+            extra, full = NETWORK_CASES[name]
+            cmd = _py("benchmarks/bench_model.py", "--device", dev, *extra, "--json", str(tmp / f"{name}.json"))
+            cmd += ["--sizes", "32x48", "--dtypes", "fp32", "--repeat", "1"] if q else full
+            r.command(name, cmd, 600, code_block=True)
+            _attach_json(r, name, tmp / f"{name}.json")
         elif name in ("drift", "pipeline"):
             cmd = _py("benchmarks/bench_cuda.py", name, "--device", dev, "--json", str(tmp / f"{name}.json"))
             if q:
