@@ -34,13 +34,15 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("env", "tests", "flow", "flow_accuracy", "network", "network_compile", "drift", "pipeline", "train")
+SECTIONS = ("env", "tests", "flow", "flow_accuracy", "network", "drift", "pipeline", "network_compile", "train")
 #: Test files with CUDA paths; their CPU tests run too (cheap), so a CUDA fix that breaks the CPU shows.
 CUDA_TESTS = ("tests/test_flow_api.py", "tests/test_flow_cuda_graphs.py", "tests/test_flow_triton.py",
               "tests/test_model_devices.py", "tests/test_engine.py", "tests/test_vs_devices.py",
@@ -53,6 +55,9 @@ NETWORK_CASES = {
     "network_compile": (["--compile", "--no-baseline"],
                         ["--sizes", "180x320", "--dtypes", "fp32,fp16", "--repeat", "3"]),
 }
+#: Each section's time limit in seconds (with --budget, also no more than the budget leaves).
+SECTION_LIMITS = {"env": 60, "tests": 240, "flow": 150, "flow_accuracy": 90, "network": 150, "network_compile": 180,
+                  "drift": 90, "pipeline": 180, "train": 0}
 #: What the run reads from ../shared (pack copies it; --shared points the run at the copy).
 PACK = ("reference/flow", "reference/starnet/star_v4_small_x4.pt", "data/clips", "data/sintel")
 
@@ -90,21 +95,47 @@ class Runner:
         self.summary: list[str] = []
         self.results: dict = {"device": args.device, "quick": args.quick, "sections": {}}
         self.log = open(out / "log.txt", "a", encoding="utf-8")
+        self.t_start = time.monotonic()
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
                                                               if p), PYTHONUNBUFFERED="1")
 
+    def left(self) -> float:
+        """Seconds left of --budget (infinite without one)."""
+        if not self.args.budget:
+            return float("inf")
+        return self.args.budget - (time.monotonic() - self.t_start)
+
     def command(self, name: str, cmd: list[str], timeout: float, tables: bool = True, code_block: bool = False,
-                env: dict | None = None) -> str:
-        """Run one section's command; its output goes to the log and its tables to the summary."""
+                env: dict | None = None, reserve: float = 0.0, grace: float = 0.0) -> str:
+        """Run one section's command; its output goes to the log and its tables to the summary.
+
+        The command gets at most `timeout` seconds, and no more than what --budget leaves after `reserve`
+        (kept for the sections after it). At its limit it gets SIGTERM and `grace` seconds to wrap up (the
+        trainer saves its last step), then SIGKILL."""
+        timeout = min(timeout, self.left() - reserve - grace)
         t0 = time.monotonic()
-        self.log.write(f"\n===== {name}: {' '.join(cmd)}\n")
-        self.log.flush()
-        try:
-            res = subprocess.run(cmd, cwd=ROOT, env=env or self.env, capture_output=True, text=True, timeout=timeout)
-            text, status = res.stdout + res.stderr, "ok" if res.returncode == 0 else f"exit {res.returncode}"
-        except subprocess.TimeoutExpired as exc:
-            text = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            status = f"timed out after {timeout:.0f} s"
+        if timeout < 10:
+            status, text = "skipped (budget spent)", ""
+            self.log.write(f"\n===== {name}: skipped, {self.left():.0f} s of the budget left\n")
+        else:
+            self.log.write(f"\n===== {name} (limit {timeout:.0f} s): {' '.join(cmd)}\n")
+            self.log.flush()
+            with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as buf:
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=env or self.env, stdout=buf, stderr=subprocess.STDOUT,
+                                        text=True)
+                try:
+                    rc = proc.wait(timeout=timeout)
+                    status = "ok" if rc == 0 else f"exit {rc}"
+                except subprocess.TimeoutExpired:
+                    status = f"timed out after {timeout:.0f} s"
+                    proc.send_signal(signal.SIGTERM if grace else signal.SIGKILL)
+                    try:
+                        proc.wait(timeout=grace or 10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                buf.seek(0)
+                text = buf.read()
         dt = time.monotonic() - t0
         self.log.write(text + f"\n===== {name}: {status} in {dt:.1f} s\n")
         self.log.flush()
@@ -148,18 +179,21 @@ def run(out: Path, args: argparse.Namespace) -> int:
     q, dev = args.quick, args.device
     tmp = Path(args.work or (out.parent / f".{out.name}-work"))
     tmp.mkdir(parents=True, exist_ok=True)
+    # Time kept back for training while the checks run (their limits shrink to fit the budget).
+    reserve = args.train_min + 60 if "train" in sections else 5
     for name in sections:
+        cap = SECTION_LIMITS[name]
         if name == "env":
-            text = r.command("env", _py("-c", ENV_SCRIPT), 120, tables=False, code_block=True)
+            text = r.command("env", _py("-c", ENV_SCRIPT), cap, tables=False, code_block=True, reserve=reserve)
             gpu = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("gpu:")]
             r.results["gpu"] = gpu[0] if gpu else "no CUDA device"
             r.results["machine"] = platform.node()
         elif name == "tests":
             files = [f for f in CUDA_TESTS if (ROOT / f.split("::")[0]).is_file()]
             cmd = _py("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files)
-            r.command("tests", cmd, 600, tables=False, code_block=False)
+            r.command("tests", cmd, cap, tables=False, code_block=False, reserve=reserve)
             r.summary.append("\n".join(l for l in open(out / "log.txt", encoding="utf-8").read()
-                                       .split("===== tests:")[-2].splitlines()
+                                       .split("===== tests")[-2].splitlines()
                                        if l.startswith(("SKIPPED", "FAILED", "ERROR", "=", "PASSED"))))
             r.write()
         elif name == "flow":
@@ -167,20 +201,20 @@ def run(out: Path, args: argparse.Namespace) -> int:
                       "--sizes", "64x112" if q else "135x240,270x480", "--batch", "1,2" if q else "1,8")
             if dev.startswith("cuda"):
                 cmd.append("--eager")
-            r.command("flow", cmd, 600, code_block=True)
+            r.command("flow", cmd, cap, code_block=True, reserve=reserve)
         elif name == "flow_accuracy":
-            r.command("flow_accuracy", _py("-c", ACCURACY_SCRIPT, dev, "1" if q else "0"), 300)
+            r.command("flow_accuracy", _py("-c", ACCURACY_SCRIPT, dev, "1" if q else "0"), cap, reserve=reserve)
         elif name in NETWORK_CASES:
             extra, full = NETWORK_CASES[name]
             cmd = _py("benchmarks/bench_model.py", "--device", dev, *extra, "--json", str(tmp / f"{name}.json"))
             cmd += ["--sizes", "32x48", "--dtypes", "fp32", "--repeat", "1"] if q else full
-            r.command(name, cmd, 600, code_block=True)
+            r.command(name, cmd, cap, code_block=True, reserve=reserve)
             _attach_json(r, name, tmp / f"{name}.json")
         elif name in ("drift", "pipeline"):
             cmd = _py("benchmarks/bench_cuda.py", name, "--device", dev, "--json", str(tmp / f"{name}.json"))
             if q:
                 cmd.append("--quick")
-            r.command(name, cmd, 600)
+            r.command(name, cmd, cap, reserve=reserve)
             _attach_json(r, name, tmp / f"{name}.json")
         elif name == "train":
             train(r, tmp, args)
@@ -215,17 +249,23 @@ def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
               "--val-every", str(max(1, args.train_steps // 4)), "--val-pairs", "12")
     if not q:
         cmd += ["--data", str(shared / "sintel"), "--stills", "2", "--batch", str(args.train_batch),
-                "--crop", str(args.train_crop), "--stride", "2", "--extra-sizes", "360", "--amp", "on"]
+                "--crop", str(args.train_crop), "--stride", "2", "--extra-sizes", "360",
+                "--loader-threads", str(min(8, os.cpu_count() or 1))]
+        if args.device.startswith("cuda"):
+            # The flows of the training pairs are solved on the GPU too (a fresh machine has no cache).
+            cmd += ["--amp", "on", "--flow-device", args.device]
     else:
-        cmd += ["--batch", "2", "--crop", "16", "--stride", "8", "--max-side", "160", "--threads", "2"]
+        cmd += ["--batch", "2", "--crop", "16", "--stride", "8", "--max-side", "160", "--threads", "2",
+                "--loader-threads", "2"]
     cmd += args.train_args.split() if args.train_args else []
-    text = r.command("train", cmd, args.train_timeout, tables=False)
+    # SIGTERM at the limit: the trainer stops after its step, saves it and writes its report (export below).
+    text = r.command("train", cmd, args.train_timeout, tables=False, reserve=45, grace=40)
     r.summary.append("```\n" + "\n".join([l for l in text.splitlines() if "steps/s" in l][-2:]
                                          + [l for l in text.splitlines() if "val step" in l][-3:]) + "\n```")
     last = run_dir / "last.pt"
     if last.is_file():
         name = f"star_st_x{args.train_scale}_{args.train_preset}.safetensors"
-        r.command("train_export", _py("-m", "training.export", str(last), str(r.out / name), "--half"), 300,
+        r.command("train_export", _py("-m", "training.export", str(last), str(r.out / name), "--half"), 60,
                   tables=False)
         for f in ("report.md", "train.log"):
             if (run_dir / f).is_file():
@@ -290,7 +330,13 @@ def main() -> int:
     rn.add_argument("--train-preset", default="large", help="training/presets.py name (large: the x4 quality tier)")
     rn.add_argument("--train-batch", type=int, default=32)
     rn.add_argument("--train-crop", type=int, default=48)
-    rn.add_argument("--train-timeout", type=float, default=540)
+    rn.add_argument("--train-timeout", type=float, default=540,
+                    help="train section's limit; at it the trainer gets SIGTERM and saves its last step")
+    rn.add_argument("--train-min", type=float, default=120,
+                    help="with --budget: seconds the checks leave for training")
+    rn.add_argument("--budget", type=float, default=0,
+                    help="seconds for the whole run (0: none); each section's limit shrinks to fit, so the "
+                         "files are written before the GPU machine's own limit ends the command")
     rn.add_argument("--train-args", default="", help="more training.train options, as one string")
     args = p.parse_args()
     if args.command == "pack":

@@ -43,3 +43,15 @@ def test_unknown_section_is_refused(tmp_path) -> None:
     res = subprocess.run([sys.executable, str(SCRIPT), "run", str(tmp_path / "o"), "--sections", "env,gpu"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "--sections: unknown gpu" in res.stderr
+
+
+def test_spent_budget_skips_sections_and_still_writes_the_files(tmp_path) -> None:
+    # --budget bounds the whole run (the GPU machine ends the command at its own limit and returns only
+    # what was written): a section the budget cannot fit is recorded as skipped, not started.
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(SCRIPT), "run", str(out), "--quick", "--device", "cpu",
+                          "--sections", "env,flow", "--budget", "5"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "not ok: env, flow" in res.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert {k: v["status"] for k, v in results["sections"].items()} == {"env": "skipped (budget spent)",
+                                                                         "flow": "skipped (budget spent)"}

@@ -311,13 +311,26 @@ def test_train_cli_bad_data_is_a_clear_error(footage, tmp_path, capsys):
     assert "'clip': needs at least 3 frames" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (mixed precision path)")
+def test_loader_threads_train_the_same_weights(footage, tmp_path):
+    # Samples built on threads and the next batch prefetched: the same batches in the same order.
+    ref, thr = tmp_path / "ref", tmp_path / "threads"
+    assert train_main(_args(footage, ref, 8)) == 0
+    assert train_main(_args(footage, thr, 8, "--loader-threads", "3", "--stop-at", "5")) == 0
+    assert train_main(_args(footage, thr, 8, "--loader-threads", "3", "--resume")) == 0
+    assert _same_weights(ref / "last.pt", thr / "last.pt")
+    assert train_main(_args(footage, tmp_path / "bad", 1, "--loader-threads", "-1")) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (mixed precision, CUDA flows)")
 def test_amp_training_on_cuda(footage, tmp_path):
     run = tmp_path / "cuda"
-    assert train_main(_args(footage, run, 3, "--device", "cuda", "--amp", "on")) == 0
+    gpu = ("--device", "cuda", "--amp", "on", "--flow-device", "cuda", "--loader-threads", "2",
+           "--flow-cache", str(tmp_path / "flowcache_cuda"))
+    assert train_main(_args(footage, run, 3, *gpu)) == 0
     st = load_checkpoint(run / "last.pt")
     assert st["step"] == 3 and st["scaler"] is not None
-    assert train_main(_args(footage, run, 5, "--device", "cuda", "--amp", "on", "--resume")) == 0
+    assert train_main(_args(footage, run, 5, *gpu, "--resume")) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 5
 
 
 def test_amp_on_cpu_is_refused(footage, tmp_path):

@@ -450,7 +450,8 @@ class TripletDataset:
             smp = augment(smp, bool(flips[0]), bool(flips[1]), bool(flips[2]), bool(flips[3]))
         return smp
 
-    def batch(self, epoch: int, indices: Iterable[int]) -> dict[str, torch.Tensor]:
-        """Stack samples into a batch dict of (N, C, H, W) tensors."""
-        items = [self.get(epoch, i) for i in indices]
+    def batch(self, epoch: int, indices: Iterable[int], pool=None) -> dict[str, torch.Tensor]:
+        """Stack samples into a batch dict of (N, C, H, W) tensors (built on `pool`, an executor, if given;
+        each sample depends on (epoch, index) alone, so the result is the same)."""
+        items = list(pool.map(lambda i: self.get(epoch, i), indices)) if pool else [self.get(epoch, i) for i in indices]
         return {k: torch.stack([getattr(it, k) for it in items]) for k in Sample.__dataclass_fields__}

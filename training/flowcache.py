@@ -33,10 +33,12 @@ def _settings(params: FlowSettings | dict | None) -> FlowSettings:
 
 
 def compute_flows(a: np.ndarray | Sequence[np.ndarray], b: np.ndarray | Sequence[np.ndarray],
-                  params: FlowSettings | dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  params: FlowSettings | dict | None = None,
+                  device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Forward (a -> b) and backward (b -> a) pixel flows of uint8 (H, W, 3) frames, or of equally sized
     lists of them (then arrays of shape (N, 2, H, W)). Uses vsstar.flow.coarse2fine_flow_batch with
-    `params` (a FlowSettings, or a dict of changes to STARnet's settings)."""
+    `params` (a FlowSettings, or a dict of changes to STARnet's settings) on `device` (the CPU's exact
+    raster order; a CUDA device runs the red-black order)."""
     from vsstar.flow import coarse2fine_flow_batch
 
     single = isinstance(a, np.ndarray)
@@ -46,7 +48,8 @@ def compute_flows(a: np.ndarray | Sequence[np.ndarray], b: np.ndarray | Sequence
     tb = torch.stack([torch.from_numpy(np.array(x)).permute(2, 0, 1).float() / 255 for x in bb])
     p = _settings(params).to_dict()
     # Both directions in one batch: the solver's cost is per image, batching amortises the Python overhead.
-    both = coarse2fine_flow_batch(torch.cat([ta, tb]), torch.cat([tb, ta]), **p).numpy().astype(np.float32)
+    both = coarse2fine_flow_batch(torch.cat([ta, tb]).to(device), torch.cat([tb, ta]).to(device), **p)
+    both = both.cpu().numpy().astype(np.float32)
     n = len(aa)
     ff, fb = both[:n], both[n:]
     return (ff[0], fb[0]) if single else (ff, fb)
@@ -55,17 +58,23 @@ def compute_flows(a: np.ndarray | Sequence[np.ndarray], b: np.ndarray | Sequence
 class FlowCache:
     """Directory of ``<key>.npz`` files, each holding the forward and backward flow of one LR pair."""
 
-    def __init__(self, root: str | os.PathLike, params: FlowSettings | dict | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, params: FlowSettings | dict | None = None,
+                 device: str | torch.device = "cpu") -> None:
         self.root = Path(root)
         self.settings = _settings(params)
+        # Where missing flows are computed. A CUDA device solves in red-black order, which differs from the
+        # CPU's raster order by a few thousandths of a pixel: its flows get keys of their own.
+        self.device = torch.device(device)
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
 
     def key(self, a: np.ndarray, b: np.ndarray) -> str:
         h = hashlib.sha256()
-        h.update(json.dumps({"v": _VERSION, "params": self.settings.to_dict(), "shape": [a.shape, b.shape]},
-                            sort_keys=True).encode())
+        meta = {"v": _VERSION, "params": self.settings.to_dict(), "shape": [a.shape, b.shape]}
+        if self.device.type != "cpu":
+            meta["order"] = "redblack"  # absent for the CPU, so the keys of existing caches stay valid
+        h.update(json.dumps(meta, sort_keys=True).encode())
         h.update(np.ascontiguousarray(a).tobytes())
         h.update(np.ascontiguousarray(b).tobytes())
         return h.hexdigest()[:40]
@@ -102,7 +111,7 @@ class FlowCache:
             self.hits += 1
             return got
         self.misses += 1
-        ff, fb = compute_flows(a, b, self.settings)
+        ff, fb = compute_flows(a, b, self.settings, self.device)
         self._store(p, ff, fb)
         return ff, fb
 
@@ -124,7 +133,7 @@ class FlowCache:
         for items in todo.values():
             for i in range(0, len(items), batch):
                 chunk = items[i:i + batch]
-                ff, fb = compute_flows([c[1] for c in chunk], [c[2] for c in chunk], self.settings)
+                ff, fb = compute_flows([c[1] for c in chunk], [c[2] for c in chunk], self.settings, self.device)
                 for (p, _, _), f1, f2 in zip(chunk, ff, fb):
                     self._store(p, f1, f2)
                 if bar is not None:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="float16 autocast (CUDA only)")
+    g.add_argument("--flow-device", default="cpu",
+                   help="where missing training flows are computed: cpu (the exact raster order, default) or a "
+                        "CUDA device (red-black order, cached under keys of its own)")
+    g.add_argument("--loader-threads", type=int, default=0,
+                   help="threads that prepare samples, the next batch while the device runs this one "
+                        "(0: in the training thread)")
     g.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (and at exit)")
     g.add_argument("--keep", type=int, default=3, help="periodic step_N.pt checkpoints to keep besides last/best")
     g.add_argument("--log-every", type=int, default=10)
@@ -290,6 +297,13 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.amp = self.device.type == "cuda" and args.amp != "off"
+        if args.loader_threads < 0:
+            raise ValueError(f"loader_threads: expected 0 or more, got {args.loader_threads}")
+        # Sample preparation is numpy/PIL work that mostly releases the GIL: threads overlap it with the
+        # device's step (one thread prefetches the next batch, the others build its samples).
+        self.sample_pool = ThreadPoolExecutor(args.loader_threads, "sample") if args.loader_threads else None
+        self.prefetcher = ThreadPoolExecutor(1, "prefetch") if args.loader_threads else None
+        self._prefetched: dict = {}
         if args.amp == "on" and self.device.type != "cuda":
             raise ValueError("amp: mixed precision needs a CUDA device")
         self.run_dir = Path(args.run_dir)
@@ -358,7 +372,7 @@ class Trainer:
         # The flow settings the network is trained with; recorded in checkpoints and exported weights.
         self.flow_settings = FlowSettings.from_dict(self.resume_state.get("flow") if self.resume_state else None)
         cache_dir = Path(args.flow_cache) if args.flow_cache else self.run_dir.parent / "flowcache"
-        self.flow_cache = FlowCache(cache_dir, self.flow_settings)
+        self.flow_cache = FlowCache(cache_dir, self.flow_settings, device=args.flow_device)
         # Checked before the (slow) clip loading.
         gaps = parse_gaps(args.gaps)
         if gaps != (2,) and not self.config.time_input:
@@ -476,15 +490,30 @@ class Trainer:
                 p.unlink(missing_ok=True)
 
     # -- one step
-    def train_step(self) -> dict[str, float]:
-        from .infer import encode_batch
-        args = self.args
-        idx = data_indices(self.step, args.batch, len(self.data), args.seed, self.rank, self.world)
+    def load_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The CPU batch of one step (a function of the step alone, so prefetching keeps runs exact)."""
+        idx = data_indices(step, self.args.batch, len(self.data), self.args.seed, self.rank, self.world)
         by_epoch: dict[int, list[int]] = {}
         for e, i in idx:
             by_epoch.setdefault(e, []).append(i)
-        parts = [self.data.batch(e, ii) for e, ii in by_epoch.items()]
-        batch = {k: torch.cat([p[k] for p in parts]).to(self.device) for k in parts[0]}
+        parts = [self.data.batch(e, ii, pool=self.sample_pool) for e, ii in by_epoch.items()]
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if self.prefetcher is not None and self.device.type == "cuda":
+            out = {k: v.pin_memory() for k, v in out.items()}  # so the copy to the device can be asynchronous
+        return out
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """This step's batch; with --loader-threads the next step's is prepared while this one trains."""
+        if self.prefetcher is None:
+            return self.load_batch(self.step)
+        fut = self._prefetched.pop(self.step, None) or self.prefetcher.submit(self.load_batch, self.step)
+        self._prefetched = {self.step + 1: self.prefetcher.submit(self.load_batch, self.step + 1)}
+        return fut.result()
+
+    def train_step(self) -> dict[str, float]:
+        from .infer import encode_batch
+        args = self.args
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in self.next_batch().items()}
         enc = encode_batch(batch)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -588,6 +617,9 @@ class Trainer:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            for pool in (self.prefetcher, self.sample_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.close()
             if not failed:
