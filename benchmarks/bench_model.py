@@ -17,6 +17,7 @@ is reported, with the process CPU time beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -227,7 +228,7 @@ def _child(spec: dict) -> dict:
     """Run one case and return its measurements (the outputs go to spec['out'] for comparison)."""
     import torch
 
-    from vsstar.model import StarConfig, StarNet
+    from vsstar.model import StarConfig, StarNet, exact_float32
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
@@ -249,12 +250,17 @@ def _child(spec: dict) -> dict:
     run = (lambda *x: original_forward(net, *x)) if original else net
     if spec["compile"] and not original:
         run = torch.compile(net)
-    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["dtype"]]
+    dtype = {"fp32": None, "tf32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["dtype"]]
     cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = spec.get("cudnn_benchmark", False)
+    # fp32 is exact float32 (vsstar's float32 path; the authors' GPUs had no TF32); "tf32" is torch's CUDA
+    # default, which lets cuDNN round float32 convolutions to TF32.
+    exact = exact_float32() if cuda and spec["dtype"] == "fp32" else contextlib.nullcontext()
 
     def once():
         ctx = torch.no_grad() if original else torch.inference_mode()
-        with ctx, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with ctx, exact, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = run(*inputs)
         if cuda:
             torch.cuda.synchronize()
@@ -280,6 +286,14 @@ def _child(spec: dict) -> dict:
     if cuda:
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["cuda_forward_mb"] = (torch.cuda.max_memory_allocated() - base_alloc) / 2**20
+    if spec.get("profile"):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            del out
+            out = once()
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        result["profile"] = prof.key_averages().table(sort_by=key, row_limit=spec["profile"], max_name_column_width=60)
     torch.save([o.float().cpu().contiguous() for o in out], spec["out"])
     return result
 
@@ -317,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="both frames through Net_S as one batch")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="also run the original-style inference (fp32) for the ratio")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    ap.add_argument("--profile", type=int, default=0, help="print the N most expensive ops of one pass per case")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
@@ -332,14 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (2 if cuda else 0)
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for d in dtypes:
-        if d not in ("fp32", "fp16", "bf16"):
+        if d not in ("fp32", "tf32", "fp16", "bf16"):
             ap.error(f"--dtypes: unknown {d!r}")
         if d != "fp32" and not cuda:
-            ap.error("--dtypes fp16/bf16 need --device cuda")
+            ap.error("--dtypes tf32/fp16/bf16 need --device cuda")
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     tmp = tempfile.mkdtemp(prefix="bench_model_")
     base = dict(config=cfg, device=args.device, threads=args.threads, repeat=args.repeat, warmup=warmup,
-                channels_last=args.channels_last, batch_frames=args.batch_frames)
+                channels_last=args.channels_last, batch_frames=args.batch_frames,
+                cudnn_benchmark=args.cudnn_benchmark, profile=args.profile)
     print(f"StarNet {args.preset} x{args.scale} FR={args.flow_refine} on {args.device}, {args.threads} threads, "
           f"torch {__import__('torch').__version__}; repeat={args.repeat} warmup={warmup} rounds={args.rounds}")
     results = []
@@ -387,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:28s} {wall[0]:12.0f} {wall[len(wall) // 2]:9.0f} {min(row['cpu_s']):7.1f} "
                   f"{row[mem_key]:9.0f} {speed:>9s} {mem:>9s} {diff:>13s}")
             row["peak_mb"] = row[mem_key]
+        for row in rows:
+            if row.get("profile"):
+                name = f"{row['mode']} {row['dtype']}" + (" compile" if row["compile"] else "")
+                print(f"\nprofile of one pass, {name}:\n{row.pop('profile')}")
         if orig is not None:
             print("(speed-up and memory vs the original-style run; max rel diff = max|a-b| / max|original|)")
         elif ref32 is not None:

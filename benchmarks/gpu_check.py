@@ -51,7 +51,8 @@ CUDA_TESTS = ("tests/test_flow_api.py", "tests/test_flow_cuda_graphs.py", "tests
 #: compiled cases are a section of their own: compilation takes minutes and may fail without taking the plain
 #: figures along.
 NETWORK_CASES = {
-    "network": ([], ["--sizes", "144x180,180x320", "--dtypes", "fp32,fp16,bf16", "--repeat", "3"]),
+    "network": (["--cudnn-benchmark", "--profile", "8"],
+                ["--sizes", "144x180,180x320", "--dtypes", "fp32,tf32,fp16,bf16", "--repeat", "3"]),
     "network_compile": (["--compile", "--no-baseline"],
                         ["--sizes", "180x320", "--dtypes", "fp32,fp16", "--repeat", "3"]),
 }
@@ -189,7 +190,8 @@ def run(out: Path, args: argparse.Namespace) -> int:
             r.results["gpu"] = gpu[0] if gpu else "no CUDA device"
             r.results["machine"] = platform.node()
         elif name == "tests":
-            files = [f for f in CUDA_TESTS if (ROOT / f.split("::")[0]).is_file()]
+            files = (args.tests.split() if args.tests else
+                     [f for f in CUDA_TESTS if (ROOT / f.split("::")[0]).is_file()])
             cmd = _py("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files)
             r.command("tests", cmd, cap, tables=False, code_block=False, reserve=reserve)
             r.summary.append("\n".join(l for l in open(out / "log.txt", encoding="utf-8").read()
@@ -249,7 +251,7 @@ def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
               "--val-every", str(max(1, args.train_steps // 4)), "--val-pairs", "12")
     if not q:
         cmd += ["--data", str(shared / "sintel"), "--stills", "2", "--batch", str(args.train_batch),
-                "--crop", str(args.train_crop), "--stride", "2", "--extra-sizes", "360",
+                "--crop", str(args.train_crop), "--stride", "1", "--extra-sizes", "480",
                 "--loader-threads", str(min(8, os.cpu_count() or 1))]
         if args.device.startswith("cuda"):
             # The flows of the training pairs are solved on the GPU too (a fresh machine has no cache).
@@ -325,11 +327,12 @@ def main() -> int:
     rn.add_argument("--shared", default=None, help="a packed copy of ../shared (linked as ../shared if absent)")
     rn.add_argument("--sections", default=None, help=f"comma-separated subset of {', '.join(SECTIONS)}")
     rn.add_argument("--work", default=None, help="scratch folder (default: .OUT-work beside OUT)")
+    rn.add_argument("--tests", default=None, help="tests section: pytest arguments instead of the CUDA test files")
     rn.add_argument("--train-steps", type=int, default=0, help="train section: optimiser steps (0: no training)")
     rn.add_argument("--train-scale", type=int, default=4, choices=(2, 4, 8))
     rn.add_argument("--train-preset", default="large", help="training/presets.py name (large: the x4 quality tier)")
     rn.add_argument("--train-batch", type=int, default=32)
-    rn.add_argument("--train-crop", type=int, default=48)
+    rn.add_argument("--train-crop", type=int, default=40)
     rn.add_argument("--train-timeout", type=float, default=540,
                     help="train section's limit; at it the trainer gets SIGTERM and saves its last step")
     rn.add_argument("--train-min", type=float, default=120,

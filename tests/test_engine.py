@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vsstar import engine as engine_mod
 from vsstar.engine import PairOutput, StarEngine, resolve_device, tile_grid
@@ -149,13 +150,25 @@ def test_cuda_without_cuda_is_a_clear_error(net2: StarNet) -> None:
         StarEngine(net2, scale=2, device="cuda")
 
 
+def _smooth_frames(h: int = 48, w: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    big = F.interpolate(torch.rand(1, 3, h // 4 + 3, w // 4 + 3, generator=g), scale_factor=4, mode="bicubic",
+                        align_corners=False).clamp(0, 1)
+    return big[..., :h, :w], big[..., 1:h + 1, 2:w + 2]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_fp16_close_to_cpu(net2: StarNet) -> None:  # pragma: no cover - GPU machines only
-    a, b = frames(2)
-    cpu = StarEngine(net2, scale=2, device="cpu", flow_options=FAST_FLOW).process(a, b)
-    gpu = StarEngine(net2, scale=2, device="cuda", fp16=True, flow_options=FAST_FLOW).process(a, b)
-    for x, y in zip(cpu, gpu):
+def test_cuda_engine_matches_cpu_and_fp16_stays_close() -> None:  # pragma: no cover - GPU machines only
+    # Trained weights on smooth frames (random weights on noise amplify any rounding): CUDA float32 is exact
+    # float32, so it differs from the CPU only by the flow's red-black order; float16 stays within 40 dB.
+    a, b = _smooth_frames()
+    cpu = StarEngine("star_st_x2", scale=2, device="cpu").process(a, b)
+    gpu32 = StarEngine("star_st_x2", scale=2, device="cuda", fp16=False).process(a, b)
+    gpu16 = StarEngine("star_st_x2", scale=2, device="cuda").process(a, b)
+    for x, y, z in zip(cpu, gpu32, gpu16):
         assert float((x - y).abs().max()) < 2e-2
+        psnr = -10 * torch.log10(((y - z) ** 2).mean().clamp_min(1e-12))
+        assert psnr > 40, f"float16 {float(psnr):.1f} dB against float32"
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vsstar.model import Star, StarConfig, StarNet, load_official
+from vsstar.model import Star, StarConfig, StarNet, exact_float32, load_official
 
 # One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
 torch.set_num_threads(1)
@@ -68,20 +68,41 @@ def test_cuda_matches_cpu_float32():
     net = _tiny(fr=True)
     cpu = Star(net, channels_last=False)(*_pair(32, 40))
     gpu_star = Star(_tiny(fr=True)).cuda()
-    gpu = gpu_star(*_pair(32, 40, device="cuda"))
+    tf32 = torch.backends.cudnn.allow_tf32
+    with exact_float32():  # torch's default lets cuDNN run float32 convolutions as TF32 (~1e-3 off)
+        assert not torch.backends.cudnn.allow_tf32
+        gpu = gpu_star(*_pair(32, 40, device="cuda"))
+    assert torch.backends.cudnn.allow_tf32 == tf32  # the user's setting is back
     for x, y in zip(cpu, gpu):
         assert y.device.type == "cuda" and torch.allclose(x, y.cpu(), atol=1e-4)
 
 
+def _smooth_pair(h: int, w: int, device: str):
+    """Two frames of smooth texture, the second shifted: what a trained model expects (random weights on
+    noise amplify rounding without bound, so they say nothing about a precision's drift)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.nn.functional.interpolate(torch.rand(1, 3, h // 4 + 3, w // 4 + 3, generator=g), scale_factor=4,
+                                        mode="bicubic", align_corners=False)[..., :h, :w + 2].clamp(0, 1)
+    return a[..., :w].to(device), a[..., 2:].to(device)
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_autocast(dtype):
-    star = Star(_tiny(fr=True)).cuda()
-    ref = star(*_pair(32, 40, device="cuda"))
+def test_cuda_autocast_of_trained_weights_stays_close(dtype):
+    from vsstar.flow import coarse2fine_flow_batch
+    from vsstar.model import load_model
+
+    star = Star(load_model("star_st_x2")).cuda()
+    a, b = _smooth_pair(48, 64, "cuda")
+    ff, fb = coarse2fine_flow_batch(a, b), coarse2fine_flow_batch(b, a)
+    with exact_float32():
+        ref = star(a, b, ff, fb)
     with torch.autocast("cuda", dtype=dtype):
-        out = star(*_pair(32, 40, device="cuda"))
+        out = star(a, b, ff, fb)
     for x, y in zip(ref, out):
-        assert torch.isfinite(y).all() and (x - y.float()).abs().max() < 0.1
+        assert torch.isfinite(y).all()
+        psnr = -10 * torch.log10(((x - y.float().clamp(0, 1)) ** 2).mean().clamp_min(1e-12))
+        assert psnr > 40, f"{dtype}: {float(psnr):.1f} dB against float32"
 
 
 @needs_cuda
@@ -93,7 +114,7 @@ def test_load_official_to_cuda():
         pytest.skip("fixture not found")
     fx = torch.load(path, weights_only=True)
     net = load_official(fx["state_dict"], device="cuda")
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_float32():
         out = net(*(fx["inputs"][k].cuda() for k in ("im1", "im2", "flow_f", "flow_b")))
     for name, o in zip(("ht", "h1", "h2", "l"), out):
         ref = fx["outputs"][name]

@@ -636,7 +636,12 @@ class StarEngine:
 
     def _run_star(self, a: Tensor, b: Tensor, ff: Tensor, fb: Tensor, lr_mid: bool = False,
                   ts: list[Tensor] | None = None) -> dict[str, Tensor]:
-        with torch.autocast("cuda", dtype=torch.float16) if self.fp16 else contextlib.nullcontext():
+        from .model.precision import exact_float32
+
+        # float32 on CUDA is exact float32 (no TF32): the authors' checkpoints give the authors' outputs.
+        precision = (torch.autocast("cuda", dtype=torch.float16) if self.fp16
+                     else exact_float32() if self.device.type == "cuda" else contextlib.nullcontext())
+        with precision:
             if ts is None:
                 out = self._runner(a, b, ff, fb)
             else:
