@@ -144,3 +144,21 @@ def test_benchmark_runs_on_cpu_with_the_baseline(tmp_path, capsys):
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["mode"] for r in rows] == ["original", "vsstar"]
     assert all(r["wall_ms"] and r["peak_mb"] > 0 for r in rows)
+
+
+def test_exact_float32_is_reusable_nested_and_restores_the_users_setting():
+    # The switches are process-wide flags: they must come back exactly as the user left them, also when
+    # one instance is entered several times (a benchmark's loop) or blocks nest and overlap.
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        ctx = exact_float32()
+        for _ in range(3):
+            with ctx:
+                assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+                with exact_float32():
+                    pass
+                assert not torch.backends.cudnn.allow_tf32  # the inner block's exit must not restore early
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
