@@ -419,6 +419,8 @@ def test_file_to_file_pipeline_checked_with_ffprobe(tmp_path, weights):
     ("scale=100", ["'scale'"]),
     ("mode=slowmo", ["'mode'"]),
     ("batch-size=0", ["'batch-size'"]),
+    ("quality=best", ["quality must be one of", "'best'"]),
+    ("scale=2 quality=high", ["quality='high'", "scale=2"]),
 ])
 def test_bad_settings_post_an_error_and_stop(props, words):
     res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cpu {props} ! fakesink", timeout=120)

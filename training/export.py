@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--description", default=None)
     p.add_argument("--opt-in", action="store_true",
                    help="bundled, but never picked by model=None while another bundled model fits the scale and mode")
+    p.add_argument("--quality", default=None, choices=("fast", "high"),
+                   help="the tier it belongs to (metadata 'quality'; absent means fast): STAR(quality='high') "
+                        "picks a bundled 'high' file")
     a = p.parse_args(argv)
     if not str(a.output).endswith(".safetensors"):
         print("error: output: expected a .safetensors path", file=sys.stderr)
@@ -81,6 +84,8 @@ def main(argv=None) -> int:
         extra = {"description": a.description} if a.description else {}
         if a.opt_in:
             extra["opt_in"] = True
+        if a.quality:
+            extra["quality"] = a.quality
         out = export_checkpoint(a.checkpoint, a.output, half=a.half, **extra)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

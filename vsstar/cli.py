@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse in-between times the model cannot synthesise exactly (a model that knows only "
                         "t = 1/2 rounds them to 1/8 of a frame interval; models with time input are always exact)")
     e.add_argument("--model", default=None, help="bundled model name, .safetensors or official .pth (default: bundled for --scale)")
+    e.add_argument("--quality", default="fast", choices=("fast", "high"),
+                   help="tier of the bundled weights when no --model is given: fast (default) or high (larger, "
+                        "about 4x slower, better pictures; --scale 4 only)")
     e.add_argument("--device", default=None, type=_device_arg,
                    help="cpu, cuda or cuda:N, or several separated by commas (cuda:0,cuda:1: one engine per "
                         "device, each pair computed once) (default: CUDA if available)")
@@ -418,6 +421,7 @@ def star_clip(args: argparse.Namespace, src: Any, video: media.VideoStream, back
         rate_kw = {} if args.mode == "s" or factor is None else \
             {"factor_num": factor.numerator, "factor_den": factor.denominator}
         result = STAR(src, scale=args.scale, mode=args.mode, model=args.model, **rate_kw,
+                      quality=getattr(args, "quality", "fast"),
                       exact_time=bool(getattr(args, "exact_time", False)),
                       device=args.device if device is None else device,
                       fp16=args.fp16 if device is None else None, batch_size=args.batch_size, tile=args.tile,
@@ -428,6 +432,7 @@ def star_clip(args: argparse.Namespace, src: Any, video: media.VideoStream, back
         # Speak in the command's terms: STAR's keyword arguments are options here.
         msg = str(exc).strip().replace("pass model=", "pass --model").replace("pass scale=", "pass --scale ")
         msg = msg.replace("exact_time=False", "no --exact-time").replace("exact_time:", "--exact-time:")
+        msg = msg.replace("quality=", "--quality ").replace("use --quality 'fast'", "use --quality fast")
         raise CliError(msg) from exc
     if back_to is not None:
         if result.width % (1 << back_to.subsampling_w) or result.height % (1 << back_to.subsampling_h):

@@ -36,6 +36,8 @@ __all__ = [
     "resolve_device",
     "resolve_model",
     "default_model_name",
+    "QUALITIES",
+    "check_quality",
     "check_model_mode",
     "modes_for_objective",
     "flow_settings_for",
@@ -164,19 +166,44 @@ def _info_get(info: Any, key: str) -> Any:
     return None
 
 
-def default_model_name(scale: int, mode: str = "st") -> str:
-    """Name of the bundled weights used when model=None: one trained for `mode` at `scale`, not marked
-    opt-in, with time input where there is one (ValueError when none is; a model trained for another mode
-    is never picked)."""
+#: The tiers of bundled weights: "fast" (the defaults) and "high" (larger, slower, better pictures; metadata
+#: ``quality: high``). ``quality=`` picks among them when ``model=None``.
+QUALITIES = ("fast", "high")
+
+
+def _quality_of(info: Any) -> str:
+    return _info_get(info, "quality") or "fast"
+
+
+def check_quality(quality: Any, model: Any = None) -> str:
+    """Validate ``quality`` (ValueError naming it); a tier other than "fast" cannot go with an explicit model."""
+    if quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {', '.join(map(repr, QUALITIES))}, got {quality!r}")
+    if quality != "fast" and model is not None:
+        raise ValueError(f"quality={quality!r} picks the bundled weights; it cannot go with model={model!r} "
+                         "(pass one of them)")
+    return quality
+
+
+def default_model_name(scale: int, mode: str = "st", quality: str = "fast") -> str:
+    """Name of the bundled weights used when model=None: one of the ``quality`` tier trained for `mode` at
+    `scale`, not marked opt-in, with time input where there is one (ValueError when none is; a model
+    trained for another mode is never picked)."""
+    check_quality(quality)
     models = _bundled()
     for objective in _MODE_OBJECTIVES[mode]:
         fits = [name for name, info in models.items()
-                if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective]
+                if _info_get(info, "scale") == scale and _info_get(info, "objective") == objective
+                and _quality_of(info) == quality]
         if fits:
             # Opt-in files (metadata opt_in) only when nothing else fits; then a model with time input
             # (it synthesises every t exactly) before one that knows only t = 1/2.
             return sorted(fits, key=lambda n: (bool(_info_get(models[n], "opt_in")),
                                                not _info_get(models[n], "time_input")))[0]
+    if quality != "fast":
+        tier = [f"{n} (x{_info_get(i, 'scale')})" for n, i in models.items() if _quality_of(i) == quality]
+        raise ValueError(f"quality={quality!r}: no bundled weights of that tier for scale={scale} in mode={mode!r} "
+                         f"(that tier has: {', '.join(tier) or 'none'}); use quality='fast' or pass model=")
     have = ", ".join(f"{n} (x{_info_get(i, 'scale')} {_info_get(i, 'objective')})"
                      for n, i in models.items()) or "none"
     raise ValueError(
@@ -186,12 +213,14 @@ def default_model_name(scale: int, mode: str = "st") -> str:
     )
 
 
-def resolve_model(model: Any, scale: int, mode: str = "st") -> nn.Module:
-    """Build the user-level `Star` wrapper from a name, a path, a StarNet, a Star, or None."""
+def resolve_model(model: Any, scale: int, mode: str = "st", quality: str = "fast") -> nn.Module:
+    """Build the user-level `Star` wrapper from a name, a path, a StarNet, a Star, or None (the bundled
+    weights of the ``quality`` tier)."""
     from .model import Star, StarNet, load_model
 
+    check_quality(quality, model)
     if model is None:
-        model = default_model_name(scale, mode)
+        model = default_model_name(scale, mode, quality)
     if isinstance(model, Star):
         star = model
     elif isinstance(model, StarNet):
@@ -308,6 +337,8 @@ class StarEngine:
         backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU only;
             compiles once per input shape and caches it on disk, see docs/openvino.md).
         precision: OpenVINO precision, "f32" (default) or "bf16" (faster, ~1e-2 drift; CPUs with bfloat16).
+        quality: with model=None, the tier of bundled weights: "fast" (default) or "high" (larger and slower,
+            better pictures; x4 only so far).
     """
 
     def __init__(
@@ -325,6 +356,7 @@ class StarEngine:
         memory_budget: int | None = None,
         backend: str = "auto",
         precision: str = "f32",
+        quality: str = "fast",
     ) -> None:
         if scale not in (2, 4, 8) or isinstance(scale, bool):
             raise ValueError(f"scale must be 2, 4 or 8, got {scale!r}")
@@ -355,7 +387,7 @@ class StarEngine:
             raise ValueError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
         self.memory_budget = memory_budget
 
-        star = resolve_model(model, self.scale, mode)
+        star = resolve_model(model, self.scale, mode, quality)
         self.star = star.to(self.device).eval()
         self.config = _config_of(self.star)
         from .model import OBJECTIVE_OUTPUTS

@@ -477,6 +477,7 @@ def STAR(
     fps_num: int | None = None,
     fps_den: int | None = None,
     exact_time: bool = False,
+    quality: str = "fast",
 ) -> vs.VideoNode:
     """Space-time video super-resolution (STARnet).
 
@@ -526,6 +527,8 @@ def STAR(
             recursive midpoints, rounded to the nearest multiple of 1/8 (worst error 1/16 of a frame
             interval; none for factors 2, 4, 8); True raises vs.Error instead when a needed t is not
             reachable exactly.
+        quality: with ``model=None``, the tier of bundled weights: "fast" (default) or "high" (larger, about
+            4x slower, better pictures; scale 4 only). Not with ``model`` or ``engine``.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _err(f"clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
@@ -568,10 +571,13 @@ def STAR(
         try:
             engines = [StarEngine(model, scale=scale, mode=mode, device=d, fp16=fp16, batch_size=batch_size,
                                   tile=tile, tile_overlap=tile_overlap, flow_options=flow_options,
-                                  backend=backend, precision=precision) for d in devices]
+                                  backend=backend, precision=precision, quality=quality) for d in devices]
         except ValueError as exc:
             raise _err(str(exc)) from exc
     else:
+        if quality != "fast":
+            raise _err(f"quality={quality!r} picks bundled weights; it cannot go with engine= (build the engine "
+                       "with quality= instead)")
         engines = [engine] if isinstance(engine, StarEngine) else \
             list(engine) if isinstance(engine, (list, tuple)) else [engine]
         if not engines:

@@ -421,6 +421,8 @@ if Gst is not None:
                      "t: double the frame rate at the input size", "st", _RW),
             "model": (str, "Model", "Bundled weights name, path to vsstar safetensors or an "
                       "official checkpoint; empty: the bundled weights for the scale", "", _RW),
+            "quality": (str, "Quality", "Tier of the bundled weights when 'model' is empty: fast or high "
+                        "(larger, about 4x slower, better pictures; scale 4 only)", "fast", _RW),
             "device": (str, "Device", "torch device (cpu, cuda, cuda:1); empty: CUDA when "
                        "available, else CPU", "", _RW),
             "backend": (str, "Backend", "Network backend: auto (OpenVINO on the CPU when installed, "
@@ -441,7 +443,7 @@ if Gst is not None:
 
         def __init__(self) -> None:
             super().__init__()
-            self.props_store = {"scale": 4, "mode": "st", "model": "", "device": "",
+            self.props_store = {"scale": 4, "mode": "st", "model": "", "quality": "fast", "device": "",
                                 "backend": "auto", "batch-size": 1, "scene-change": True, "sc-threshold": -1.0,
                                 "factor": "2/1", "fps": "", "exact-time": False}
             self.sinkpad = Gst.Pad.new_from_template(self.__gsttemplates__[0], "sink")
@@ -465,9 +467,9 @@ if Gst is not None:
             return self.props_store[prop.name]
 
         def do_set_property(self, prop: GObject.ParamSpec, value: Any) -> None:
-            if prop.name in ("mode", "model", "device", "backend", "factor", "fps"):
+            if prop.name in ("mode", "model", "quality", "device", "backend", "factor", "fps"):
                 value = (value or "").strip()
-                if prop.name == "mode":
+                if prop.name in ("mode", "quality"):
                     value = value.lower()
             self.props_store[prop.name] = value
 
@@ -530,7 +532,7 @@ if Gst is not None:
                 self.engine = StarEngine(
                     p["model"] or None, scale=p["scale"], mode=p["mode"],
                     device=p["device"] or None, batch_size=p["batch-size"],
-                    backend=p["backend"].lower() or "auto")
+                    backend=p["backend"].lower() or "auto", quality=p["quality"] or "fast")
             except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
                 self._error(f"starnet: {e}", debug=_debug_detail(e))
                 return False
