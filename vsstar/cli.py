@@ -701,7 +701,8 @@ def info() -> int:
         size = os.path.getsize(meta["path"]) / 2**20 if os.path.exists(meta.get("path", "")) else 0
         desc = meta.get("description", "")
         cfg = meta.get("config") or {}
-        tags = (" time input" if cfg.get("time_input") else "") + (" (opt-in)" if meta.get("opt_in") else "")
+        tags = ((" time input" if cfg.get("time_input") else "") + (" (opt-in)" if meta.get("opt_in") else "")
+                + (f" (quality={meta['quality']})" if meta.get("quality") else ""))
         lines.append(f"  {name}: x{meta.get('scale')} {meta.get('objective')} {meta.get('variant', '')}{tags} "
                      f"({size:.1f} MiB){' - ' + desc if desc else ''}")
     print("\n".join(lines))
