@@ -44,3 +44,17 @@ def test_opt_in_time_model_is_bundled_and_runs_exact_times() -> None:
     out = eng.process_times(a, torch.roll(a, 1, dims=-1), [[Fr(2, 5), Fr(4, 5)]], exact_time=True)
     for t in (Fr(2, 5), Fr(4, 5)):
         assert out.mids[0][t].shape == (3, 64, 80) and torch.isfinite(out.mids[0][t]).all()
+
+
+def test_quality_high_is_the_x4_quality_tier_and_runs() -> None:
+    name = default_model_name(4, "st", "high")
+    info = bundled_models()[name]
+    assert name == "star_st_x4_hq" and info["quality"] == "high" and info["scale"] == 4
+    assert default_model_name(4, "st") == "star_st_x4"  # the fast default is unchanged
+    eng = StarEngine(None, scale=4, mode="st", device="cpu", flow_options=FAST_FLOW, quality="high", backend="torch")
+    assert sum(p.numel() for p in eng.star.parameters()) > 4_000_000  # a few million parameters
+    g = torch.Generator().manual_seed(4)
+    a = torch.rand(1, 3, 16, 20, generator=g)
+    out = eng.process(a, torch.roll(a, 1, dims=-1))
+    for t in (out.sr_first, out.mid, out.sr_second):
+        assert t.shape == (1, 3, 64, 80) and torch.isfinite(t).all()

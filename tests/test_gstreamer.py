@@ -482,3 +482,9 @@ def test_bad_factor_is_a_clear_error(runs):
     r = result(runs, "rate-bad")
     assert r["error"] is not None and "'factor' must be at least 1" in r["error"]["text"]
     assert r["buffers"] == []
+
+
+def test_quality_high_runs_the_bundled_quality_tier():
+    res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cpu scale=4 quality=high ! "
+                 "video/x-raw,width=128,height=96 ! fakesink", timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

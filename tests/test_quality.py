@@ -68,3 +68,37 @@ def test_cli_quality_option(capfd, tmp_path) -> None:
     err = capfd.readouterr().err
     assert code == 2 and "--quality 'high': no bundled weights of that tier for scale=2" in err
     assert not (tmp_path / "o.mkv").exists()
+
+
+def test_vs_quality_high_runs_the_bundled_quality_tier() -> None:
+    vs = pytest.importorskip("vapoursynth")
+    import numpy as np
+
+    from test_vs import make_clip, pattern
+    from vsstar.vs import STAR
+
+    clip = make_clip([pattern(0), pattern(1), pattern(2)])
+    fast_flow = {"n_outer": 2, "n_sor": 4}
+    high = STAR(clip, scale=4, quality="high", device="cpu", backend="torch", flow_options=fast_flow)
+    named = STAR(clip, scale=4, model="star_st_x4_hq", device="cpu", backend="torch", flow_options=fast_flow)
+    assert (high.width, high.height, high.num_frames) == (128, 96, 6)
+    for n in (0, 1):
+        a, b = high.get_frame(n), named.get_frame(n)
+        assert all(np.array_equal(np.asarray(a[p]), np.asarray(b[p])) for p in range(3))
+
+
+def test_cli_quality_high_writes_the_x4_output(capfd, tmp_path) -> None:
+    pytest.importorskip("vapoursynth")
+    import shutil
+    from pathlib import Path
+
+    from support import probe
+    from vsstar.cli import main
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg/ffprobe not found (apt: ffmpeg)")
+    sample = Path(__file__).resolve().parent.parent / "samples" / "bikes_320x136.mp4"
+    out = tmp_path / "hq.mp4"
+    code = main(["enhance", str(sample), str(out), "--scale", "4", "--quality", "high", "--frames", "2",
+                 "--fast-flow", "--no-audio", "--backend", "torch"])
+    assert code == 0, capfd.readouterr().err
+    assert probe(out)[:2] == (1280, 544)
