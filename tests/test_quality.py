@@ -49,6 +49,12 @@ def test_vs_quality_errors() -> None:
         STAR(clip, scale=2, quality="high", device="cpu")
     with pytest.raises(vs.Error, match=r"quality='high' picks the bundled weights; it cannot go with model="):
         STAR(clip, scale=4, model="star_st_x4", quality="high", device="cpu")
+    from support import tiny_net
+    eng = engine.StarEngine(tiny_net(4), scale=4, device="cpu")
+    with pytest.raises(vs.Error, match="quality must be one of"):  # an unknown tier is named as such
+        STAR(clip, scale=4, engine=eng, quality="best")
+    with pytest.raises(vs.Error, match=r"quality='high' picks bundled weights; it cannot go with engine="):
+        STAR(clip, scale=4, engine=eng, quality="high")
 
 
 def test_cli_quality_option(capfd, tmp_path) -> None:

@@ -321,6 +321,14 @@ def test_loader_threads_train_the_same_weights(footage, tmp_path):
     assert train_main(_args(footage, tmp_path / "bad", 1, "--loader-threads", "-1")) == 2
 
 
+def test_bad_flow_device_is_refused_before_training(footage, tmp_path, capsys):
+    assert train_main(_args(footage, tmp_path / "bad", 1, "--flow-device", "gpu")) == 2
+    assert "flow_device: device must be None, 'cpu', 'cuda' or 'cuda:N', got 'gpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert train_main(_args(footage, tmp_path / "bad2", 1, "--flow-device", "cuda")) == 2
+        assert "flow_device: device='cuda' but CUDA is not available" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (mixed precision, CUDA flows)")
 def test_amp_training_on_cuda(footage, tmp_path):
     run = tmp_path / "cuda"

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -303,7 +303,13 @@ class Trainer:
         # device's step (one thread prefetches the next batch, the others build its samples).
         self.sample_pool = ThreadPoolExecutor(args.loader_threads, "sample") if args.loader_threads else None
         self.prefetcher = ThreadPoolExecutor(1, "prefetch") if args.loader_threads else None
-        self._prefetched: dict = {}
+        self._ahead: tuple[int, Future] | None = None  # (step, its batch being prepared)
+        if args.flow_device != "cpu":
+            from vsstar.engine import resolve_device  # checked now, not when the first flow is missing
+            try:
+                resolve_device(args.flow_device)
+            except ValueError as exc:
+                raise ValueError(f"flow_device: {exc}") from exc
         if args.amp == "on" and self.device.type != "cuda":
             raise ValueError("amp: mixed precision needs a CUDA device")
         self.run_dir = Path(args.run_dir)
@@ -506,8 +512,9 @@ class Trainer:
         """This step's batch; with --loader-threads the next step's is prepared while this one trains."""
         if self.prefetcher is None:
             return self.load_batch(self.step)
-        fut = self._prefetched.pop(self.step, None) or self.prefetcher.submit(self.load_batch, self.step)
-        self._prefetched = {self.step + 1: self.prefetcher.submit(self.load_batch, self.step + 1)}
+        ahead, self._ahead = self._ahead, None
+        fut = ahead[1] if ahead and ahead[0] == self.step else self.prefetcher.submit(self.load_batch, self.step)
+        self._ahead = (self.step + 1, self.prefetcher.submit(self.load_batch, self.step + 1))
         return fut.result()
 
     def train_step(self) -> dict[str, float]:

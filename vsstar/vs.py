@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from .engine import MODES, StarEngine, _available_ram
+from .engine import MODES, StarEngine, _available_ram, check_quality
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
 from .schedule import DEFAULT_DEPTH, PARTS, FrameSchedule, max_time_error, output_factor
 
@@ -575,6 +575,10 @@ def STAR(
         except ValueError as exc:
             raise _err(str(exc)) from exc
     else:
+        try:
+            check_quality(quality)
+        except ValueError as exc:
+            raise _err(str(exc)) from exc
         if quality != "fast":
             raise _err(f"quality={quality!r} picks bundled weights; it cannot go with engine= (build the engine "
                        "with quality= instead)")
