@@ -305,8 +305,9 @@ def test_global_skip_starts_at_the_baseline(flow_refine):
     net.eval()
     with torch.inference_mode():
         ht, h1, h2, l = net(a, b, ef, eb)
-    assert torch.equal(h1, upscale(a, 4)) and torch.equal(h2, upscale(b, 4))
-    assert torch.equal(l, mid) and torch.equal(ht, upscale(mid, 4))
+        # (inference on the CPU upscales by phase convolutions: compare in the same mode)
+        assert torch.equal(h1, upscale(a, 4)) and torch.equal(h2, upscale(b, 4))
+        assert torch.equal(l, mid) and torch.equal(ht, upscale(mid, 4))
     net.train()
     out = net(a, b, ef, eb)
     assert torch.equal(out["h1_s1"], upscale(a, 4)) and torch.equal(out["l_s1"], mid)
@@ -352,3 +353,21 @@ def test_benchmark_original_style_forward_reproduces_the_fixture(fixture, small_
     for name, o in zip(("ht", "h1", "h2", "l"), out):
         ref = fixture["outputs"][name]
         assert ((o - ref).abs().max() / ref.abs().max()).item() < 1e-4
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_upscale_phase_convolutions_match_interpolate(scale):
+    """Inference on the CPU runs bicubic upscaling as phase convolutions + pixel shuffle: the same numbers as
+    F.interpolate to float rounding, at the edges (index clamping) and on 1-pixel inputs too."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(scale)
+    for shape in ((2, 3, 7, 5), (1, 3, 1, 1), (1, 2, 16, 24)):
+        x = torch.rand(*shape, generator=g)
+        ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        with torch.no_grad():
+            out = upscale(x, scale)
+        assert out.shape == ref.shape
+        assert float((out - ref).abs().max()) < 2e-6
+        assert torch.equal(upscale(x, scale), ref)  # with autograd on: F.interpolate itself
+

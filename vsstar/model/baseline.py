@@ -1,6 +1,9 @@
 """Classical baselines for the global skip: bicubic upscaling and flow-compensated blending."""
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 from torch import Tensor
 import torch.nn.functional as F
@@ -54,6 +57,50 @@ def blend_at(im1: Tensor, im2: Tensor, flow_f_enc: Tensor, flow_b_enc: Tensor, t
     return a * (1.0 - w) + b * w
 
 
+def _cubic(x: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel with torch's a = -0.75."""
+    x = abs(x)
+    if x <= 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    if x < 2.0:
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    return 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def _phase_taps(scale: int) -> tuple[tuple[float, ...], ...]:
+    """For each output phase r, the weights of input samples i-2 .. i+2 for output sample scale*i + r.
+
+    Output sample scale*i + r sits at input position i + (r + 0.5) / scale - 0.5 (align_corners=False), so its
+    four cubic taps always fall inside i-2 .. i+2. Plain floats, not a tensor: a cached tensor made while
+    torch.export traces would be a fake one."""
+    rows = []
+    for r in range(scale):
+        pos = (r + 0.5) / scale - 0.5
+        first = math.floor(pos) - 1
+        rows.append(tuple(_cubic(pos - k) if first <= k < first + 4 else 0.0 for k in range(-2, 3)))
+    return tuple(rows)
+
+
+def _upscale_phases(image: Tensor, scale: int) -> Tensor:
+    """Bicubic upscaling as one small convolution per output phase and a pixel shuffle.
+
+    The same numbers as F.interpolate(mode="bicubic") to float rounding (edge replication = torch's index
+    clamping), measured 3.3x faster with torch on the CPU; in an exported graph it becomes a convolution and a
+    DepthToSpace instead of OpenVINO's generic Interpolate, which took 9% of the x4 network's time there."""
+    c = image.shape[1]
+    taps = torch.tensor(_phase_taps(scale), dtype=torch.float64)
+    kernel = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(scale * scale, 1, 5, 5)
+    kernel = kernel.to(image.dtype).repeat(c, 1, 1, 1)
+    padded = F.pad(image, (2, 2, 2, 2), mode="replicate")
+    return F.pixel_shuffle(F.conv2d(padded, kernel, groups=c), scale)
+
+
 def upscale(image: Tensor, scale: int) -> Tensor:
-    """Bicubic upscaling by an integer factor (align_corners=False)."""
+    """Bicubic upscaling by an integer factor (align_corners=False).
+
+    Inference on the CPU (and so the ONNX export) runs the phase-convolution form; training and other
+    devices keep F.interpolate (exact on CUDA too, where cuDNN might run the convolution as TF32 or fp16)."""
+    if image.device.type == "cpu" and image.dtype == torch.float32 and not torch.is_grad_enabled():
+        return _upscale_phases(image, scale)
     return F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False)
