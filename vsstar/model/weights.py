@@ -14,8 +14,8 @@ from .config import StarConfig
 from .official import CheckpointError, check_state_dict, load_official
 from .star import StarNet
 
-__all__ = ["save_weights", "load_weights", "load_model", "bundled_models", "read_metadata", "FORMAT",
-           "BUNDLED_DIR"]
+__all__ = ["save_weights", "load_weights", "load_model", "bundled_models", "read_metadata", "looks_like_safetensors",
+           "FORMAT", "BUNDLED_DIR"]
 
 #: Identifies our files; bumped on incompatible changes.
 FORMAT = "vsstar-star-1"
@@ -131,7 +131,7 @@ def bundled_models() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
+def looks_like_safetensors(head: bytes, size: int) -> bool:
     """True when a file of `size` bytes starting with `head` (>= 9 bytes read) is laid out like
     safetensors: a little-endian u64 header length, then a JSON '{'.
 
@@ -160,7 +160,7 @@ def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None)
         with open(key, "rb") as fh:
             head = fh.read(9)
         # zip (torch.save) or legacy pickle; a safetensors header length can also start with 0x80
-        if head[:2] == b"PK" or (head[:1] == b"\x80" and not _looks_like_safetensors(head, os.path.getsize(key))):
+        if head[:2] == b"PK" or (head[:1] == b"\x80" and not looks_like_safetensors(head, os.path.getsize(key))):
             return load_official(key, objective=objective)
         net = load_weights(key)
     else:
