@@ -23,7 +23,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["vsstar", "vsstar.*", "training", "training.*"]),
-    package_data={"vsstar": ["weights/*.safetensors", "weights/*.json"]},
+    package_data={"vsstar": ["weights/*.safetensors", "weights/*.json", "weights/*.npz"]},
     install_requires=[
         "torch>=2.2",
         "numpy>=1.24",
@@ -44,7 +44,9 @@ setup(
         "train": ["tensorboard", "scikit-image"],
         # vsstar enhance --ray / vsstar.distributed (docs/scaling.md)
         "ray": ["ray>=2.9"],
-        "dev": ["pytest>=8", "pytest-timeout", "ray>=2.9"],
+        # precision="int8": OpenVINO's post-training quantization (docs/openvino.md)
+        "int8": ["nncf>=3.4"],
+        "dev": ["pytest>=8", "pytest-timeout", "ray>=2.9", "nncf>=3.4"],
     },
     entry_points={"console_scripts": ["vsstar = vsstar.cli:main"]},
     classifiers=[

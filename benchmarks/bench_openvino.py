@@ -12,7 +12,7 @@ shape, then cached on disk) are timed separately and excluded from the per-call 
     .venv/bin/python benchmarks/bench_openvino.py profile  # where the time goes in the engine with OpenVINO
     .venv/bin/python benchmarks/bench_openvino.py drift --pairs 20   # Y-PSNR on carphone: torch, f32, bf16
 
-Options: --rounds N, --threads N (torch and OpenVINO threads; default torch's), --no-bf16.
+Options: --rounds N, --threads N (torch and OpenVINO threads; default torch's), --no-bf16, --no-int8.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _damped_official(scale: int = 4):
 
 
 def bench_net(args) -> None:
-    from vsstar.backends.openvino import OpenVINOStar, bf16_supported
+    from vsstar.backends.openvino import OpenVINOStar, bf16_supported, int8_available
     from vsstar.model import Star, load_model
 
     cases = {"x4": ("bundled star_st_x4", lambda: load_model("star_st_x4"), (240, 426)),
@@ -115,6 +115,8 @@ def bench_net(args) -> None:
         variants = [("openvino f32", "f32")]
         if not args.no_bf16 and bf16_supported():
             variants.append(("openvino bf16", "bf16"))
+        if not args.no_int8 and int8_available():
+            variants.append(("openvino int8", "int8"))
         for name, prec in variants:
             r = OpenVINOStar(star, precision=prec, num_threads=torch.get_num_threads(), cache_dir=args.cache_dir)
             extra[name] = {"build": _timed(r.compiled, *r.padded_shape(1, h, w))[0]}
@@ -143,6 +145,8 @@ def bench_engine(args) -> None:
     names = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino"))]
     if not args.no_bf16:
         names.append(("openvino bf16", dict(backend="openvino", precision="bf16")))
+    if not args.no_int8:
+        names.append(("openvino int8", dict(backend="openvino", precision="int8")))
     engines = {n: StarEngine(None, scale=4, device="cpu", **kw) for n, kw in names}
     extra = {n: {"build": _timed(engines[n]._runner.compiled, 1, h, w)[0]} for n, _ in names[1:]}
     times = {n: [] for n in engines}
@@ -174,6 +178,8 @@ def bench_job(args) -> None:
     runs = {"torch": ["--backend", "torch"], "openvino f32": ["--backend", "openvino"]}
     if not args.no_bf16:
         runs["openvino bf16"] = ["--backend", "openvino", "--precision", "bf16"]
+    if not args.no_int8:
+        runs["openvino int8"] = ["--backend", "openvino", "--precision", "int8"]
     times: dict[str, list[float]] = {k: [] for k in runs}
     with tempfile.TemporaryDirectory() as tmp:
         # A two-frame job per OpenVINO setting fills the disk cache (export + compile, timed apart).
@@ -281,6 +287,8 @@ def bench_drift(args) -> None:
     cases = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino"))]
     if not args.no_bf16:
         cases.append(("openvino bf16", dict(backend="openvino", precision="bf16")))
+    if not args.no_int8:
+        cases.append(("openvino int8", dict(backend="openvino", precision="int8")))
     for name, kw in cases:
         eng = StarEngine(None, scale=s, device="cpu", **kw)
         res = eng.process(lr[:-1], lr[1:])
@@ -304,6 +312,7 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--no-int8", action="store_true", help="skip precision int8 (it needs nncf)")
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="drift section: the bundled model's scale")
     p.add_argument("--clip", default=None, help="drift section: the clip (default: the held-out carphone)")
     p.add_argument("--cases", default="x4,x2,full", help="net section: any of x4,x2,full")

@@ -12,7 +12,7 @@ __all__ = ["BACKENDS", "PRECISIONS", "resolve_backend", "openvino_available"]
 #: Accepted values of the ``backend`` argument of the engine and the hosts.
 BACKENDS = ("auto", "torch", "openvino")
 #: Accepted values of the ``precision`` argument (OpenVINO only; torch uses fp16 on CUDA).
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "int8")
 #: Environment variable that decides what ``backend="auto"`` means ("torch" or "openvino").
 BACKEND_ENV = "VSSTAR_BACKEND"
 

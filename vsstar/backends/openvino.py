@@ -31,7 +31,8 @@ from ..model.star import StarNet, feature_names
 from ..model.wrapper import Star, StarOutput, network_inputs, network_outputs, padded_size
 from . import PRECISIONS
 
-__all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES"]
+__all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "int8_available", "calibration_feeds",
+           "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES", "CALIBRATION_FILE"]
 
 #: First bytes of a cache entry (then the sha256 of the payload, then OpenVINO's exported model).
 CACHE_MAGIC = b"vsstar-openvino-1\n"
@@ -39,6 +40,13 @@ _MEMORY_SLOTS = 4  # compiled shapes kept in memory per runner (tiles and a shor
 #: The disk cache is trimmed (least recently used first) to this many bytes after each write: an entry holds
 #: the weights, about 4 MiB for the bundled models but 650 MiB for the paper's STAR x4 + FR, per shape.
 CACHE_LIMIT_BYTES = 4 << 30
+#: The frames precision="int8" calibrates on: 12 pairs of 80x144 LR frames from the training footage
+#: (tools/make_calibration.py), uint8 arrays "first" and "second" of shape (12, 3, 80, 144).
+CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "weights" / "calibration_pairs.npz"
+#: Bumped when the quantization recipe changes, so no cache entry of an older recipe is reused.
+INT8_RECIPE = 4
+#: First bytes of a quantized-model entry (then the sha256 of the rest, the IR's XML length, XML, weights).
+INT8_MAGIC = b"vsstar-openvino-int8-1\n"
 
 
 def prune_cache(folder: Path, limit: int = CACHE_LIMIT_BYTES, keep: Path | None = None) -> int:
@@ -90,6 +98,100 @@ def _core() -> Any:
     return ov.Core()
 
 
+def _read_checked(path: Path, magic: bytes) -> bytes | None:
+    """The payload of a cache entry written by OpenVINOStar._write_cache, None when it is unreadable, of
+    another kind or fails its checksum."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    payload = data[len(magic) + 32:]
+    if data.startswith(magic) and data[len(magic):len(magic) + 32] == hashlib.sha256(payload).digest():
+        return payload
+    return None
+
+
+def _pack_ir(model: Any) -> bytes:
+    """An ov.Model as one byte string: the XML's length (8 bytes), the XML, the weights (float32 kept)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="vsstar-ir-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        text, weights = xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+    return len(text).to_bytes(8, "little") + text + weights
+
+
+def _float_convolutions(model: Any, hops: int = 3) -> list[Any]:
+    """The convolutions of `model` within `hops` operations of a graph input or output: the first layers,
+    which see the raw frames and flows, and the reconstructions, which write the pictures. int8 there
+    would round away the fine detail that the rest of the network adds, so they stay float32."""
+    convs = {"Convolution", "ConvolutionBackpropData", "GroupConvolution"}
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in convs:
+            continue
+        up, down = [op], [op]
+        for _ in range(hops):
+            up = [i.get_source_output().get_node() for o in up for i in o.inputs()]
+            down = [t.get_node() for o in down for x in o.outputs() for t in x.get_target_inputs()]
+            if any(o.get_type_name() == "Parameter" for o in up) or any(o.get_type_name() == "Result" for o in down):
+                out.append(op)
+                break
+    return out
+
+
+def _warp_path(model: Any) -> set[str]:
+    """Names of every operation feeding a GridSample (the flow-compensated blend of the global skip): 8-bit
+    sampling coordinates move the blend by up to 1/128 of the frame width (measured on bikes: -2.5 dB on
+    the in-between frames; -0.1 dB with this path in float32)."""
+    names: set[str] = set()
+    stack = [op for op in model.get_ordered_ops() if op.get_type_name() == "GridSample"]
+    while stack:
+        op = stack.pop()
+        name = op.get_friendly_name()
+        if name in names or op.get_type_name() in ("Parameter", "Constant"):
+            continue
+        names.add(name)
+        stack += [i.get_source_output().get_node() for i in op.inputs()]
+    return names
+
+
+def calibration_feeds(net: StarNet) -> list[dict[str, Any]]:
+    """The int8 calibration inputs of `net`: the bundled calibration pairs (CALIBRATION_FILE) with their
+    flows (vsstar's solver), in the network's encodings, one feed dict per pair; a model with time input
+    sees t = 1/2, 1/4 and 3/4 in turn."""
+    import numpy as np
+
+    from ..flow import coarse2fine_flow_batch
+
+    if not CALIBRATION_FILE.is_file():
+        raise FileNotFoundError(f"{CALIBRATION_FILE}: the int8 calibration frames are missing from this install "
+                                "(tools/make_calibration.py builds them)")
+    with np.load(CALIBRATION_FILE, allow_pickle=False) as data:
+        a = torch.from_numpy(data["first"]).float() / 255.0
+        b = torch.from_numpy(data["second"]).float() / 255.0
+    n = len(a)
+    flows = coarse2fine_flow_batch(torch.cat((a, b)), torch.cat((b, a)))
+    x1, x2, ff, fb = network_inputs(net.config, a, b, flows[:n], flows[n:])
+    feeds = []
+    for i in range(n):
+        feed = {name: t[i:i + 1].contiguous().numpy() for name, t in zip(INPUT_NAMES, (x1, x2, ff, fb))}
+        if net.config.time_input:
+            feed["t"] = np.array([(0.5, 0.25, 0.75)[i % 3]], dtype=np.float32)
+        feeds.append(feed)
+    return feeds
+
+
+def int8_available() -> bool:
+    """True when NNCF (OpenVINO's quantization tool, needed by precision="int8") can be imported."""
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def bf16_supported(core: Any = None) -> bool:
     """True when OpenVINO's CPU plugin can run bfloat16 on this CPU (AVX512_BF16 or AMX)."""
     core = core or _core()
@@ -101,8 +203,9 @@ class OpenVINOStar:
 
     Args:
         star: the torch wrapper (its weights are exported; it is not modified).
-        precision: "f32" (default; within 1e-4 of max|output| of torch) or "bf16" (faster, ~1e-2 drift;
-            needs a CPU with bfloat16 support).
+        precision: "f32" (default; within 1e-4 of max|output| of torch), "bf16" (~1e-2 drift; needs a CPU with
+            bfloat16 support) or "int8" (post-training quantization with NNCF on the bundled calibration
+            frames; the first and the reconstruction convolutions stay float32; needs the nncf package).
         num_threads: OpenVINO inference threads (default: torch.get_num_threads()).
         cache_dir: disk cache folder, None for default_cache_dir(), False for no disk cache.
         verbose: say on stderr when a shape is exported and compiled (it takes seconds to minutes).
@@ -131,6 +234,10 @@ class OpenVINOStar:
             caps = ", ".join(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
             raise ValueError(f"precision='bf16' needs a CPU with bfloat16 support (AVX512_BF16 or AMX); "
                              f"this one offers {caps}; use precision='f32'")
+        if precision == "int8" and not int8_available():
+            raise ValueError("precision='int8' needs the nncf package (OpenVINO's quantization tool): "
+                             "pip install nncf, or pip install vsstar[int8]; or use precision='f32'")
+        self._int8_model: Any = None  # the quantized ov.Model (any shape), built or loaded once
         if cache_dir is None or cache_dir is True:
             cache_dir = default_cache_dir()
         self.cache_dir = Path(cache_dir) if cache_dir is not False else None
@@ -149,7 +256,9 @@ class OpenVINOStar:
         return self._digest
 
     def _properties(self) -> dict[str, Any]:
-        return {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.num_threads,
+        # int8: the quantized convolutions run in int8 whatever the hint; the rest stays float32.
+        hint = "f32" if self.precision == "int8" else self.precision
+        return {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.num_threads,
                 "PERFORMANCE_HINT": "LATENCY"}
 
     def cache_key(self, shape: tuple[int, int, int], part: str = "full") -> str:
@@ -162,6 +271,8 @@ class OpenVINOStar:
         ident = {"model": self.digest, "shape": list(shape), "precision": self.precision,
                  "threads": self.num_threads, "openvino": ov.get_version(), "torch": torch.__version__,
                  "export": EXPORT_VERSION, "opset": ONNX_OPSET, "cpu": cpu, "caps": caps, "part": part}
+        if self.precision == "int8":
+            ident["int8"] = self._int8_ident()
         h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:40]
         n, ph, pw = shape
         tag = "" if part == "full" else f"-{part}"
@@ -202,6 +313,14 @@ class OpenVINOStar:
         return compiled, compiled.create_infer_request()
 
     def _build(self, shape: tuple[int, int, int], part: str = "full") -> Any:
+        if self.precision == "int8":
+            if part != "full":
+                raise ValueError(f"part={part!r}: precision='int8' runs the whole graph per time")
+            model = self.quantized_model().clone()
+            n, h, w = shape
+            model.reshape({p.get_any_name(): [n] if p.get_any_name() == "t" else [n, p.get_partial_shape()[1], h, w]
+                           for p in model.inputs})
+            return self.core.compile_model(model, "CPU", self._properties())
         with tempfile.TemporaryDirectory(prefix="vsstar-onnx-") as tmp:
             onnx_path = Path(tmp) / "star.onnx"
             export_onnx(self.net, onnx_path, shape=shape, check=False, part=part)
@@ -210,20 +329,14 @@ class OpenVINOStar:
 
     def _read_entry(self, path: Path) -> Any | None:
         """The compiled model stored at `path`, or None (and the file removed) when it is unusable."""
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        payload = data[len(CACHE_MAGIC) + 32:]
-        ok = data.startswith(CACHE_MAGIC) and data[len(CACHE_MAGIC):len(CACHE_MAGIC) + 32] == \
-            hashlib.sha256(payload).digest()
-        if ok:
+        payload = _read_checked(path, CACHE_MAGIC)
+        if payload is not None:
             try:
                 compiled = self.core.import_model(payload, "CPU", self._properties())
                 os.utime(path)  # recently used: pruned last
                 return compiled
             except Exception:  # OpenVINO raises RuntimeError subclasses on blobs it cannot read
-                ok = False
+                pass
         self.stats["corrupt"] += 1
         if self.verbose:
             print(f"vsstar: ignoring a damaged OpenVINO cache entry {path.name} (rebuilding it)", file=sys.stderr)
@@ -235,15 +348,19 @@ class OpenVINOStar:
 
     def _write_entry(self, path: Path, compiled: Any) -> None:
         """Store `compiled` at `path` atomically; a cache that cannot be written is skipped, not fatal."""
+        stream = io.BytesIO()
+        compiled.export_model(stream)
+        self._write_cache(path, CACHE_MAGIC, stream.getvalue())
+
+    def _write_cache(self, path: Path, magic: bytes, payload: bytes) -> None:
+        """Write magic + sha256(payload) + payload to `path` through a temporary file and a rename, then trim
+        the folder; an unwritable cache is reported (verbose) and skipped."""
         try:
-            stream = io.BytesIO()
-            compiled.export_model(stream)
-            payload = stream.getvalue()
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(CACHE_MAGIC + hashlib.sha256(payload).digest())
+                    fh.write(magic + hashlib.sha256(payload).digest())
                     fh.write(payload)
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -256,6 +373,93 @@ class OpenVINOStar:
             if self.verbose:
                 print(f"vsstar: cannot write the OpenVINO cache in {path.parent} ({exc}); continuing without it",
                       file=sys.stderr)
+
+    # ------------------------------------------------------------------ int8
+    def _int8_ident(self) -> dict[str, Any]:
+        import nncf
+
+        data = CALIBRATION_FILE.read_bytes() if CALIBRATION_FILE.is_file() else b""
+        return {"nncf": nncf.__version__, "recipe": INT8_RECIPE, "calibration": hashlib.sha256(data).hexdigest()}
+
+    def _int8_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        import openvino as ov
+
+        ident = {"model": self.digest, "openvino": ov.get_version(), "torch": torch.__version__,
+                 "export": EXPORT_VERSION, "opset": ONNX_OPSET, **self._int8_ident()}
+        h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:40]
+        return self.cache_dir / f"{self.digest[:16]}-int8-model-{h}.blob"
+
+    def quantized_model(self) -> Any:
+        """The network quantized to int8 (an ov.Model with dynamic batch and size), from the disk cache or
+        built once: a dynamic-shape ONNX export, calibrated by NNCF on the bundled calibration pairs."""
+        if self._int8_model is None:
+            path = self._int8_path()
+            model = self._read_int8(path) if path is not None and path.is_file() else None
+            if model is None:
+                if self.verbose:
+                    print("vsstar: quantizing the network to int8 (NNCF, 12 calibration pairs; about a minute, "
+                          "once per model" + (f"; cached in {self.cache_dir})" if path is not None else ")"),
+                          file=sys.stderr)
+                model = self._quantize()
+                if path is not None:
+                    self._write_cache(path, INT8_MAGIC, _pack_ir(model))
+            self._int8_model = model
+        return self._int8_model
+
+    def _read_int8(self, path: Path) -> Any | None:
+        data = _read_checked(path, INT8_MAGIC)
+        if data is not None:
+            try:
+                xml_len = int.from_bytes(data[:8], "little")
+                import openvino as ov
+                import numpy as np
+
+                weights = ov.Tensor(np.frombuffer(data[8 + xml_len:], dtype=np.uint8).copy())
+                model = self.core.read_model(data[8:8 + xml_len].decode("utf-8"), weights)
+                os.utime(path)
+                return model
+            except Exception:  # a damaged IR: OpenVINO raises RuntimeError subclasses
+                pass
+        self.stats["corrupt"] += 1
+        if self.verbose:
+            print(f"vsstar: ignoring a damaged OpenVINO cache entry {path.name} (rebuilding it)", file=sys.stderr)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+
+    def _quantize(self) -> Any:
+        import contextlib
+        import logging
+
+        # NNCF probes torch's C++ extension support on import (a warning without CUDA) and logs each step.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        import nncf
+
+        logging.getLogger("nncf").setLevel(logging.ERROR)
+        with tempfile.TemporaryDirectory(prefix="vsstar-onnx-") as tmp:
+            onnx_path = Path(tmp) / "star.onnx"
+            export_onnx(self.net, onnx_path, check=False)
+            model = self.core.read_model(str(onnx_path))
+        # Grouped convolutions are the bicubic baselines of the global skip (phase convolutions, see
+        # vsstar.model.baseline.upscale; the network has none): quantized, they would shift every output.
+        grouped = {op.get_friendly_name() for op in model.get_ordered_ops()
+                   if op.get_type_name() == "GroupConvolution"}
+        keep = sorted({op.get_friendly_name() for op in _float_convolutions(model)} | _warp_path(model) | grouped)
+        feeds = calibration_feeds(self.net)
+        self.stats["quantized"] = self.stats.get("quantized", 0) + 1
+        # NNCF draws its progress bars on sys.stdout, which vspipe and the GStreamer element may be streaming
+        # video through: they go to stderr (or nowhere when quiet).
+        with contextlib.ExitStack() as stack:
+            sink = sys.stderr if self.verbose else stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(sink))
+            return nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds),
+                                 preset=nncf.QuantizationPreset.MIXED, target_device=nncf.TargetDevice.CPU,
+                                 fast_bias_correction=True,
+                                 ignored_scope=nncf.IgnoredScope(names=keep, validate=False))
 
     # ------------------------------------------------------------------ inference
     def padded_shape(self, n: int, height: int, width: int) -> tuple[int, int, int]:
@@ -287,6 +491,8 @@ class OpenVINOStar:
                 feeds["t"] = tvals[0].float().numpy()
             res = self._infer(shape, "full", feeds, h, w)
             return [res] * len(ts)
+        if self.precision == "int8":  # one quantized graph: the whole network per time
+            return [self._infer(shape, "full", {**feeds, "t": tv.float().numpy()}, h, w) for tv in tvals]
         compiled, request = self.compiled(*shape, part="encode")
         with self._lock:
             request.infer(feeds)

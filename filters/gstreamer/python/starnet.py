@@ -427,6 +427,8 @@ if Gst is not None:
                        "available, else CPU", "", _RW),
             "backend": (str, "Backend", "Network backend: auto (OpenVINO on the CPU when installed, "
                         "else torch), torch or openvino", "auto", _RW),
+            "precision": (str, "Precision", "OpenVINO precision: f32 (default), bf16 (CPUs with bfloat16) "
+                          "or int8 (about 1.5x faster than f32, ~0.02 dB drift; needs nncf)", "f32", _RW),
             "batch-size": (int, "Batch size", "Frame pairs run through the network at once "
                            "(adds as many frames of latency), 1..64", _INT_MIN, _INT_MAX, 1, _RW),
             "scene-change": (bool, "Scene change", "Do not synthesise frames across scene cuts",
@@ -444,7 +446,7 @@ if Gst is not None:
         def __init__(self) -> None:
             super().__init__()
             self.props_store = {"scale": 4, "mode": "st", "model": "", "quality": "fast", "device": "",
-                                "backend": "auto", "batch-size": 1, "scene-change": True, "sc-threshold": -1.0,
+                                "backend": "auto", "precision": "f32", "batch-size": 1, "scene-change": True, "sc-threshold": -1.0,
                                 "factor": "2/1", "fps": "", "exact-time": False}
             self.sinkpad = Gst.Pad.new_from_template(self.__gsttemplates__[0], "sink")
             self.sinkpad.set_chain_function_full(self._chain, None)
@@ -467,9 +469,9 @@ if Gst is not None:
             return self.props_store[prop.name]
 
         def do_set_property(self, prop: GObject.ParamSpec, value: Any) -> None:
-            if prop.name in ("mode", "model", "quality", "device", "backend", "factor", "fps"):
+            if prop.name in ("mode", "model", "quality", "device", "backend", "precision", "factor", "fps"):
                 value = (value or "").strip()
-                if prop.name in ("mode", "quality"):
+                if prop.name in ("mode", "quality", "precision"):
                     value = value.lower()
             self.props_store[prop.name] = value
 
@@ -532,7 +534,8 @@ if Gst is not None:
                 self.engine = StarEngine(
                     p["model"] or None, scale=p["scale"], mode=p["mode"],
                     device=p["device"] or None, batch_size=p["batch-size"],
-                    backend=p["backend"].lower() or "auto", quality=p["quality"] or "fast")
+                    backend=p["backend"].lower() or "auto", precision=p["precision"] or "f32",
+                    quality=p["quality"] or "fast")
             except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
                 self._error(f"starnet: {e}", debug=_debug_detail(e))
                 return False
