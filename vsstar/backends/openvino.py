@@ -238,6 +238,7 @@ class OpenVINOStar:
             raise ValueError("precision='int8' needs the nncf package (OpenVINO's quantization tool): "
                              "pip install nncf, or pip install vsstar[int8]; or use precision='f32'")
         self._int8_model: Any = None  # the quantized ov.Model (any shape), built or loaded once
+        self._int8_id: dict[str, Any] | None = None
         if cache_dir is None or cache_dir is True:
             cache_dir = default_cache_dir()
         self.cache_dir = Path(cache_dir) if cache_dir is not False else None
@@ -337,6 +338,11 @@ class OpenVINOStar:
                 return compiled
             except Exception:  # OpenVINO raises RuntimeError subclasses on blobs it cannot read
                 pass
+        self._drop_damaged(path)
+        return None
+
+    def _drop_damaged(self, path: Path) -> None:
+        """Count, report (verbose) and delete an unusable cache entry, so that it is rebuilt."""
         self.stats["corrupt"] += 1
         if self.verbose:
             print(f"vsstar: ignoring a damaged OpenVINO cache entry {path.name} (rebuilding it)", file=sys.stderr)
@@ -344,7 +350,6 @@ class OpenVINOStar:
             path.unlink()
         except OSError:
             pass
-        return None
 
     def _write_entry(self, path: Path, compiled: Any) -> None:
         """Store `compiled` at `path` atomically; a cache that cannot be written is skipped, not fatal."""
@@ -376,10 +381,14 @@ class OpenVINOStar:
 
     # ------------------------------------------------------------------ int8
     def _int8_ident(self) -> dict[str, Any]:
-        import nncf
+        """What the quantized model depends on besides the weights (part of both cache keys; computed once)."""
+        if self._int8_id is None:
+            import nncf
 
-        data = CALIBRATION_FILE.read_bytes() if CALIBRATION_FILE.is_file() else b""
-        return {"nncf": nncf.__version__, "recipe": INT8_RECIPE, "calibration": hashlib.sha256(data).hexdigest()}
+            data = CALIBRATION_FILE.read_bytes() if CALIBRATION_FILE.is_file() else b""
+            self._int8_id = {"nncf": nncf.__version__, "recipe": INT8_RECIPE,
+                             "calibration": hashlib.sha256(data).hexdigest()}
+        return self._int8_id
 
     def _int8_path(self) -> Path | None:
         if self.cache_dir is None:
@@ -422,13 +431,7 @@ class OpenVINOStar:
                 return model
             except Exception:  # a damaged IR: OpenVINO raises RuntimeError subclasses
                 pass
-        self.stats["corrupt"] += 1
-        if self.verbose:
-            print(f"vsstar: ignoring a damaged OpenVINO cache entry {path.name} (rebuilding it)", file=sys.stderr)
-        try:
-            path.unlink()
-        except OSError:
-            pass
+        self._drop_damaged(path)
         return None
 
     def _quantize(self) -> Any:
