@@ -23,7 +23,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["vsstar", "vsstar.*", "training", "training.*"]),
-    package_data={"vsstar": ["weights/*.safetensors", "weights/*.json", "weights/*.npz"]},
+    package_data={"vsstar": ["weights/*.safetensors", "weights/*.json", "data/*.safetensors"]},
     install_requires=[
         "torch>=2.2",
         "numpy>=1.24",

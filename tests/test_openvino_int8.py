@@ -66,14 +66,15 @@ def test_int8_with_torch_is_refused():
         StarEngine(Star(tiny_net(4)), scale=4, device="cpu", backend="torch", precision="int8")
 
 
-def test_calibration_file_is_plain_numpy():
-    """The bundled calibration frames load without pickle: uint8 pairs of one size."""
+def test_calibration_file_is_safetensors():
+    """The bundled calibration frames are safetensors (no code runs on reading): uint8 pairs of one size."""
     import numpy as np
+    from safetensors.numpy import load_file
 
     from vsstar.backends.openvino import CALIBRATION_FILE
 
-    with np.load(CALIBRATION_FILE, allow_pickle=False) as data:
-        first, second = data["first"], data["second"]
+    data = load_file(CALIBRATION_FILE)
+    first, second = data["first"], data["second"]
     assert first.dtype == second.dtype == np.uint8
     assert first.shape == second.shape and first.shape[0] >= 8 and first.shape[1] == 3
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build vsstar/weights/calibration_pairs.npz, the frames the int8 quantization calibrates on.
+"""Build vsstar/data/calibration_pairs.safetensors, the frames the int8 quantization calibrates on.
 
 12 pairs of consecutive frames from the training footage in ../shared/data (never from the held-out carphone
 clip, nor from bikes.mp4 frames 187-241, the shot held out of the x8 model's training), each whole frame
@@ -8,7 +8,8 @@ bigbuckbunny.mp4 and 2 from the Sintel frames, at spread-out times. Whole shrunk
 ones: they carry the motion and detail statistics of real low-resolution inputs (crops of 2x-shrunk frames
 agreed less with float32 on carphone, 38.5 dB against 47 dB, measured before the flow-warp path was kept in
 float32).
-The file is read with numpy (no pickle) by vsstar.backends.openvino.
+The file is safetensors (uint8 tensors "first" and "second", no code runs when it is read), read by
+vsstar.backends.openvino.
 
     python tools/make_calibration.py [--data ../shared/data]
 """
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "vsstar" / "weights" / "calibration_pairs.npz"
+OUT = ROOT / "vsstar" / "data" / "calibration_pairs.safetensors"
 SIZE = (80, 144)  # LR height, width
 
 
@@ -56,7 +57,12 @@ def main() -> None:
         pairs.append(tuple(_small(cv2.imread(str(f))) for f in sintel[s:s + 2]))
     first = np.stack([a.transpose(2, 0, 1) for a, _ in pairs]).astype(np.uint8)
     second = np.stack([b.transpose(2, 0, 1) for _, b in pairs]).astype(np.uint8)
-    np.savez_compressed(OUT, first=first, second=second)
+    from safetensors.numpy import save_file
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"first": np.ascontiguousarray(first), "second": np.ascontiguousarray(second)}, str(OUT),
+              metadata={"what": "int8 calibration pairs, uint8 RGB, N x 3 x H x W",
+                        "built_by": "tools/make_calibration.py"})
     print(f"wrote {OUT}: {len(first)} pairs of {SIZE[0]}x{SIZE[1]}, {OUT.stat().st_size / 1024:.0f} KiB")
 
 

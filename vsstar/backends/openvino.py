@@ -41,8 +41,8 @@ _MEMORY_SLOTS = 4  # compiled shapes kept in memory per runner (tiles and a shor
 #: the weights, about 4 MiB for the bundled models but 650 MiB for the paper's STAR x4 + FR, per shape.
 CACHE_LIMIT_BYTES = 4 << 30
 #: The frames precision="int8" calibrates on: 12 pairs of 80x144 LR frames from the training footage
-#: (tools/make_calibration.py), uint8 arrays "first" and "second" of shape (12, 3, 80, 144).
-CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "weights" / "calibration_pairs.npz"
+#: (tools/make_calibration.py), uint8 tensors "first" and "second" of shape (12, 3, 80, 144) in safetensors.
+CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibration_pairs.safetensors"
 #: Bumped when the quantization recipe changes, so no cache entry of an older recipe is reused.
 INT8_RECIPE = 4
 #: First bytes of a quantized-model entry (then the sha256 of the rest, the IR's XML length, XML, weights).
@@ -162,15 +162,15 @@ def calibration_feeds(net: StarNet) -> list[dict[str, Any]]:
     flows (vsstar's solver), in the network's encodings, one feed dict per pair; a model with time input
     sees t = 1/2, 1/4 and 3/4 in turn."""
     import numpy as np
+    from safetensors.torch import load_file
 
     from ..flow import coarse2fine_flow_batch
 
     if not CALIBRATION_FILE.is_file():
         raise FileNotFoundError(f"{CALIBRATION_FILE}: the int8 calibration frames are missing from this install "
                                 "(tools/make_calibration.py builds them)")
-    with np.load(CALIBRATION_FILE, allow_pickle=False) as data:
-        a = torch.from_numpy(data["first"]).float() / 255.0
-        b = torch.from_numpy(data["second"]).float() / 255.0
+    frames = load_file(CALIBRATION_FILE)
+    a, b = frames["first"].float() / 255.0, frames["second"].float() / 255.0
     n = len(a)
     flows = coarse2fine_flow_batch(torch.cat((a, b)), torch.cat((b, a)))
     x1, x2, ff, fb = network_inputs(net.config, a, b, flows[:n], flows[n:])
