@@ -175,18 +175,13 @@ def load_net(path: str | os.PathLike, what: str = "model"):
     from vsstar.flow import FlowSettings
     from vsstar.model import StarConfig, StarNet, load_model, load_official, objective_from_filename
     from vsstar.model.official import check_finite
-    from vsstar.model.weights import looks_like_safetensors
+    from vsstar.model.weights import is_pickled_checkpoint
 
     p = os.fspath(path)
     try:
         if not os.path.isfile(p):
             return load_model(p).eval(), None  # a bundled name (or a clear error)
-        with open(p, "rb") as fh:
-            head = fh.read(9)
-        # zip (torch.save) or legacy pickle; a safetensors header length can also start with 0x80, so the
-        # safetensors layout is checked first (as load_model does)
-        pickled = head[:2] == b"PK" or (head[:1] == b"\x80" and not looks_like_safetensors(head, os.path.getsize(p)))
-        if not pickled:
+        if not is_pickled_checkpoint(p):  # the same sniffing as load_model
             return load_model(p).eval(), None  # safetensors (or a clear error)
         obj = _torch_load(Path(p), what)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:

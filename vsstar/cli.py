@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
                    help="network backend: auto (OpenVINO on the CPU when installed, default), torch, openvino")
     e.add_argument("--precision", default="f32", choices=("f32", "bf16", "int8"),
-                   help="OpenVINO precision: f32 (default), bf16 (CPUs with bfloat16) or int8 (about 1.5x faster "
-                        "than f32 with ~0.02 dB drift; needs the nncf package)")
+                   help="OpenVINO precision: f32 (default), bf16 (CPUs with bfloat16) or int8 (about 1.6x faster "
+                        "than f32, under 0.1 dB drift; needs the nncf package)")
     e.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="pairs per network call")
     e.add_argument("--tile", type=_positive("--tile"), default=None,
                    help="LR tile size in pixels (0 = never tile; default: automatic when memory is short)")

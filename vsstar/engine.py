@@ -337,7 +337,7 @@ class StarEngine:
         backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU only;
             compiles once per input shape and caches it on disk, see docs/openvino.md).
         precision: OpenVINO precision, "f32" (default), "bf16" (~1e-2 drift; CPUs with bfloat16) or "int8"
-            (post-training quantization with NNCF, once per model; about 1.5x faster than f32, ~0.02 dB drift).
+            (post-training quantization with NNCF, once per model; about 1.6x faster than f32, < 0.1 dB drift).
         quality: with model=None, the tier of bundled weights: "fast" (default) or "high" (larger and slower,
             better pictures; x4 only so far).
     """

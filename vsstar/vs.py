@@ -513,7 +513,7 @@ def STAR(
         stats: a :class:`StoreStats` the clip's pair store keeps its counters in (diagnostics).
         backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU).
         precision: OpenVINO precision, "f32" (default), "bf16" (small drift; CPUs with bfloat16) or "int8"
-            (quantized once per model with NNCF; about 1.5x faster than f32, ~0.02 dB drift).
+            (quantized once per model with NNCF; about 1.6x faster than f32, < 0.1 dB drift).
         device_index: CUDA device number(s), as in vs-rife and other VapourSynth filters: ``0`` is
             ``device="cuda:0"``, ``[0, 1]`` is ``device=["cuda:0", "cuda:1"]``. Not with ``device``.
         factor_num, factor_den: output frame rate / input frame rate (modes "st" and "t"; at least

@@ -14,7 +14,7 @@ from .config import StarConfig
 from .official import CheckpointError, check_state_dict, load_official
 from .star import StarNet
 
-__all__ = ["save_weights", "load_weights", "load_model", "bundled_models", "read_metadata", "looks_like_safetensors",
+__all__ = ["save_weights", "load_weights", "load_model", "bundled_models", "read_metadata", "is_pickled_checkpoint",
            "FORMAT", "BUNDLED_DIR"]
 
 #: Identifies our files; bumped on incompatible changes.
@@ -131,7 +131,7 @@ def bundled_models() -> dict[str, dict[str, Any]]:
     return out
 
 
-def looks_like_safetensors(head: bytes, size: int) -> bool:
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
     """True when a file of `size` bytes starting with `head` (>= 9 bytes read) is laid out like
     safetensors: a little-endian u64 header length, then a JSON '{'.
 
@@ -142,6 +142,15 @@ def looks_like_safetensors(head: bytes, size: int) -> bool:
         return False
     header_len = int.from_bytes(head[:8], "little")
     return head[8:9] == b"{" and 2 <= header_len <= size - 8
+
+
+def is_pickled_checkpoint(path: str | os.PathLike) -> bool:
+    """True when the file at `path` is a torch.save zip or a legacy pickle (an authors' or a training
+    checkpoint), False for anything else (safetensors, which is then read as such)."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    # A safetensors header length can also start with 0x80, the pickle protocol marker.
+    return head[:2] == b"PK" or (head[:1] == b"\x80" and not _looks_like_safetensors(head, os.path.getsize(path)))
 
 
 def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None) -> StarNet:
@@ -157,10 +166,7 @@ def load_model(name_or_path: str | os.PathLike, *, objective: str | None = None)
     if key in bundled:
         net = load_weights(bundled[key]["path"])
     elif os.path.isfile(key):
-        with open(key, "rb") as fh:
-            head = fh.read(9)
-        # zip (torch.save) or legacy pickle; a safetensors header length can also start with 0x80
-        if head[:2] == b"PK" or (head[:1] == b"\x80" and not looks_like_safetensors(head, os.path.getsize(key))):
+        if is_pickled_checkpoint(key):
             return load_official(key, objective=objective)
         net = load_weights(key)
     else:
