@@ -59,20 +59,43 @@ def _timed(fn, *args):
     return time.perf_counter() - t, out
 
 
-def _report(title: str, names: list[str], times: dict[str, list[float]], unit_per_call: str, extra: dict) -> None:
+def _report(title: str, names: list[str], times: dict[str, list[float]], unit_per_call: str, extra: dict,
+            flops: float | None = None) -> None:
+    """One table; with `flops` (per call) also the achieved GFLOP/s at the median time, which says how close to
+    the cores' peak each runtime already is."""
     base = names[0]
     print(f"\n{title}")
+    rate = " GFLOP/s |" if flops else ""
     print(f"| backend | median s/{unit_per_call} | min s | speed-up vs {base} (median of rounds) | "
-          f"max rel. diff vs {base} | first call (export+compile) s |")
-    print("|---|---|---|---|---|---|")
+          f"max rel. diff vs {base} | first call (export+compile) s |{rate}")
+    print("|---|---|---|---|---|---|" + ("---|" if flops else ""))
     for name in names:
         t = times[name]
         ratios = [b / x for b, x in zip(times[base], t)]
         diff = extra.get(name, {}).get("diff")
         build = extra.get(name, {}).get("build")
+        gf = f" {flops / 1e9 / statistics.median(t):.0f} |" if flops else ""
         print(f"| {name} | {statistics.median(t):.3f} | {min(t):.3f} | {statistics.median(ratios):.2f}x | "
-              f"{'-' if diff is None else f'{diff:.1e}'} | {'-' if build is None else f'{build:.1f}'} |")
+              f"{'-' if diff is None else f'{diff:.1e}'} | {'-' if build is None else f'{build:.1f}'} |{gf}")
     sys.stdout.flush()
+
+
+def _network_flops(star, *inputs) -> float:
+    """Floating-point operations of one call (torch's FLOP counter: the convolutions, at the padded size)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        star(*inputs)
+    return float(counter.get_total_flops())
+
+
+def _sgemm_ceiling(n: int = 4096, repeat: int = 5) -> float:
+    """GFLOP/s of a large float32 matrix product on torch's threads: the practical ceiling of these cores for
+    float32 arithmetic, against which the networks' GFLOP/s are read."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(torch.matmul, a, b)[0] for _ in range(repeat))
+    return 2 * n ** 3 / best / 1e9
 
 
 # ------------------------------------------------------------------------------------ network alone
@@ -100,6 +123,8 @@ def bench_net(args) -> None:
     cases = {"x4": ("bundled star_st_x4", lambda: load_model("star_st_x4"), (240, 426)),
              "x2": ("bundled star_st_x2", lambda: load_model("star_st_x2"), (240, 426)),
              "full": ("full STAR x4 + FR (random weights, damped)", _damped_official, (64, 112))}
+    print(f"float32 ceiling of these cores: {_sgemm_ceiling():.0f} GFLOP/s (4096x4096 matrix product, "
+          f"{torch.get_num_threads()} threads)")
     for key in args.cases.split(","):
         title, make, (h, w) = cases[key]
         torch.manual_seed(0)
@@ -132,8 +157,10 @@ def bench_net(args) -> None:
         for name in runners:
             if name != "torch eager":
                 extra[name]["diff"] = max(float((o - r).abs().max() / r.abs().max()) for o, r in zip(outs[name], ref))
+        flops = _network_flops(star, a, b, ff, fb)
+        print(f"{title}: {flops / 1e9:.1f} GFLOP per pair (torch's FLOP counter)")
         _report(f"Network alone: {title}, LR {w}x{h}, one pair, {torch.get_num_threads()} threads, "
-                f"{args.rounds} interleaved rounds", list(runners), times, "pair", extra)
+                f"{args.rounds} interleaved rounds", list(runners), times, "pair", extra, flops)
 
 
 # ------------------------------------------------------------------------------------ engine
