@@ -20,8 +20,10 @@ Sections (``--sections``; each in its own process with a time limit, a failure i
   without ``torch.compile``.
 * ``drift``: ``bench_cuda.py drift``, Y-PSNR on carphone per precision.
 * ``pipeline``: ``bench_cuda.py pipeline``, the engine from 8-bit host frames to 8-bit host frames.
-* ``train`` (only with ``--train-steps N``): ``training.train`` on the device (autocast, larger batch), then the
-  export of its last step into OUT.
+* ``train`` (only with ``--train-steps N`` or ``--train-plan FILE``): ``training.train`` on the device (autocast,
+  larger batch), then the export of its last step into OUT. A plan (``training/plans/*.json``) trains several
+  models at once on the one device; every run plans its schedule to end within the section's time
+  (``--time-budget``), so what comes back is the end of a schedule, not a cut.
 
 OUT receives at most a handful of files (the GPU machine returns few): ``summary.md`` (every table, with each
 section's status and time), ``log.txt`` (every section's full output), ``results.json`` and, after ``train``,
@@ -106,6 +108,11 @@ class Runner:
             return float("inf")
         return self.args.budget - (time.monotonic() - self.t_start)
 
+    def window(self, timeout: float, reserve: float = 0.0, grace: float = 0.0) -> float:
+        """The seconds a command may run: at most `timeout`, and no more than --budget leaves after `reserve`
+        (kept for the sections after it) and `grace` (its wrap-up after SIGTERM)."""
+        return min(timeout, self.left() - reserve - grace)
+
     def command(self, name: str, cmd: list[str], timeout: float, tables: bool = True, code_block: bool = False,
                 env: dict | None = None, reserve: float = 0.0, grace: float = 0.0) -> str:
         """Run one section's command; its output goes to the log and its tables to the summary.
@@ -113,31 +120,51 @@ class Runner:
         The command gets at most `timeout` seconds, and no more than what --budget leaves after `reserve`
         (kept for the sections after it). At its limit it gets SIGTERM and `grace` seconds to wrap up (the
         trainer saves its last step), then SIGKILL."""
-        timeout = min(timeout, self.left() - reserve - grace)
+        return self.commands({name: cmd}, timeout, tables, code_block, env, reserve, grace)[name]
+
+    def commands(self, cmds: dict[str, list[str]], timeout: float, tables: bool = True, code_block: bool = False,
+                 env: dict | None = None, reserve: float = 0.0, grace: float = 0.0) -> dict[str, str]:
+        """:meth:`command` for several commands at once (one device shared by several training runs), each
+        reported as its own section; all get the same limit."""
+        timeout = self.window(timeout, reserve, grace)
         t0 = time.monotonic()
+        outcome: dict[str, tuple[str, str, float]] = {}
         if timeout < 10:
-            status, text = "skipped (budget spent)", ""
-            self.log.write(f"\n===== {name}: skipped, {self.left():.0f} s of the budget left\n")
+            for name in cmds:
+                outcome[name] = ("skipped (budget spent)", "", 0.0)
+                self.log.write(f"\n===== {name}: skipped, {self.left():.0f} s of the budget left\n")
         else:
-            self.log.write(f"\n===== {name} (limit {timeout:.0f} s): {' '.join(cmd)}\n")
+            running = {}
+            for name, cmd in cmds.items():
+                self.log.write(f"\n===== {name} (limit {timeout:.0f} s): {' '.join(cmd)}\n")
+                buf = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+                running[name] = (buf, subprocess.Popen(cmd, cwd=ROOT, env=env or self.env, stdout=buf,
+                                                       stderr=subprocess.STDOUT, text=True))
             self.log.flush()
-            with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as buf:
-                proc = subprocess.Popen(cmd, cwd=ROOT, env=env or self.env, stdout=buf, stderr=subprocess.STDOUT,
-                                        text=True)
+            for name, (buf, proc) in running.items():
                 try:
-                    rc = proc.wait(timeout=timeout)
+                    rc = proc.wait(timeout=max(0.0, t0 + timeout - time.monotonic()))
                     status = "ok" if rc == 0 else f"exit {rc}"
                 except subprocess.TimeoutExpired:
                     status = f"timed out after {timeout:.0f} s"
-                    proc.send_signal(signal.SIGTERM if grace else signal.SIGKILL)
+                    for other in running.values():  # all share the limit: stop every one still running
+                        if other[1].poll() is None:
+                            other[1].send_signal(signal.SIGTERM if grace else signal.SIGKILL)
                     try:
                         proc.wait(timeout=grace or 10)
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
                 buf.seek(0)
-                text = buf.read()
-        dt = time.monotonic() - t0
+                outcome[name] = (status, buf.read(), time.monotonic() - t0)
+                buf.close()
+        texts = {}
+        for name, (status, text, dt) in outcome.items():
+            texts[name] = text
+            self._record(name, status, text, dt, tables, code_block)
+        return texts
+
+    def _record(self, name: str, status: str, text: str, dt: float, tables: bool, code_block: bool) -> None:
         self.log.write(text + f"\n===== {name}: {status} in {dt:.1f} s\n")
         self.log.flush()
         self.results["sections"][name] = {"status": status, "seconds": round(dt, 1)}
@@ -153,7 +180,6 @@ class Runner:
             tail = "\n".join(text.strip().splitlines()[-15:])
             self.summary.append(f"\nlast lines:\n```\n{tail}\n```")
         self.write()
-        return text
 
     def write(self) -> None:
         (self.out / "summary.md").write_text(f"# vsstar GPU check ({self.results.get('gpu', self.args.device)})\n"
@@ -166,10 +192,13 @@ def _py(*args: str) -> list[str]:
 
 
 def run(out: Path, args: argparse.Namespace) -> int:
-    sections = args.sections.split(",") if args.sections else [s for s in SECTIONS if s != "train" or args.train_steps]
+    sections = (args.sections.split(",") if args.sections
+                else [s for s in SECTIONS if s != "train" or args.train_steps or args.train_plan])
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"--sections: unknown {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
+    if "train" in sections:
+        train_jobs(args)  # a bad plan is refused now, not after the other sections
     out.mkdir(parents=True, exist_ok=True)
     if args.shared:
         link = ROOT.parent / "shared"
@@ -237,41 +266,87 @@ def _attach_json(r: Runner, name: str, path: Path) -> None:
         r.write()
 
 
+def train_jobs(args: argparse.Namespace) -> list[dict]:
+    """The training runs of the train section: --train-plan's jobs, or one from the --train-* options.
+
+    A plan is JSON: ``{"jobs": [{"name": ..., "scale": 2|4|8, "preset": ..., "train": [training.train options],
+    "export": [training.export options]}, ...]}``; a job's options come after the section's own, so they win."""
+    if not args.train_plan:
+        return [{"name": f"star_st_x{args.train_scale}_{args.train_preset}", "scale": args.train_scale,
+                 "preset": args.train_preset, "train": args.train_args.split(), "export": [], "section": "train"}]
+    try:
+        plan = json.loads(Path(args.train_plan).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--train-plan: cannot read {args.train_plan}: {exc}") from None
+    jobs = plan.get("jobs") if isinstance(plan, dict) else None
+    if not isinstance(jobs, list) or not jobs:
+        raise SystemExit(f"--train-plan: {args.train_plan} has no 'jobs' list")
+    names = set()
+    for i, job in enumerate(jobs):
+        ok = (isinstance(job, dict) and isinstance(job.get("name"), str)
+              and job["name"].replace("_", "").isalnum() and job["name"] not in names
+              and job.get("scale") in (2, 4, 8) and isinstance(job.get("preset"), str)
+              and all(isinstance(job.get(k, []), list) and all(isinstance(a, str) for a in job.get(k, []))
+                      for k in ("train", "export")))
+        if not ok:
+            raise SystemExit(f"--train-plan: job {i} needs a unique name (letters, digits, _), scale 2/4/8, a "
+                             f"preset and 'train'/'export' lists of strings, got {job!r}")
+        names.add(job["name"])
+    return [dict(job, train=list(job.get("train", [])), export=list(job.get("export", [])),
+                 section=f"train_{job['name']}") for job in jobs]
+
+
 def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
-    """training.train on the device for --train-steps steps, then its last step exported into OUT."""
+    """training.train on the device (every job of --train-plan at once), then each last step exported into OUT.
+
+    Each run plans its schedule to end within the section's window (--time-budget); SIGTERM at the window's
+    end remains the fallback (the trainer saves its step)."""
     shared = ROOT.parent / "shared" / "data"
-    run_dir = tmp / "train"
     q = args.quick
-    cmd = _py("-m", "training.train", "--run-dir", str(run_dir), "--scale", str(args.train_scale),
-              "--preset", args.train_preset, "--device", args.device, "--steps", str(args.train_steps),
-              "--data", str(shared / "clips"), "--exclude", "carphone_pristine",
-              "--val", str(shared / "clips" / "carphone_pristine.mp4"), "--no-progress",
-              "--optimizer", "adam", "--lr", "5e-4", "--out-lr-scale", "0.05", "--schedule", "cosine",
-              "--warmup", "30", "--ckpt-every", "200", "--log-every", "20",
-              "--val-every", str(max(1, args.train_steps // 4)), "--val-pairs", "12")
-    if not q:
-        cmd += ["--data", str(shared / "sintel"), "--stills", "2", "--batch", str(args.train_batch),
-                "--crop", str(args.train_crop), "--stride", "1", "--extra-sizes", "480",
-                "--loader-threads", str(min(8, os.cpu_count() or 1))]
-        if args.device.startswith("cuda"):
-            # The flows of the training pairs are solved on the GPU too (a fresh machine has no cache).
-            cmd += ["--amp", "on", "--flow-device", args.device]
-    else:
-        cmd += ["--batch", "2", "--crop", "16", "--stride", "8", "--max-side", "160", "--threads", "2",
-                "--loader-threads", "2"]
-    cmd += args.train_args.split() if args.train_args else []
+    jobs = train_jobs(args)
+    reserve, grace = 45 * len(jobs), 40
+    window = r.window(args.train_timeout, reserve, grace)
+    cmds, run_dirs = {}, {}
+    for job in jobs:
+        run_dir = run_dirs[job["name"]] = tmp / "train" / job["name"]
+        cmd = _py("-m", "training.train", "--run-dir", str(run_dir), "--scale", str(job["scale"]),
+                  "--preset", job["preset"], "--device", args.device, "--steps", str(args.train_steps or 100000),
+                  "--data", str(shared / "clips"), "--exclude", "carphone_pristine",
+                  "--val", str(shared / "clips" / "carphone_pristine.mp4"), "--no-progress",
+                  "--flow-cache", str(tmp / "train" / "flowcache"),
+                  "--optimizer", "adam", "--lr", "5e-4", "--out-lr-scale", "0.05", "--schedule", "cosine",
+                  "--warmup", "30", "--ckpt-every", "200", "--log-every", "20",
+                  "--val-every", str(max(1, args.train_steps // 4) if args.train_steps else 500), "--val-pairs", "12",
+                  "--time-budget", str(max(10.0, window - 15)))
+        if not q:
+            threads = max(1, min(8, (os.cpu_count() or 1) // len(jobs)))
+            cmd += ["--data", str(shared / "sintel"), "--stills", "2", "--batch", str(args.train_batch),
+                    "--crop", str(args.train_crop), "--stride", "1", "--extra-sizes", "480",
+                    "--loader-threads", str(threads), "--threads", str(threads)]
+            if args.device.startswith("cuda"):
+                # The flows of the training pairs are solved on the GPU too (a fresh machine has no cache).
+                cmd += ["--amp", "on", "--flow-device", args.device]
+        else:
+            cmd += ["--batch", "2", "--crop", "16", "--stride", "8", "--max-side", "160", "--threads", "2",
+                    "--loader-threads", "2", "--budget-probe", "4", "--warmup", "4"]
+        cmds[job["section"]] = cmd + job["train"]
     # SIGTERM at the limit: the trainer stops after its step, saves it and writes its report (export below).
-    text = r.command("train", cmd, args.train_timeout, tables=False, reserve=45, grace=40)
-    r.summary.append("```\n" + "\n".join([l for l in text.splitlines() if "steps/s" in l][-2:]
-                                         + [l for l in text.splitlines() if "val step" in l][-3:]) + "\n```")
-    last = run_dir / "last.pt"
-    if last.is_file():
-        name = f"star_st_x{args.train_scale}_{args.train_preset}.safetensors"
-        r.command("train_export", _py("-m", "training.export", str(last), str(r.out / name), "--half"), 60,
-                  tables=False)
-        for f in ("report.md", "train.log"):
-            if (run_dir / f).is_file():
-                shutil.copy2(run_dir / f, r.out / f"train_{f}")
+    texts = r.commands(cmds, window, tables=False, grace=grace)
+    for job in jobs:
+        name, run_dir = job["name"], run_dirs[job["name"]]
+        lines = texts[job["section"]].splitlines()
+        steps = [l for l in lines if "steps/s" in l and "time budget" not in l]
+        r.summary.append(f"{name}:\n```\n" + "\n".join([l for l in lines if "time budget" in l] + steps[-2:]
+                                                       + [l for l in lines if "val step" in l][-3:]) + "\n```")
+        last = run_dir / "last.pt"
+        if last.is_file():
+            r.command(job["section"].replace("train", "export", 1), _py("-m", "training.export", str(last), str(r.out / f"{name}.safetensors"),
+                                            "--half", *job["export"]), 60, tables=False)
+            for f in ("report.md", "train.log"):
+                if (run_dir / f).is_file():
+                    prefix = "train" if job["section"] == "train" else name
+                    shutil.copy2(run_dir / f, r.out / f"{prefix}_{f}")
+    r.write()
 
 
 ENV_SCRIPT = r"""
@@ -343,7 +418,9 @@ def main() -> int:
     rn.add_argument("--sections", default=None, help=f"comma-separated subset of {', '.join(SECTIONS)}")
     rn.add_argument("--work", default=None, help="scratch folder (default: .OUT-work beside OUT)")
     rn.add_argument("--tests", default=None, help="tests section: pytest arguments instead of the CUDA test files")
-    rn.add_argument("--train-steps", type=int, default=0, help="train section: optimiser steps (0: no training)")
+    rn.add_argument("--train-steps", type=int, default=0,
+                    help="train section: at most this many optimiser steps (0: no training without --train-plan; "
+                         "with one, as many as the time allows)")
     rn.add_argument("--train-scale", type=int, default=4, choices=(2, 4, 8))
     rn.add_argument("--train-preset", default="large", help="training/presets.py name (large: the x4 quality tier)")
     rn.add_argument("--train-batch", type=int, default=32)
@@ -356,6 +433,9 @@ def main() -> int:
                     help="seconds for the whole run (0: none); each section's limit shrinks to fit, so the "
                          "files are written before the GPU machine's own limit ends the command")
     rn.add_argument("--train-args", default="", help="more training.train options, as one string")
+    rn.add_argument("--train-plan", default=None,
+                    help="train section: a JSON plan of several training runs on the device at once "
+                         "(training/plans/); each ends its schedule within the section's time")
     args = p.parse_args()
     if args.command == "pack":
         pack(Path(args.dest), Path(args.src))

@@ -55,3 +55,40 @@ def test_spent_budget_skips_sections_and_still_writes_the_files(tmp_path) -> Non
     results = json.loads((out / "results.json").read_text())
     assert {k: v["status"] for k, v in results["sections"].items()} == {"env": "skipped (budget spent)",
                                                                          "flow": "skipped (budget spent)"}
+
+
+def test_train_plan_trains_its_jobs_at_once_and_exports_each(tmp_path) -> None:
+    # Two tiny runs share the section's window; each plans its schedule to end inside it (--time-budget)
+    # and comes back as a weight file with its report.
+    plan = tmp_path / "plan.json"
+    # One thread each: two runs of two OpenMP threads on a 2-core machine slow each other down 100-fold.
+    small = ["--val-pairs", "2", "--val-every", "0", "--threads", "1", "--loader-threads", "0"]
+    plan.write_text(json.dumps({"jobs": [
+        {"name": "a_x2", "scale": 2, "preset": "test", "train": small, "export": ["--description", "a"]},
+        {"name": "b_x4", "scale": 4, "preset": "test", "train": small + ["--config", '{"time_input": true}',
+                                                                         "--gaps", "2,3"]}]}))
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(SCRIPT), "run", str(out), "--quick", "--device", "cpu",
+                          "--sections", "train", "--train-plan", str(plan), "--train-timeout", "60"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {"a_x2.safetensors", "b_x4.safetensors", "a_x2_train.log", "b_x4_report.md"} <= names
+    results = json.loads((out / "results.json").read_text())
+    assert [k for k in results["sections"]] == ["train_a_x2", "train_b_x4", "export_a_x2", "export_b_x4"]
+    # Both ended their own schedules before the window closed, not at its SIGTERM.
+    assert all(v["status"] == "ok" for v in results["sections"].values())
+    summary = (out / "summary.md").read_text()
+    assert summary.count("-> the schedule ends at step") == 2
+    from vsstar.model import load_model
+    assert load_model(str(out / "b_x4.safetensors")).config.time_input
+
+
+def test_bad_train_plan_is_refused_before_any_section(tmp_path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"jobs": [{"name": "../x", "scale": 3, "preset": "test"}]}))
+    res = subprocess.run([sys.executable, str(SCRIPT), "run", str(tmp_path / "o"), "--quick", "--device", "cpu",
+                          "--sections", "env,train", "--train-plan", str(plan)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode != 0 and "--train-plan: job 0 needs a unique name" in res.stderr
+    assert not (tmp_path / "o").exists()

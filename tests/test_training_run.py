@@ -530,3 +530,39 @@ def test_freeze_keeps_the_named_sub_networks(footage, tmp_path, capsys):
     every = "sr,down,motion_head,motion,interp,t_hr,t_lr,up_f,up_b,rec_h,rec_l"
     assert train_main(_args(footage, tmp_path / "all", 1, "--freeze", every)) == 2
     assert "nothing would be left to train" in capsys.readouterr().err
+
+
+def test_plan_steps_fits_the_seconds_left():
+    from training.train import plan_steps
+    # 10 steps/s, 100 s left, 5% margin: 950 more steps.
+    assert plan_steps(20, 10.0, 100.0, 10**6) == 20 + 950
+    # A 9.5 s validation every 95 steps doubles the time per step; the final one is kept back too.
+    assert plan_steps(20, 10.0, 100.0, 10**6, val_every=95, val_seconds=9.5) == 20 + int((95 - 9.5) / 0.2)
+    assert plan_steps(20, 10.0, 100.0, 300) == 300  # never above --steps
+    assert plan_steps(20, 10.0, -5.0, 300) == 20  # budget already spent: stop now
+    assert plan_steps(20, 0.0, 100.0, 300) == 20
+
+
+def test_time_budget_ends_the_schedule_in_time_and_resume_keeps_the_plan(footage, tmp_path, capsys):
+    run = tmp_path / "budget"
+    common = ("--time-budget", "8", "--budget-probe", "6", "--warmup", "6", "--ckpt-every", "1000")
+    t0 = time.monotonic()
+    assert train_main(_args(footage, run, 100000, *common)) == 0
+    took = time.monotonic() - t0
+    st = load_checkpoint(run / "last.pt")
+    planned = st["args"]["planned_steps"]
+    assert 6 < planned < 100000 and st["step"] == planned
+    assert took < 8 + 6, f"{took:.1f} s for an 8 s budget"
+    # The run ends where its cosine does (the floor), not cut part-way.
+    assert st["scheduler"]["_last_lr"][0] == pytest.approx(1e-3 * 0.05)
+    assert f"the schedule ends at step {planned} (--steps 100000)" in (run / "train.log").read_text()
+    # Stopped before its end and resumed with the same options: the plan is the first part's.
+    part = tmp_path / "part"
+    assert train_main(_args(footage, part, 100000, *common, "--stop-at", "9")) == 0
+    first = load_checkpoint(part / "last.pt")
+    assert first["step"] == 9 and first["args"]["planned_steps"] > 9
+    assert train_main(_args(footage, part, 100000, *common, "--resume", "--stop-at", "12")) == 0
+    again = load_checkpoint(part / "last.pt")
+    assert again["step"] == 12 and again["args"]["planned_steps"] == first["args"]["planned_steps"]
+    assert train_main(_args(footage, tmp_path / "bad", 10, "--time-budget", "0")) == 2
+    assert "time_budget: expected a positive number of seconds, got 0.0" in capsys.readouterr().err

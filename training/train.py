@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=1000, help="total optimiser steps (sets the schedule)")
     g.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) at this step; resume later to go on to --steps")
+    g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="plan the schedule to end within this many seconds of the process's start (setup, flows "
+                        "and validations included): after --budget-probe steps the measured rate fixes the step "
+                        "count (never above --steps), so the last step is the end of a schedule, not a cut; "
+                        "checkpoints keep the plan for --resume")
+    g.add_argument("--budget-probe", type=int, default=20,
+                   help="steps timed before the plan is fixed (keep --warmup at least this long so the fixed "
+                        "schedule has not started decaying yet)")
     g.add_argument("--batch", type=int, default=8, help="global batch (split over DDP processes)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -163,12 +171,16 @@ def make_optimizer(params, args) -> torch.optim.Optimizer:
 
 
 def make_scheduler(opt: torch.optim.Optimizer, args) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up then step (/gamma at --lr-steps), cosine (to --min-lr-ratio) or constant; stepped per step."""
+    """Warm-up then step (/gamma at --lr-steps), cosine (to --min-lr-ratio) or constant; stepped per step.
+
+    The cosine's length is read from ``args.steps`` at every step, so a plan fixed later (--time-budget)
+    applies from then on."""
     steps = sorted(int(s) for s in str(args.lr_steps).split(",") if s.strip())
-    total, warm, kind, gamma, floor = args.steps, args.warmup, args.schedule, args.lr_gamma, args.min_lr_ratio
+    warm, kind, gamma, floor = args.warmup, args.schedule, args.lr_gamma, args.min_lr_ratio
     c0, peak = getattr(args, "cycle_start", 0), getattr(args, "cycle_peak", 1.0)
 
     def factor(step: int) -> float:
+        total = args.steps
         f = 1.0
         if warm and step < warm:
             f = (step + 1) / warm
@@ -184,6 +196,20 @@ def make_scheduler(opt: torch.optim.Optimizer, args) -> torch.optim.lr_scheduler
         return f
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def plan_steps(step: int, rate: float, seconds_left: float, limit: int, *, val_every: int = 0,
+               val_seconds: float = 0.0, margin: float = 0.95) -> int:
+    """The last step of a schedule that ends within ``seconds_left`` from ``step`` (--time-budget).
+
+    rate: measured optimiser steps per second; every ``val_every`` steps a validation of ``val_seconds`` is
+    added, and one more at the end; ``margin`` keeps a few percent for checkpoints and the report. Never above
+    ``limit`` (--steps), never below ``step``."""
+    if rate <= 0 or seconds_left <= 0:
+        return step
+    per_step = 1.0 / rate + (val_seconds / val_every if val_every else 0.0)
+    room = seconds_left * margin - val_seconds
+    return max(step, min(limit, step + int(room / per_step)))
 
 
 def data_indices(step: int, batch: int, n: int, seed: int, rank: int = 0, world: int = 1) -> list[tuple[int, int]]:
@@ -286,6 +312,7 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.t_created = time.monotonic()  # --time-budget counts from here
         self.rank, self.world, local_rank = _dist_info()
         self.main = self.rank == 0
         if args.threads:
@@ -297,6 +324,14 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.amp = self.device.type == "cuda" and args.amp != "off"
+        if args.time_budget is not None and not args.time_budget > 0:
+            raise ValueError(f"time_budget: expected a positive number of seconds, got {args.time_budget}")
+        if args.budget_probe < 1:
+            raise ValueError(f"budget_probe: expected 1 or more steps, got {args.budget_probe}")
+        #: --time-budget: whether the step count is fixed yet (a resumed planned run keeps its plan).
+        self.planned = False
+        self.val_seconds = 0.0  # the last validation's duration (for the plan)
+        self.val_total = 0.0  # all validations' time (taken out of the probe's)
         if args.loader_threads < 0:
             raise ValueError(f"loader_threads: expected 0 or more, got {args.loader_threads}")
         # Sample preparation is numpy/PIL work that mostly releases the GIL: threads overlap it with the
@@ -324,6 +359,11 @@ class Trainer:
             else:
                 self.resume_state = load_checkpoint(args.resume)
             self._check_resume_args(self.resume_state)
+            old = self.resume_state.get("args", {})
+            if args.time_budget and old.get("planned_steps"):
+                # The schedule was fixed by the first part of the run: the same plan continues.
+                args.steps = args.planned_steps = int(old["planned_steps"])
+                self.planned = True
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.tmp"):  # left by a writer killed mid-checkpoint
@@ -556,6 +596,8 @@ class Trainer:
             return None
         t = time.time()
         res = self.validator.run(self.net, device=self.device)
+        self.val_seconds = time.time() - t
+        self.val_total += self.val_seconds
         s = res.summary()
         rec = {"step": self.step, **s}
         self.history.append(rec)
@@ -578,6 +620,28 @@ class Trainer:
     def _should_stop(self) -> bool:
         return self.stop_agreed if self.world > 1 else self.stop_signal is not None
 
+    def _plan(self, probe_steps: int, probe_seconds: float) -> None:
+        """Fix --steps from the probe's rate so the run ends within --time-budget (rank 0 decides)."""
+        args = self.args
+        rate = probe_steps / max(probe_seconds, 1e-9)
+        left = args.time_budget - (time.monotonic() - self.t_created)
+        steps = plan_steps(self.step, rate, left, args.steps, val_every=args.val_every if self.validator else 0,
+                           val_seconds=self.val_seconds)
+        if self.world > 1:
+            t = torch.tensor([steps], dtype=torch.int64, device=self.device)
+            dist.broadcast(t, 0)
+            steps = int(t.item())
+        val = (f", validation {self.val_seconds:.1f} s every {args.val_every} steps"
+               if self.validator is not None and args.val_every else "")
+        self.log(f"time budget {args.time_budget:.0f} s, {left:.0f} s left at step {self.step}: "
+                 f"{rate:.3f} steps/s over {probe_steps} steps{val} -> the schedule ends at step {steps} "
+                 f"(--steps {args.steps})")
+        args.steps = args.planned_steps = steps
+        self.planned = True
+        if self.main:
+            (self.run_dir / "config.json").write_text(json.dumps(
+                {"config": self.config.to_dict(), "args": vars(args)}, indent=1, default=str))
+
     def run(self) -> int:
         args = self.args
         self.setup()
@@ -592,7 +656,21 @@ class Trainer:
             if self.step == 0 and self.validator is not None:
                 self.validate()
             end = min(args.steps, args.stop_at) if args.stop_at else args.steps
+            # --time-budget: the first steps are slower (allocator, cuDNN autotuning), so the probe
+            # starts timing after a few.
+            skip = min(3, args.budget_probe // 4)
+            probe_from, probe_t0 = self.step + skip, None
             while self.step < end and not self._should_stop():
+                if args.time_budget and not self.planned:
+                    if self.step == probe_from:
+                        probe_t0, val0 = time.monotonic(), self.val_total
+                    elif probe_t0 is not None and self.step >= probe_from + args.budget_probe - skip:
+                        self._plan(self.step - probe_from, time.monotonic() - probe_t0 - (self.val_total - val0))
+                        end = min(args.steps, args.stop_at) if args.stop_at else args.steps
+                        if bar is not None:
+                            bar.total = args.steps
+                        if self.step >= end:
+                            break
                 m = self.train_step()
                 if self.main:
                     self.loss_file.write(json.dumps({"step": self.step, **m}) + "\n")
