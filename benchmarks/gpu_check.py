@@ -66,13 +66,16 @@ PACK = ("reference/flow", "reference/starnet/star_v4_small_x4.pt", "data/clips",
 
 
 # ------------------------------------------------------------------------------------------------ pack
-def pack(dest: Path, shared: Path) -> None:
+def pack(dest: Path, shared: Path, parts: tuple[str, ...] = PACK) -> None:
     """Copy the parts of ../shared the run reads to dest/shared (carry dest to the GPU machine)."""
     if not shared.is_dir():
         raise SystemExit(f"--from {shared}: not a folder")
+    unknown = set(parts) - set(PACK)
+    if unknown:
+        raise SystemExit(f"--parts: unknown {', '.join(sorted(unknown))} (choose from {', '.join(PACK)})")
     out = dest / "shared"
     total = 0
-    for rel in PACK:
+    for rel in parts:
         src, dst = shared / rel, out / rel
         if not src.exists():
             print(f"skipped {rel}: not in {shared}")
@@ -410,6 +413,9 @@ def main() -> int:
     pk = sub.add_parser("pack", help="copy what the run reads from ../shared into DEST/shared")
     pk.add_argument("dest")
     pk.add_argument("--from", dest="src", default=str(ROOT.parent / "shared"))
+    pk.add_argument("--parts", default=",".join(PACK),
+                    help="what to copy (default: all of it; data/clips,data/sintel is what training reads, "
+                         "8.6 MB)")
     rn = sub.add_parser("run", help="run the sections into OUT")
     rn.add_argument("out")
     rn.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -438,7 +444,7 @@ def main() -> int:
                          "(training/plans/); each ends its schedule within the section's time")
     args = p.parse_args()
     if args.command == "pack":
-        pack(Path(args.dest), Path(args.src))
+        pack(Path(args.dest), Path(args.src), tuple(p for p in args.parts.split(",") if p))
         return 0
     if args.device is None:
         import torch
