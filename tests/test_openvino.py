@@ -123,6 +123,12 @@ def test_export_dynamic_round_trip(tmp_path):
     assert dims[0] and dims[2] and dims[3], dims  # batch, height and width are symbolic
     assert check_onnx(path, net, size=(10, 26), batch=3) <= 1e-4
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    # x2's 6x6 stride-2 up-projections are exported as phase convolutions + DepthToSpace (the pyramid's
+    # 4x4 ones, cheaper as they are, stay transposed convolutions).
+    kernels = [[a.ints for a in n.attribute if a.name == "kernel_shape"][0]
+               for n in model.graph.node if n.op_type == "ConvTranspose"]
+    assert kernels and all(list(k) == [4, 4] for k in kernels), kernels
+    assert any(n.op_type == "DepthToSpace" for n in model.graph.node)
     # Nothing the exporter traced leaks into eager code afterwards (a cached tensor made while tracing
     # would be a fake one): bicubic upscaling still gives F.interpolate's numbers.
     from vsstar.model import upscale
@@ -292,3 +298,20 @@ def test_prune_cache_drops_least_recently_used(tmp_path):
     assert prune_cache(tmp_path, limit=250, keep=files[0]) == 2
     assert [p.exists() for p in files] == [True, False, False, True]
     assert (tmp_path / "other.txt").exists()
+
+
+def test_transposed_convolution_as_phase_convolutions():
+    from vsstar.model.blocks import conv_transpose_subpixel, subpixel_plan
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(5, 3, 6, 6, generator=g), torch.randn(3, generator=g)
+    for h, wd in ((7, 9), (1, 1), (2, 5)):
+        x = torch.randn(2, 5, h, wd, generator=g)
+        ref = torch.nn.functional.conv_transpose2d(x, w, b, stride=2, padding=2)
+        out = conv_transpose_subpixel(x, w, b, 2, 2)
+        assert out.shape == ref.shape and float((out - ref).abs().max()) < 1e-5
+    assert subpixel_plan(6, 2, 2) is not None
+    # Not cheaper (x4's 8x8/4, x8's 12x12/8, the pyramid's 4x4/2) or not the same output size.
+    assert [subpixel_plan(*g) for g in ((8, 4, 2), (12, 8, 2), (4, 2, 1), (5, 2, 2))] == [None] * 4
+    with pytest.raises(ValueError, match="kernel 8, stride 4, padding 2"):
+        conv_transpose_subpixel(torch.zeros(1, 5, 3, 3), torch.zeros(5, 3, 8, 8), None, 4, 2)

@@ -45,7 +45,7 @@ ONNX_OPSET = 18
 INPUT_NAMES = ("im1", "im2", "flow_f", "flow_b")
 OUTPUT_NAMES = ("ht", "h1", "h2", "l")
 #: Bumped when the exported graph changes for the same weights (part of the cache key of the OpenVINO backend).
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4
 #: Graphs export_onnx can write: the whole network, or (models with time input) its two halves.
 PARTS = ("full", "encode", "synthesize")
 
