@@ -273,10 +273,13 @@ def train_jobs(args: argparse.Namespace) -> list[dict]:
     """The training runs of the train section: --train-plan's jobs, or one from the --train-* options.
 
     A plan is JSON: ``{"jobs": [{"name": ..., "scale": 2|4|8, "preset": ..., "train": [training.train options],
-    "export": [training.export options]}, ...]}``; a job's options come after the section's own, so they win."""
+    "export": [training.export options]}, ...]}``; a job's options come after the section's own, so they win.
+    Each returned job also names its sections and the prefix of its report files in OUT: ``train`` /
+    ``train_export`` / ``train_*`` for the single run, ``train_NAME`` / ``export_NAME`` / ``NAME_*`` for a plan's."""
     if not args.train_plan:
         return [{"name": f"star_st_x{args.train_scale}_{args.train_preset}", "scale": args.train_scale,
-                 "preset": args.train_preset, "train": args.train_args.split(), "export": [], "section": "train"}]
+                 "preset": args.train_preset, "train": args.train_args.split(), "export": [],
+                 "section": "train", "export_section": "train_export", "files": "train"}]
     try:
         plan = json.loads(Path(args.train_plan).read_text())
     except (OSError, ValueError) as exc:
@@ -296,7 +299,8 @@ def train_jobs(args: argparse.Namespace) -> list[dict]:
                              f"preset and 'train'/'export' lists of strings, got {job!r}")
         names.add(job["name"])
     return [dict(job, train=list(job.get("train", [])), export=list(job.get("export", [])),
-                 section=f"train_{job['name']}") for job in jobs]
+                 section=f"train_{job['name']}", export_section=f"export_{job['name']}", files=job["name"])
+            for job in jobs]
 
 
 def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
@@ -343,12 +347,12 @@ def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
                                                        + [l for l in lines if "val step" in l][-3:]) + "\n```")
         last = run_dir / "last.pt"
         if last.is_file():
-            r.command(job["section"].replace("train", "export", 1), _py("-m", "training.export", str(last), str(r.out / f"{name}.safetensors"),
-                                            "--half", *job["export"]), 60, tables=False)
+            out = r.out / f"{name}.safetensors"
+            cmd = _py("-m", "training.export", str(last), str(out), "--half", *job["export"])
+            r.command(job["export_section"], cmd, 60, tables=False)
             for f in ("report.md", "train.log"):
                 if (run_dir / f).is_file():
-                    prefix = "train" if job["section"] == "train" else name
-                    shutil.copy2(run_dir / f, r.out / f"{prefix}_{f}")
+                    shutil.copy2(run_dir / f, r.out / f"{job['files']}_{f}")
     r.write()
 
 

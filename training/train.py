@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "count (never above --steps), so the last step is the end of a schedule, not a cut; "
                         "checkpoints keep the plan for --resume")
     g.add_argument("--budget-probe", type=int, default=20,
-                   help="steps timed before the plan is fixed (keep --warmup at least this long so the fixed "
-                        "schedule has not started decaying yet)")
+                   help="steps run before the plan is fixed, all but the first few timed (keep --warmup at least "
+                        "this long so the fixed schedule has not started decaying yet)")
     g.add_argument("--batch", type=int, default=8, help="global batch (split over DDP processes)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-__all__ = ["make_act", "apply_act", "conv_transpose_subpixel", "subpixel_plan", "Conv", "ResBlock", "ResStack", "UpProjection", "DownProjection", "BackProjectionBody",
-           "PyramidRefiner", "leaky_bp"]
+__all__ = ["make_act", "apply_act", "conv_transpose_subpixel", "subpixel_plan", "Conv", "ResBlock", "ResStack",
+           "UpProjection", "DownProjection", "BackProjectionBody", "PyramidRefiner", "leaky_bp"]
 
 LEAKY_SLOPE = 0.1
 
