@@ -625,14 +625,13 @@ class Trainer:
         args = self.args
         rate = probe_steps / max(probe_seconds, 1e-9)
         left = args.time_budget - (time.monotonic() - self.t_created)
-        steps = plan_steps(self.step, rate, left, args.steps, val_every=args.val_every if self.validator else 0,
-                           val_seconds=self.val_seconds)
+        val_every = args.val_every if self.validator is not None else 0  # only rank 0 validates
+        steps = plan_steps(self.step, rate, left, args.steps, val_every=val_every, val_seconds=self.val_seconds)
         if self.world > 1:
             t = torch.tensor([steps], dtype=torch.int64, device=self.device)
             dist.broadcast(t, 0)
             steps = int(t.item())
-        val = (f", validation {self.val_seconds:.1f} s every {args.val_every} steps"
-               if self.validator is not None and args.val_every else "")
+        val = f", validation {self.val_seconds:.1f} s every {val_every} steps" if val_every else ""
         self.log(f"time budget {args.time_budget:.0f} s, {left:.0f} s left at step {self.step}: "
                  f"{rate:.3f} steps/s over {probe_steps} steps{val} -> the schedule ends at step {steps} "
                  f"(--steps {args.steps})")
