@@ -214,9 +214,12 @@ def factors(args, models, src) -> list[str]:
         runs = [(model, desc, args.factors.split(","))]
         if args.factor_baseline:
             base = args.factor_baseline.format(s=scale)
-            runs.insert(0, (base, f"bundled {base} (t = 1/2 only, recursive midpoints)", args.factors.split(",")))
+            runs.insert(0, (base, None, args.factors.split(",")))
         for name, what, fs in runs:
             engine = StarEngine(name, scale=scale, mode="st", device=args.device, batch_size=1)
+            if what is None:  # the baseline: say how it reaches other times (a time model may be compared too)
+                how = "t input" if engine.takes_time else "t = 1/2 only, recursive midpoints"
+                what = f"bundled {name} ({how})"
             bare_seconds(engine, frames[:2])  # warm-up, not counted
             if engine.takes_time:  # and the two-part graphs of several times per pair (OpenVINO compiles them)
                 engine.process_times(frames[0][None], frames[1][None], [[Fraction(1, 4), Fraction(3, 4)]])
