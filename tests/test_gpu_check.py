@@ -92,3 +92,33 @@ def test_bad_train_plan_is_refused_before_any_section(tmp_path) -> None:
                          timeout=120)
     assert res.returncode != 0 and "--train-plan: job 0 needs a unique name" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_shipped_plans_fit_their_init_weights() -> None:
+    # A plan waits for a GPU window; a job whose --init no longer fits its config (a bundled file that changed
+    # shape) would only fail there. Every job's config is built as training.train builds it and loaded.
+    import torch
+
+    from training.checkpoint import load_net
+    from training.train import build_config, build_parser
+    from vsstar.model.star import StarNet
+
+    plans = sorted((ROOT / "training" / "plans").glob("*.json"))
+    assert plans
+    for plan in plans:
+        for job in json.loads(plan.read_text())["jobs"]:
+            args = build_parser().parse_args(["--run-dir", "unused", "--scale", str(job["scale"]),
+                                              "--preset", job["preset"], *job["train"]])
+            if not args.init:
+                continue
+            own = StarNet(build_config(args)).state_dict()
+            theirs = load_net(ROOT / args.init, what="init")[0].state_dict()
+            where = f"{plan.name}: {job['name']}"
+            if not args.init_partial:
+                assert set(own) == set(theirs), where
+                assert all(own[k].shape == theirs[k].shape for k in own), where
+            else:  # partial: the same tensors by name, only scale-dependent shapes may differ
+                assert set(own) == set(theirs), where
+                same = sum(own[k].numel() for k in own if own[k].shape == theirs[k].shape)
+                assert same > 0.5 * sum(v.numel() for v in own.values()), where
+            assert all(isinstance(v, torch.Tensor) for v in theirs.values())
