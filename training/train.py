@@ -306,6 +306,26 @@ def build_config(args):
     return preset_config(args.preset, args.scale, **overrides)
 
 
+def fit_init(net: torch.nn.Module, weights: dict[str, torch.Tensor], partial: bool, path: str) -> list[str]:
+    """Load --init ``weights`` (a state dict read from ``path``) into ``net``; returns the names of the tensors
+    left at their fresh initialisation. The weights must hold net's architecture, unless ``partial``
+    (--init-partial) asks for the tensors that match in name and shape only (e.g. x4 weights into an x8 model)."""
+    if not partial:
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"init: {path!r} does not fit this run's model ({first[:200]}); pass weights of "
+                             "the same preset / config, or --init-partial") from exc
+        return []
+    own = net.state_dict()
+    match = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not match:
+        raise ValueError(f"init: no tensor of {path!r} matches this model in name and shape")
+    net.load_state_dict(match, strict=False)
+    return [k for k in own if k not in match]
+
+
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     """One training run (one process of a DDP group)."""
@@ -494,26 +514,14 @@ class Trainer:
 
     def _load_init(self, path: str) -> None:
         """Start from the weights of a training checkpoint, our safetensors or an authors' .pth (read without
-        running pickled code). The file must hold this run's architecture, unless --init-partial asks for
-        the tensors that match in name and shape only (e.g. x4 weights into an x8 model)."""
+        running pickled code); see :func:`fit_init`."""
         net, _ = load_net(path, what="init")
-        sd = net.state_dict()
+        fresh = fit_init(self.net, net.state_dict(), self.args.init_partial, path)
         if not self.args.init_partial:
-            try:
-                self.net.load_state_dict(sd)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise ValueError(f"init: {path!r} does not fit this run's model ({first[:200]}); pass weights of "
-                                 "the same preset / config, or --init-partial") from exc
             self.log(f"initialised from {path}")
             return
         own = self.net.state_dict()
-        match = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-        if not match:
-            raise ValueError(f"init: no tensor of {path!r} matches this model in name and shape")
-        self.net.load_state_dict(match, strict=False)
-        fresh = [k for k in own if k not in match]
-        self.log(f"initialised {len(match)} of {len(own)} tensors from {path} "
+        self.log(f"initialised {len(own) - len(fresh)} of {len(own)} tensors from {path} "
                  f"({sum(own[k].numel() for k in fresh)} parameters fresh: {', '.join(fresh) or 'none'})")
 
     # -- checkpoints
