@@ -13,6 +13,7 @@ from vsstar.schedule import (FrameSchedule, dyadic_path, dyadic_time, max_time_e
 from support import tiny_net
 
 FAST_FLOW = {"n_outer": 2, "n_sor": 4}
+MAX_F = 1024  # vsstar.schedule.MAX_FACTOR, written out so a change of the bound is seen here
 FACTORS = [Fr(2), Fr(5, 2), Fr(3), Fr(4), Fr(60000, 1001) / Fr(24000, 1001)]
 
 
@@ -121,3 +122,31 @@ def test_exact_time_refuses_non_dyadic() -> None:
     assert out.mids[0][Fr(1, 4)].shape == (3, 16, 16) and out.sr_first is None
     with pytest.raises(ValueError, match="exact_time"):
         eng.process_times(a, a, [[Fr(2, 5)]], exact_time=True)
+
+
+# ------------------------------------------------------------------------------------ the rate bound
+def test_factor_bound() -> None:
+    from vsstar.schedule import MAX_FACTOR
+
+    assert output_factor(MAX_FACTOR, 1) == MAX_FACTOR
+    assert output_factor(MAX_FACTOR * 1000 - 17, 1000) == Fr(MAX_FACTOR * 1000 - 17, 1000)  # a huge numerator
+    assert output_factor(fps_num=MAX_FACTOR * 25, source_fps=Fr(25)) == MAX_FACTOR
+    assert FrameSchedule(3, "st", MAX_FACTOR).num_outputs == 3 * MAX_FACTOR
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"factor_num": 1025}, "factor_num/factor_den"),
+    ({"factor_num": 10**9}, "factor_num/factor_den"),
+    ({"factor_num": MAX_F * 1000 + 1, "factor_den": 1000}, "factor_num/factor_den"),
+    ({"fps_num": 10**9, "source_fps": Fr(25)}, "fps_num/fps_den"),  # `--fps 1e9` on a 25 fps clip
+    ({"fps_num": 25 * MAX_F + 1, "source_fps": Fr(25)}, "fps_num/fps_den"),
+])
+def test_rates_beyond_the_bound_get_one_line(kw: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}.*at most 1024") as info:
+        output_factor(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_schedule_refuses_a_factor_beyond_the_bound() -> None:
+    with pytest.raises(ValueError, match="factor must be at most 1024"):
+        FrameSchedule(3, "st", 1025)

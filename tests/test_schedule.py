@@ -203,3 +203,34 @@ def test_batches() -> None:
     assert list(batches([(0, 1), (1, 2), (2, 3)], 2)) == [[(0, 1), (1, 2)], [(2, 3)]]
     with pytest.raises(ValueError, match="size"):
         list(batches([], 0))
+
+
+# ------------------------------------------------------------------------------------ spans (durations)
+@pytest.mark.parametrize("n, factor", [(10, Fraction(7, 3)), (4, Fraction(4)), (9, Fraction(5, 2)), (1, Fraction(2)),
+                                       (7, Fraction(1)), (3, Fraction(1001, 1000)), (10, Fraction(1024))])
+def test_spans_tile_the_clip_exactly(n: int, factor: Fraction) -> None:
+    s = FrameSchedule(n, "s" if factor == 1 else "st", factor)
+    spans = [s.span(j) for j in range(s.num_outputs)]
+    assert spans[0][0] == 0 and spans[-1][1] == n  # the last frame ends with the clip, not after it
+    for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        assert a1 == b0  # no gap, no overlap
+    assert all(lo < hi for lo, hi in spans)
+    assert sum(hi - lo for lo, hi in spans) == n
+    assert all(lo == s.time_of(j) for j, (lo, _) in enumerate(spans))
+
+
+def test_span_of_seven_thirds() -> None:
+    # 10 frames x 7/3 = 23.33: 24 output frames, the last one covers a third of a frame interval
+    s = FrameSchedule(10, "st", (7, 3))
+    assert s.num_outputs == 24
+    assert s.span(0) == (0, Fraction(3, 7))
+    assert s.span(23) == (Fraction(69, 7), 10) and 10 - Fraction(69, 7) == Fraction(1, 7)
+
+
+def test_span_of_an_open_stream_and_bad_j() -> None:
+    s = FrameSchedule(None, "st", (5, 2))
+    assert s.span(10**6) == (Fraction(4 * 10**5), Fraction(10**6 + 1) * Fraction(2, 5))
+    with pytest.raises(ValueError, match="j must be"):
+        FrameSchedule(3, "st").span(6)
+    with pytest.raises(ValueError, match="j must be"):
+        s.span(-1)

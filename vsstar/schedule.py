@@ -30,11 +30,19 @@ from math import ceil, floor
 from typing import Callable, Iterable, Iterator, Sequence
 
 __all__ = ["MODES", "PARTS", "Pair", "OutputFrame", "FrameSchedule", "batches", "no_cuts", "output_factor",
-           "dyadic_time", "dyadic_path", "max_time_error", "DEFAULT_DEPTH"]
+           "dyadic_time", "dyadic_path", "max_time_error", "DEFAULT_DEPTH", "MAX_FACTOR"]
 
 #: Deepest midpoint recursion for models that synthesise only t = 1/2: times are rounded to
 #: multiples of 1 / 2**DEFAULT_DEPTH (worst error 1/16 of a source frame interval).
 DEFAULT_DEPTH = 3
+
+#: Largest output/source frame-rate factor :func:`output_factor` accepts. Why 1024: output frames
+#: are counted in 32-bit ints by VapourSynth (a clip has at most 2**31 - 1 frames), so at 1024 a
+#: source of up to 2**21 frames (9.7 hours at 60 fps) still fits; and output timestamps are in
+#: nanoseconds (GStreamer, the command's Matroska pipe), so at 1024 even a 1000 fps source gets
+#: output frames 977 ns apart instead of colliding on one tick. Beyond it no model gains anything:
+#: the in-between times are the same few fractions of a frame interval.
+MAX_FACTOR = 1024
 
 #: Output modes: space-time ("st"), space only ("s"), time only ("t").
 MODES = ("st", "s", "t")
@@ -96,8 +104,8 @@ class FrameSchedule:
             schedule refers to is then taken to exist; build a new schedule with the count at EOS).
         mode: "st", "s" or "t" (see the module docstring).
         factor: output frame rate / source frame rate as (num, den) or a Fraction; default 2/1 in
-            modes "st" and "t" (any positive factor here; the hosts accept factors >= 1, see
-            :func:`output_factor`); mode "s" keeps the rate (1/1).
+            modes "st" and "t" (any positive factor up to :data:`MAX_FACTOR` here; the hosts accept
+            factors >= 1, see :func:`output_factor`); mode "s" keeps the rate (1/1).
     """
 
     def __init__(self, num_frames: int | None, mode: str = "st",
@@ -115,6 +123,8 @@ class FrameSchedule:
             raise ValueError(f"factor must be a positive (num, den) or Fraction, got {factor!r}") from exc
         if f <= 0:
             raise ValueError(f"factor must be positive, got {factor!r}")
+        if f > MAX_FACTOR:
+            raise ValueError(f"factor must be at most {MAX_FACTOR} (see vsstar.schedule.MAX_FACTOR), got {f}")
         if mode == "s" and f != 1:
             raise ValueError(f"factor must be 1 in mode 's' (super-resolution keeps the rate), got {f}")
         self.num_frames = num_frames
@@ -135,6 +145,19 @@ class FrameSchedule:
     def time_of(self, j: int) -> Fraction:
         """Source time shown by output frame j."""
         return Fraction(j) / self.factor
+
+    def span(self, j: int) -> tuple[Fraction, Fraction]:
+        """The source interval [start, end) output frame j covers, in source-frame units.
+
+        ``[j / factor, min((j + 1) / factor, num_frames))``: the output frames tile the clip's
+        time exactly (the last one ends with the clip), so a host gets each output frame's duration
+        by mapping both ends through its own timeline. The one duration formula of the package.
+        """
+        self._check_output(j)
+        start, end = Fraction(j) / self.factor, Fraction(j + 1) / self.factor
+        if self.num_frames is not None:
+            end = min(end, Fraction(self.num_frames))
+        return start, end
 
     def outputs_at(self, start: Fraction | int, stop: Fraction | int) -> range:
         """Output frames whose time lies in [start, stop)."""
@@ -164,11 +187,14 @@ class FrameSchedule:
                     return (lo, lo + 1), ("first" if lo == k else "second")
         return (k, k), "first"  # alone in its scene: paired with itself
 
-    def output(self, j: int, cut: CutFn = no_cuts) -> OutputFrame:
-        """How output frame j is made; ``cut(k)`` is asked only for the boundaries that matter."""
+    def _check_output(self, j: object) -> None:
         if isinstance(j, bool) or not isinstance(j, int) or j < 0 or (
                 self.num_outputs is not None and j >= self.num_outputs):
             raise ValueError(f"j must be an output frame in [0, {self.num_outputs}), got {j!r}")
+
+    def output(self, j: int, cut: CutFn = no_cuts) -> OutputFrame:
+        """How output frame j is made; ``cut(k)`` is asked only for the boundaries that matter."""
+        self._check_output(j)
         time = self.time_of(j)
         k = floor(time)
         t = time - k
@@ -225,7 +251,7 @@ def output_factor(factor_num: int = 2, factor_den: int = 1, fps_num: int | None 
 
     ``fps_num/fps_den`` (the output rate) overrides ``factor_num/factor_den``; it needs a constant
     source rate ``source_fps`` (None or 0 = variable rate, which needs the factor). The factor must be
-    at least 1.
+    at least 1 and at most :data:`MAX_FACTOR`.
     """
     _positive_int("factor_num", factor_num)
     _positive_int("factor_den", factor_den)
@@ -233,7 +259,7 @@ def output_factor(factor_num: int = 2, factor_den: int = 1, fps_num: int | None 
         f = Fraction(factor_num, factor_den)
         if f < 1:
             raise ValueError(f"factor_num/factor_den must be at least 1, got {factor_num}/{factor_den}")
-        return f
+        return _bounded(f, f"factor_num/factor_den ({factor_num}/{factor_den})")
     if fps_num is None:
         raise ValueError("fps_num must be given with fps_den")
     _positive_int("fps_num", fps_num)
@@ -247,6 +273,13 @@ def output_factor(factor_num: int = 2, factor_den: int = 1, fps_num: int | None 
     f = Fraction(fps_num, fps_den) / src
     if f < 1:
         raise ValueError(f"fps_num/fps_den ({fps_num}/{fps_den}) must be at least the clip's rate ({src})")
+    return _bounded(f, f"fps_num/fps_den ({fps_num}/{fps_den})", f" of the clip's rate ({src})")
+
+
+def _bounded(f: Fraction, name: str, of: str = "") -> Fraction:
+    if f > MAX_FACTOR:
+        raise ValueError(f"{name} must be at most {MAX_FACTOR} times{of or ' the source rate'} (output frame "
+                         f"counters and nanosecond timestamps), got a factor of {float(f):.6g}")
     return f
 
 
