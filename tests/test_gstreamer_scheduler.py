@@ -1,4 +1,4 @@
-"""Frame scheduling of the starnet GStreamer element (filters/gstreamer/python/starnet.py).
+"""Frame scheduling of the starnet GStreamer element (vsstar.gst, loaded by filters/gstreamer/python/starnet.py).
 
 The scheduler decides which frame pairs reach the engine and the timestamps of every output
 frame; it has no GStreamer dependency, so these tests run everywhere. The engine here is a
@@ -7,26 +7,13 @@ which pair produced which output frame. Pipelines with the real engine: test_gst
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ELEMENT = Path(__file__).resolve().parents[1] / "filters" / "gstreamer" / "python" / "starnet.py"
+from vsstar import gst as sn
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("starnet_element_under_test", ELEMENT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sn = _load()
 NS = 1_000_000_000
 
 
