@@ -1,13 +1,39 @@
-"""Small shared test helpers: a tiny random-weight STARnet and an ffprobe summary."""
+"""Small test helpers: a tiny random-weight STARnet, an ffprobe summary and where the shared data is."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from vsstar.model import StarConfig, StarNet
+
+#: Overrides where the shared read-only data is (``VSSTAR_SHARED=/nonexistent`` runs the suite as a fresh clone).
+SHARED_ENV = "VSSTAR_SHARED"
+
+
+def shared_dir() -> Path:
+    """The shared read-only data folder: ``$VSSTAR_SHARED`` when set, else ``../shared`` beside the checkout.
+
+    It may not exist (a fresh clone has none); tests reach it only through :func:`shared_path` (conftest's
+    ``shared`` fixture), so this is the one place that knows where it is."""
+    env = os.environ.get(SHARED_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def shared_path(rel: str, local: Path | None = None) -> Path:
+    """``local`` when it exists (data the repository ships), else ``rel`` under :func:`shared_dir`.
+
+    Skips the calling test, naming the missing file, when neither is there."""
+    if local is not None and local.exists():
+        return local
+    path = shared_dir() / rel
+    if not path.exists():
+        pytest.skip(f"needs {rel} from the shared data: {path} does not exist (set {SHARED_ENV} to the shared folder)")
+    return path
 
 
 def tiny_net(scale: int = 2, objective: str = "STAR", seed: int = 0, damp: bool = True,

@@ -12,9 +12,11 @@ from vsstar.flow import coarse2fine_flow_batch
 from vsstar.flow.ops import warp
 from vsstar.flow.pyramid import level_sizes
 
+from support import shared_dir
+
 HERE = Path(__file__).resolve().parent
 LOCAL = HERE / "data" / "flow"
-SHARED = HERE.parent.parent / "shared" / "reference" / "flow"
+SHARED = shared_dir() / "reference" / "flow"
 
 
 def _pair_names() -> list[str]:
@@ -23,7 +25,7 @@ def _pair_names() -> list[str]:
 
 
 def load_pair(name: str) -> dict:
-    """im0/im1 float64 HxWx3 in [0,1], fw/bw float32 HxWx2 (tests/data first, then ../shared)."""
+    """im0/im1 float64 HxWx3 in [0,1], fw/bw float32 HxWx2 (tests/data first, then the shared data)."""
     f = LOCAL / f"{name}.npz"
     if f.exists():
         z = np.load(f)

@@ -9,17 +9,16 @@ import torch
 from vsstar.model import (Star, StarConfig, StarNet, StarOutput, blend_middle, encode_flow, load_official,
                           normalize, upscale)
 
+from support import shared_path
+
 # One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent
 
 
 def fixture_path(name: str) -> Path:
-    """tests/data/starnet first (a fresh clone), ../shared/reference/starnet otherwise."""
-    for base in (ROOT / "data" / "starnet", ROOT.parent.parent / "shared" / "reference" / "starnet"):
-        if (base / name).exists():
-            return base / name
-    pytest.skip(f"fixture {name} not found")
+    """tests/data/starnet first (a fresh clone), the shared data's reference/starnet otherwise."""
+    return shared_path(f"reference/starnet/{name}", ROOT / "data" / "starnet" / name)
 
 
 @pytest.fixture(scope="module")

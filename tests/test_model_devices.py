@@ -8,6 +8,8 @@ import torch
 
 from vsstar.model import Star, StarConfig, StarNet, exact_float32, load_official
 
+from support import shared_path
+
 # One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent
@@ -107,11 +109,7 @@ def test_cuda_autocast_of_trained_weights_stays_close(dtype):
 
 @needs_cuda
 def test_load_official_to_cuda():
-    path = ROOT / "data" / "starnet" / "star_v4_small_x4.pt"
-    if not path.exists():
-        path = ROOT.parent.parent / "shared" / "reference" / "starnet" / "star_v4_small_x4.pt"
-    if not path.exists():
-        pytest.skip("fixture not found")
+    path = shared_path("reference/starnet/star_v4_small_x4.pt", ROOT / "data" / "starnet" / "star_v4_small_x4.pt")
     fx = torch.load(path, weights_only=True)
     net = load_official(fx["state_dict"], device="cuda")
     with torch.inference_mode(), exact_float32():

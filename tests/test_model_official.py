@@ -9,17 +9,17 @@ import torch
 from vsstar.model import (CheckpointError, StarConfig, StarNet, infer_official_config, load_official,
                           official_to_ours, ours_to_official)
 
+from support import shared_path
+
 # One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent
 
 
 def fixture_path(name: str) -> Path:
-    for base in (ROOT / "data" / "starnet", ROOT.parent.parent / "shared" / "reference" / "starnet",
-                 ROOT.parent.parent / "shared" / "reference" / "starnet" / "keys"):
-        if (base / name).exists():
-            return base / name
-    pytest.skip(f"fixture {name} not found")
+    # The shared data keeps the key lists in a keys/ subfolder.
+    sub = "keys/" if name.startswith("keys_") else ""
+    return shared_path(f"reference/starnet/{sub}{name}", ROOT / "data" / "starnet" / name)
 
 
 def key_list(name: str, prefix: str = "module.", device: str = "meta") -> dict[str, torch.Tensor]:

@@ -14,6 +14,8 @@ from vsstar.flow import FlowSettings
 from vsstar.model import (CheckpointError, Star, StarConfig, StarNet, bundled_models, load_model, load_official,
                           read_metadata, save_weights)
 
+from support import shared_path
+
 # One thread: tiny convolutions spend most of their time in OpenMP hand-offs on a busy 2-core machine.
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent
@@ -21,10 +23,7 @@ CONVERTER = ROOT.parent / "tools" / "convert_official.py"
 
 
 def fixture_path(name: str) -> Path:
-    for base in (ROOT / "data" / "starnet", ROOT.parent.parent / "shared" / "reference" / "starnet"):
-        if (base / name).exists():
-            return base / name
-    pytest.skip(f"fixture {name} not found")
+    return shared_path(f"reference/starnet/{name}", ROOT / "data" / "starnet" / name)
 
 
 def _compact(**kw) -> StarNet:
