@@ -195,10 +195,12 @@ def torchrun() -> Path:
 
 
 def test_ddp_two_gloo_processes_match_one_process(footage, tmp_path, torchrun):
+    # float32 (bfloat16 rounds each process's half-batch differently: tests/test_training_amp.py)
     one = tmp_path / "one"
-    assert train_main(_args(footage, one, 3)) == 0
+    assert train_main(_args(footage, one, 3, "--amp", "off")) == 0
     two = tmp_path / "two"
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.train", *_args(footage, two, 3)]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "training.train",
+           *_args(footage, two, 3, "--amp", "off")]
     r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     l1, l2 = _losses(one), _losses(two)
@@ -339,10 +341,6 @@ def test_amp_training_on_cuda(footage, tmp_path):
     assert st["step"] == 3 and st["scaler"] is not None
     assert train_main(_args(footage, run, 5, *gpu, "--resume")) == 0
     assert load_checkpoint(run / "last.pt")["step"] == 5
-
-
-def test_amp_on_cpu_is_refused(footage, tmp_path):
-    assert train_main(_args(footage, tmp_path / "r", 1, "--device", "cpu", "--amp", "on")) == 2
 
 
 class _Plant:

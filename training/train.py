@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .amp import AMP_MODES, choose_amp
 from .checkpoint import find_resume_checkpoint, load_checkpoint, load_net, rng_state, save_checkpoint, set_rng_state
 from .losses import VGG19Features, perceptual_loss, star_loss
 
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="float16 autocast (CUDA only)")
+    g.add_argument("--amp", choices=AMP_MODES, default="auto",
+                   help="mixed precision: auto = float16 autocast + GradScaler on CUDA, bfloat16 autocast on a CPU "
+                        "with native bfloat16 (AVX512_BF16 or AMX), else float32; on = the same but refused where "
+                        "neither applies; off = float32")
     g.add_argument("--flow-device", default="cpu",
                    help="where missing training flows are computed: cpu (the exact raster order, default) or a "
                         "CUDA device (red-black order, cached under keys of its own)")
@@ -343,7 +347,7 @@ class Trainer:
             self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.amp = self.device.type == "cuda" and args.amp != "off"
+        self.amp = choose_amp(args.amp, self.device)
         if args.time_budget is not None and not args.time_budget > 0:
             raise ValueError(f"time_budget: expected a positive number of seconds, got {args.time_budget}")
         if args.budget_probe < 1:
@@ -365,8 +369,6 @@ class Trainer:
                 resolve_device(args.flow_device)
             except ValueError as exc:
                 raise ValueError(f"flow_device: {exc}") from exc
-        if args.amp == "on" and self.device.type != "cuda":
-            raise ValueError("amp: mixed precision needs a CUDA device")
         self.run_dir = Path(args.run_dir)
         self.resume_state = None
         self.log_file = None
@@ -471,7 +473,8 @@ class Trainer:
                 find_unused_parameters=self.config.objective != "STAR")
         self.opt = make_optimizer(param_groups(self.net, args), args)
         self.sched = make_scheduler(self.opt, args)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp.uses_scaler)
+        self.log(f"precision: {self.amp.name} ({self.amp.reason})")
         self.vgg = VGG19Features.from_file(args.vgg_weights).to(self.device) if args.vgg_weights else None
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -481,8 +484,11 @@ class Trainer:
             self.net.load_state_dict(st["model"])
             self.opt.load_state_dict(st["optimizer"])
             self.sched.load_state_dict(st["scheduler"])
-            if st.get("scaler"):
+            if st.get("scaler") and self.amp.uses_scaler:
                 self.scaler.load_state_dict(st["scaler"])
+            was = st.get("precision")
+            if was and was != self.amp.name:
+                self.log(f"resume: the checkpoint trained in {was}, this part runs in {self.amp.name}")
             self.step = int(st["step"])
             self.history = list(st.get("history", []))
             self.best = st.get("best")
@@ -527,7 +533,8 @@ class Trainer:
     # -- checkpoints
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.amp else None,
+                "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict() if self.amp.uses_scaler else None, "precision": self.amp.name,
                 "rng": rng_state(), "config": self.config.to_dict(), "flow": self.flow_settings.to_dict(),
                 "args": vars(self.args),
                 "history": self.history, "best": self.best}
@@ -571,7 +578,7 @@ class Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in self.next_batch().items()}
         enc = encode_batch(batch)
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with self.amp.autocast():
             t = enc["t"] if self.config.time_input else None
             out = self.model(enc["lr1"], enc["lr2"], enc["flow_f"], enc["flow_b"], t)
             loss, parts_l = star_loss(out, enc, self.config.objective, stage1_weight=args.stage1_weight)
