@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 __all__ = [
-    "crop_to_multiple", "downscale_bicubic", "upscale_pil", "to_tensor", "to_uint8", "rgb_to_y",
+    "crop_to_multiple", "downscale_bicubic", "upscale_pil", "to_tensor", "rgb_to_y",
 ]
 
 
@@ -47,11 +47,6 @@ def upscale_pil(img: np.ndarray, scale: int, method: str = "bicubic") -> np.ndar
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float().div_(255.0)
-
-
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 (rounded)."""
-    return t.detach().clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def rgb_to_y(t: torch.Tensor) -> torch.Tensor:
