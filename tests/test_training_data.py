@@ -294,3 +294,19 @@ def test_drop_frames_leaves_runs_without_the_range():
             parse_frame_range(bad, "range")
     with pytest.raises(ValueError, match="has only 12 frames"):
         drop_frames(c, [(12, 20)])
+
+
+def test_camera_footage_is_reduced_before_it_is_ground_truth():
+    # The 720p H.264 clips of ../shared/data/footage: decoded, then reduced (antialiased) to --max-side, so
+    # the compression noise of the full-size frames is averaged away before they become HR targets.
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "footage" / "dog.mp4"
+    if not path.is_file():
+        pytest.skip(f"needs the shared camera footage ({path})")
+    full = read_video(path, max_frames=3)
+    small = read_video(path, max_side=640, max_frames=3)
+    assert full.frames[0].shape == (720, 1280, 3) and small.frames[0].shape == (360, 640, 3)
+    want = np.asarray(Image.fromarray(full.frames[2]).resize((640, 360), Image.BICUBIC))
+    assert np.array_equal(small.frames[2], want)
+    ds = TripletDataset([small], 4, crop=32, augment=False)
+    assert ds.lr(0, 0).shape == (90, 160, 3)
