@@ -109,7 +109,7 @@ def test_small_pair_redblack_close():
 
 
 def _have_numba() -> bool:
-    from vsstar.flow._cpu import HAVE_NUMBA
+    from vsstar.flow.cpu import HAVE_NUMBA
     return HAVE_NUMBA
 
 

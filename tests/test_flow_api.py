@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vsstar.flow import coarse2fine_flow, coarse2fine_flow_batch, level_sizes, warp_bicubic
-from vsstar.flow._cpu import HAVE_NUMBA
+from vsstar.flow.cpu import HAVE_NUMBA
 
 DATA = Path(__file__).resolve().parent / "data" / "flow"
 needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed (raster CPU kernel)")
@@ -222,7 +222,7 @@ def test_concurrent_callers_get_identical_results(small):
 def test_torch_pipeline_matches_compiled_pipeline(small):
     """The torch data terms/pyramid/warp (the GPU path) equal the compiled CPU ones when both use
     the raster SOR: any difference between orderings is the ordering alone."""
-    from vsstar.flow import _cpu
+    from vsstar.flow import cpu
     from vsstar.flow.batch import _flow_core
 
     def sor_raster(a11, a12, a22, b1, b2, phi, alpha, n_sor, du=None, dv=None):
@@ -230,8 +230,8 @@ def test_torch_pipeline_matches_compiled_pipeline(small):
         a11, a12, a22, b1, b2, phi = (t.to(torch.float64).contiguous().numpy() for t in (a11, a12, a22, b1, b2, phi))
         x = [np.zeros_like(b1) if t is None else t.to(torch.float64).numpy().copy() for t in (du, dv)]
         k1, k2 = np.empty_like(a11), np.empty_like(a11)
-        _cpu._diag(a11, a22, phi, float(alpha), k1, k2)
-        _cpu._sweeps1(a12, b1, b2, phi, k1, k2, float(alpha), int(n_sor), x[0], x[1])
+        cpu._diag(a11, a22, phi, float(alpha), k1, k2)
+        cpu._sweeps1(a12, b1, b2, phi, k1, k2, float(alpha), int(n_sor), x[0], x[1])
         return torch.from_numpy(x[0]), torch.from_numpy(x[1])
 
     a, b = _t(small["im0"]), _t(small["im1"])

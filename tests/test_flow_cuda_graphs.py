@@ -68,17 +68,17 @@ def test_host_traffic_detector_catches_a_copy():
 
 def test_triton_sor_arguments_stay_on_device(monkeypatch):
     """The Triton SOR wrapper builds its buffers with device ops only (the kernel is stubbed)."""
-    from vsstar.flow import _triton
+    from vsstar.flow import triton_sor
 
     class Kernel:  # stands in for the compiled kernel: kernel[grid](du, dv, a12, b1, ...)
         def __getitem__(self, grid):
             return lambda du, dv, a12, b1, *rest, **kw: du.add_(b1)
 
-    monkeypatch.setattr(_triton, "_rb_half_sweep", Kernel(), raising=False)
+    monkeypatch.setattr(triton_sor, "_rb_half_sweep", Kernel(), raising=False)
     t = [torch.empty(2, 9, 13, device="meta") for _ in range(6)]
     mode = HostTraffic()
     with mode:
-        du, dv = _triton.sor_redblack_triton(*t, 0.012, 4)
+        du, dv = triton_sor.sor_redblack_triton(*t, 0.012, 4)
     assert du.shape == (2, 9, 13) and mode.bad == []
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = r"""
 import torch
-from vsstar.flow._triton import sor_redblack_triton
+from vsstar.flow.triton_sor import sor_redblack_triton
 from vsstar.flow.solver import sor_redblack_torch
 dev = "{dev}"
 g = torch.Generator().manual_seed(0)

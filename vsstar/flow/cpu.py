@@ -22,14 +22,17 @@ try:  # numba is an optional accelerator for the CPU path
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     HAVE_NUMBA = False
 
-OMEGA = 1.8
+from .constants import EPS2, OMEGA, PROX
+from .memory import FlowPlan
+from .ops import D5, G5, gauss_taps
+from .pyramid import effective_ratio, pyramid_plan
 
 if HAVE_NUMBA:
     @njit(cache=True, nogil=True)
     def _diag(a11, a22, phi, alpha, k1, k2):
         """k = omega / (A + 0.05 alpha + alpha * sum of existing neighbour weights), per image."""
         g, h, w = a11.shape
-        prox = alpha * 0.05
+        prox = alpha * PROX
         for n in range(g):
             for i in range(h):
                 for j in range(w):
@@ -146,14 +149,18 @@ if HAVE_NUMBA:
 
 
     @njit(cache=True, nogil=True)
-    def _warp1(f1, f2, u, v, out):
-        """Bilinear f2 at (x+u, y+v); outside the frame f1 (all channels)."""
-        c_n, h, w = f2.shape
+    def _warp1(f1, f2, u, v, out, oy):
+        """Bilinear f2 at (x+u, y+v); outside the frame f1 (all channels).
+
+        f1, u, v, out may be a strip of rows starting at row `oy` of the frame; f2 is the whole frame.
+        """
+        c_n, h, w = f1.shape
+        hf = f2.shape[1]
         for i in range(h):
             for j in range(w):
                 x = j + u[i, j]
-                y = i + v[i, j]
-                if x < 0.0 or x > w - 1 or y < 0.0 or y > h - 1:
+                y = (oy + i) + v[i, j]
+                if x < 0.0 or x > w - 1 or y < 0.0 or y > hf - 1:
                     for c in range(c_n):
                         out[c, i, j] = f1[c, i, j]
                     continue
@@ -162,7 +169,7 @@ if HAVE_NUMBA:
                 dx = x - x0
                 dy = y - y0
                 x1 = min(x0 + 1, w - 1)
-                y1 = min(y0 + 1, h - 1)
+                y1 = min(y0 + 1, hf - 1)
                 for c in range(c_n):
                     out[c, i, j] = ((f2[c, y0, x0] * (1 - dx) + f2[c, y0, x1] * dx) * (1 - dy)
                                     + (f2[c, y1, x0] * (1 - dx) + f2[c, y1, x1] * dx) * dy)
@@ -176,7 +183,7 @@ if HAVE_NUMBA:
                 vx = vv[i, j + 1] - vv[i, j] if j < w - 1 else 0.0
                 uy = uu[i + 1, j] - uu[i, j] if i < h - 1 else 0.0
                 vy = vv[i + 1, j] - vv[i, j] if i < h - 1 else 0.0
-                phi[i, j] = 0.5 / np.sqrt(ux * ux + uy * uy + vx * vx + vy * vy + 1e-6)
+                phi[i, j] = 0.5 / np.sqrt(ux * ux + uy * uy + vx * vx + vy * vy + EPS2)
 
     @njit(cache=True, nogil=True)
     def _lap1(x, phi, out):
@@ -196,9 +203,9 @@ if HAVE_NUMBA:
                 out[i, j] = acc
 
     @njit(cache=True, nogil=True)
-    def _level_group(f1, f2, w2, u, v, alpha, n_outer, n_inner, n_sor, g5, d5):
-        """SmoothFlowSOR for a group of 1 or 2 images: f1, f2, w2 (G, C, H, W); u, v (G, H, W)
-        updated in place."""
+    def _level_group(f1, f2, w2, u, v, alpha, n_outer, n_inner, n_sor, g5, d5, oy):
+        """SmoothFlowSOR for a group of 1, 2 or 4 images: f1, w2 (G, C, H, W); u, v (G, H, W)
+        updated in place. They may be a strip of rows from row `oy` on; f2 is the whole frame."""
         g, c_n, h, w = f1.shape
         i1 = np.empty_like(f1)
         i2 = np.empty_like(f1)
@@ -262,7 +269,7 @@ if HAVE_NUMBA:
                                 y_ = iyc[i, j]
                                 t_ = itc[i, j]
                                 r = t_ + x_ * dun[i, j] + y_ * dvn[i, j] if hh > 0 else t_
-                                psi = 0.5 / np.sqrt(r * r + 1e-6)
+                                psi = 0.5 / np.sqrt(r * r + EPS2)
                                 a11n[i, j] += psi * x_ * x_
                                 a12n[i, j] += psi * x_ * y_
                                 a22n[i, j] += psi * y_ * y_
@@ -295,7 +302,7 @@ if HAVE_NUMBA:
                     for j in range(w):
                         u[n, i, j] += du[n, i, j]
                         v[n, i, j] += dv[n, i, j]
-                _warp1(f1[n], f2[n], u[n], v[n], w2[n])
+                _warp1(f1[n], f2[n], u[n], v[n], w2[n], oy)
 
 
     # ---- pyramid and features ------------------------------------------------------------------
@@ -361,9 +368,9 @@ if HAVE_NUMBA:
                         out[n, 2 * c_n + c, i, j] = ay
 
     @njit(cache=True, nogil=True)
-    def _warp_group(f1, f2, u, v, out):
+    def _warp_group(f1, f2, u, v, out, oy):
         for n in range(f1.shape[0]):
-            _warp1(f1[n], f2[n], u[n], v[n], out[n])
+            _warp1(f1[n], f2[n], u[n], v[n], out[n], oy)
 
 
 _POOLS: dict = {}
@@ -379,13 +386,6 @@ def _pool(threads: int):
         if threads not in _POOLS:
             _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vsstar-flow")
         return _POOLS[threads]
-
-
-def _groups(n: int, threads: int) -> tuple[int, list]:
-    """Split n images into groups of 4, 2 or 1 (interleaved sweeps) with one group per thread at least."""
-    threads = max(1, min(threads, n))
-    group = 4 if n >= 4 * threads else (2 if n >= 2 * threads else 1)
-    return threads, [(s, min(s + group, n)) for s in range(0, n, group)]
 
 
 def _taps(n_src: int, pos: np.ndarray):
@@ -405,9 +405,6 @@ def _resize_np(src: np.ndarray, hd: int, wd: int, rx: float, ry: float) -> np.nd
 
 
 def _pyramid_np(img: np.ndarray, ratio: float, min_width: int) -> list:
-    from .ops import gauss_taps
-    from .pyramid import pyramid_plan
-
     levels = [img]
     for src, sigma, radius, r in pyramid_plan(img.shape[-1], ratio, min_width):
         foo = np.empty_like(levels[src])
@@ -429,11 +426,12 @@ def _features_np(img: np.ndarray, col_type: int, d5: np.ndarray) -> np.ndarray:
 
 
 def flow_group_numpy(im1: np.ndarray, im2: np.ndarray, alpha: float, ratio: float, min_width: int,
-                     n_outer: int, n_inner: int, n_sor: int, col_type: int) -> np.ndarray:
-    """Whole coarse-to-fine flow of a group of 1-2 images, float64 (G, C, H, W) -> (G, 2, H, W)."""
-    from .ops import D5, G5
-    from .pyramid import effective_ratio
+                     n_outer: int, n_inner: int, n_sor: int, col_type: int,
+                     plan: FlowPlan | None = None) -> np.ndarray:
+    """Whole coarse-to-fine flow of a group of images, float64 (G, C, H, W) -> (G, 2, H, W).
 
+    Levels that `plan` puts in strips are solved strip by strip (see memory.py).
+    """
     ratio = effective_ratio(ratio)
     g5 = np.array(G5, dtype=np.float64)
     d5 = np.array(D5, dtype=np.float64)
@@ -441,38 +439,74 @@ def flow_group_numpy(im1: np.ndarray, im2: np.ndarray, alpha: float, ratio: floa
     p2 = _pyramid_np(im2, ratio, min_width)
     u = v = None
     for k in range(len(p1) - 1, -1, -1):
-        f1 = _features_np(p1[k], col_type, d5)
+        h, w = p1[k].shape[-2:]
         f2 = _features_np(p2[k], col_type, d5)
-        h, w = f1.shape[-2:]
         if u is None:
-            u = np.zeros((f1.shape[0], h, w))
-            v = np.zeros((f1.shape[0], h, w))
-            w2 = f2.copy()
+            u = np.zeros((f2.shape[0], h, w))
+            v = np.zeros((f2.shape[0], h, w))
         else:
             hs, ws = u.shape[-2:]
             # The C++ code scales by 1/ratio, not by the true size ratio of the levels.
             u = _resize_np(u[:, None], h, w, w / ws, h / hs)[:, 0] * (1.0 / ratio)
             v = _resize_np(v[:, None], h, w, w / ws, h / hs)[:, 0] * (1.0 / ratio)
-            w2 = np.empty_like(f2)
-            _warp_group(f1, f2, u, v, w2)
-        _level_group(f1, f2, w2, u, v, float(alpha), n_outer + k, n_inner, n_sor + 3 * k, g5, d5)
+        strips = plan.strips(k, h) if plan is not None else [(0, h)]
+        args = (float(alpha), n_outer + k, n_inner, n_sor + 3 * k, g5, d5)
+        if len(strips) == 1:
+            f1 = _features_np(p1[k], col_type, d5)
+            if k == len(p1) - 1:
+                w2 = f2.copy()
+            else:
+                w2 = np.empty_like(f2)
+                _warp_group(f1, f2, u, v, w2, 0)
+            _level_group(f1, f2, w2, u, v, *args, 0)
+            continue
+        u, v = _level_in_strips(p1[k], f2, u, v, strips, plan.overlap, col_type, d5, args)
     return np.stack([u, v], axis=1)
 
 
+def _level_in_strips(img1: np.ndarray, f2: np.ndarray, u: np.ndarray, v: np.ndarray, strips: list,
+                     overlap: int, col_type: int, d5: np.ndarray, args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One level solved strip by strip: each strip grown by `overlap` rows on both sides is solved
+    from the level's starting flow, and only its core rows are kept."""
+    h = img1.shape[-2]
+    nu = np.empty_like(u)
+    nv = np.empty_like(v)
+    for y0, y1 in strips:
+        a0, a1 = max(0, y0 - overlap), min(h, y1 + overlap)
+        # The features' 5-tap derivatives reach 2 rows: computed on 2 more rows each side (or up to
+        # the frame's own border), the strip's rows equal the whole-frame features exactly.
+        e0, e1 = max(0, a0 - 2), min(h, a1 + 2)
+        f1 = _features_np(np.ascontiguousarray(img1[:, :, e0:e1]), col_type, d5)
+        f1 = np.ascontiguousarray(f1[:, :, a0 - e0:a1 - e0])
+        # Copies: the solver updates them in place, and the next strip starts from the same u, v.
+        us = u[:, a0:a1].copy()
+        vs = v[:, a0:a1].copy()
+        w2 = np.empty_like(f1)
+        _warp_group(f1, f2, us, vs, w2, a0)
+        _level_group(f1, f2, w2, us, vs, *args, a0)
+        nu[:, y0:y1] = us[:, y0 - a0:y1 - a0]
+        nv[:, y0:y1] = vs[:, y0 - a0:y1 - a0]
+    return nu, nv
+
+
 def flow_numpy(im1: np.ndarray, im2: np.ndarray, alpha: float, ratio: float, min_width: int,
-               n_outer: int, n_inner: int, n_sor: int, col_type: int, threads: int = 1) -> np.ndarray:
-    """Batched flow on float64 (N, C, H, W) arrays, groups of 1-2 images on `threads` threads."""
-    threads, bounds = _groups(im1.shape[0], threads)
-    out = np.empty((im1.shape[0], 2) + im1.shape[-2:])
+               n_outer: int, n_inner: int, n_sor: int, col_type: int, plan: FlowPlan) -> np.ndarray:
+    """Batched flow of (N, C, H, W) float32 or float64 arrays, computed in float64, returned in the
+    inputs' dtype; `plan` (memory.plan_flow) gives the threads, the group size and the strips."""
+    n = im1.shape[0]
+    bounds = [(s, min(s + plan.group, n)) for s in range(0, n, plan.group)]
+    out = np.empty((n, 2) + im1.shape[-2:], dtype=im1.dtype)
 
     def job(se):
         s, e = se
-        out[s:e] = flow_group_numpy(im1[s:e], im2[s:e], alpha, ratio, min_width, n_outer, n_inner,
-                                    n_sor, col_type)
+        # float64 copies per group, not for the whole batch at once: they are the pyramids' level 0.
+        a = np.ascontiguousarray(im1[s:e], dtype=np.float64)
+        b = np.ascontiguousarray(im2[s:e], dtype=np.float64)
+        out[s:e] = flow_group_numpy(a, b, alpha, ratio, min_width, n_outer, n_inner, n_sor, col_type, plan)
 
-    if threads == 1 or len(bounds) == 1:
+    if plan.threads == 1 or len(bounds) == 1:
         for se in bounds:
             job(se)
     else:
-        list(_pool(threads).map(job, bounds))
+        list(_pool(plan.threads).map(job, bounds))
     return out

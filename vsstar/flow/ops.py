@@ -59,6 +59,15 @@ def filt2d(img: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
     return filt_y(filt_x(img, taps), taps)
 
 
+def neighbour_weights(phi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Edge weights to the left/right/up/down neighbour (0 where the neighbour is missing)."""
+    wl = F.pad(phi[..., :, :-1], (1, 0))
+    wr = F.pad(phi[..., :, :-1], (0, 1))
+    wu = F.pad(phi[..., :-1, :], (0, 0, 1, 0))
+    wd = F.pad(phi[..., :-1, :], (0, 0, 0, 1))
+    return wl, wr, wu, wd
+
+
 def _axis_weights(n_src: int, n_dst: int, r: float, dtype: torch.dtype, device: torch.device) -> tuple:
     """Indices and weights of clamped linear interpolation at positions (k+1)/r - 1, k < n_dst.
 

@@ -8,14 +8,13 @@ from converged, so the reference *is* the 30-sweep iterate; see docs/flow.md).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
-from .ops import D5, G5, filt2d, filt_x, filt_y, warp
-
-OMEGA = 1.8
-EPS2 = 1e-6  # 0.001**2 for both the data and the smoothness penalty
-PROX = 0.05  # extra diagonal term, times alpha
+from .constants import EPS2, FIRST_COLOUR, OMEGA, PROX
+from .ops import D5, G5, filt2d, filt_x, filt_y, neighbour_weights, warp
 
 
 def smoothness_weight(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -25,15 +24,6 @@ def smoothness_weight(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     vx = F.pad(v[..., :, 1:] - v[..., :, :-1], (0, 1))
     vy = F.pad(v[..., 1:, :] - v[..., :-1, :], (0, 0, 0, 1))
     return 0.5 / torch.sqrt(ux * ux + uy * uy + vx * vx + vy * vy + EPS2)
-
-
-def neighbour_weights(phi: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Edge weights to the left/right/up/down neighbour (0 where the neighbour is missing)."""
-    wl = F.pad(phi[..., :, :-1], (1, 0))
-    wr = F.pad(phi[..., :, :-1], (0, 1))
-    wu = F.pad(phi[..., :-1, :], (0, 0, 1, 0))
-    wd = F.pad(phi[..., :-1, :], (0, 0, 0, 1))
-    return wl, wr, wu, wd
 
 
 def neighbour_sum(x: torch.Tensor, wl, wr, wu, wd) -> torch.Tensor:
@@ -70,12 +60,6 @@ def data_terms(ix, iy, it, du=None, dv=None):
     b1 = (pix * it).sum(1) / c
     b2 = (piy * it).sum(1) / c
     return a11, a12, a22, b1, b2
-
-
-# Which checkerboard colour a sweep updates first. Chosen by measurement on the reference pairs:
-# odd pixels ((i+j) odd) first gives mean EPE 0.004967 averaged over the 14 pair-directions against
-# 0.004990 for even first; alternating the order between sweeps is far worse (0.127).
-FIRST_COLOUR = 1
 
 
 def checkerboard(h: int, w: int, device, colour: int = 0) -> torch.Tensor:
@@ -132,7 +116,7 @@ def smooth_flow_sor(f1, f2, w2, u, v, alpha: float, n_outer: int, n_sor: int, n_
 
     f1, f2, w2: (N, C, H, W) features; u, v: (N, H, W). `sor` is the inner solver (signature of
     `sor_redblack_torch`), default `sor_redblack`. (On the CPU with numba the whole pipeline runs as
-    compiled loops instead, see _cpu.flow_numpy.)
+    compiled loops instead, see cpu.flow_numpy.)
     """
     sor = sor or sor_redblack
     i1 = filt2d(f1, G5)
@@ -157,19 +141,17 @@ def smooth_flow_sor(f1, f2, w2, u, v, alpha: float, n_outer: int, n_sor: int, n_
 
 def use_triton(t: torch.Tensor) -> bool:
     """The Triton kernel serves CUDA tensors; VSSTAR_FLOW_TRITON=0 forces the eager torch ops."""
-    import os
-
     if not t.is_cuda or os.environ.get("VSSTAR_FLOW_TRITON", "1") == "0":
         return False
-    from ._triton import HAVE_TRITON
+    from . import triton_sor  # imported on CUDA only: loading Triton costs CPU-only processes time
 
-    return HAVE_TRITON
+    return triton_sor.HAVE_TRITON
 
 
 def sor_redblack(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None):
     """Red-black SOR: one Triton launch per half-sweep on CUDA, eager torch ops elsewhere."""
     if use_triton(b1):
-        from ._triton import sor_redblack_triton
+        from . import triton_sor
 
-        return sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv, omega=OMEGA, prox=PROX)
+        return triton_sor.sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv)
     return sor_redblack_torch(a11, a12, a22, b1, b2, phi, alpha, n_sor, du, dv)

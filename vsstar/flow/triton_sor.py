@@ -15,6 +15,9 @@ import contextlib
 
 import torch
 
+from .constants import FIRST_COLOUR, OMEGA, PROX
+from .ops import neighbour_weights
+
 try:
     import triton
     import triton.language as tl
@@ -66,13 +69,11 @@ if HAVE_TRITON:
 
 
 def sor_redblack_triton(a11, a12, a22, b1, b2, phi, alpha: float, n_sor: int, du=None, dv=None,
-                        omega: float = 1.8, prox: float = 0.05):
+                        omega: float = OMEGA, prox: float = PROX):
     """Red-black SOR like `solver.sor_redblack_torch`, each half-sweep one Triton launch.
 
     On CUDA the launches are recorded with the rest of the flow call in one CUDA graph (batch.py).
     """
-    from .solver import FIRST_COLOUR, neighbour_weights
-
     wl, wr, wu, wd = neighbour_weights(phi)
     diag = prox * alpha + alpha * (wl + wr + wu + wd)
     k1 = (omega / (a11 + diag)).contiguous()
