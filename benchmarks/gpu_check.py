@@ -308,7 +308,7 @@ def train(r: Runner, tmp: Path, args: argparse.Namespace) -> None:
 
     Each run plans its schedule to end within the section's window (--time-budget); SIGTERM at the window's
     end remains the fallback (the trainer saves its step)."""
-    shared = ROOT.parent / "shared" / "data"
+    shared = Path(args.train_data)
     q = args.quick
     jobs = train_jobs(args)
     reserve, grace = 45 * len(jobs), 40
@@ -443,6 +443,9 @@ def main() -> int:
                     help="seconds for the whole run (0: none); each section's limit shrinks to fit, so the "
                          "files are written before the GPU machine's own limit ends the command")
     rn.add_argument("--train-args", default="", help="more training.train options, as one string")
+    rn.add_argument("--train-data", default=str(ROOT.parent / "shared" / "data"),
+                    help="train section: the folder whose clips/ (carphone_pristine.mp4 validates, the rest trains) "
+                         "and, without --quick, sintel/ it reads (default: ../shared/data)")
     rn.add_argument("--train-plan", default=None,
                     help="train section: a JSON plan of several training runs on the device at once "
                          "(training/plans/); each ends its schedule within the section's time")

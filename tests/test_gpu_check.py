@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
@@ -57,19 +60,40 @@ def test_spent_budget_skips_sections_and_still_writes_the_files(tmp_path) -> Non
                                                                          "flow": "skipped (budget spent)"}
 
 
+def _moving_clips(data: Path) -> Path:
+    """data/clips as the train section reads it, made here: two short pans over blurred noise to train on and
+    carphone_pristine.mp4 (the name the section validates on), 128x72, 10 frames each (mp4v through OpenCV)."""
+    clips = data / "clips"
+    clips.mkdir(parents=True)
+    for seed, (name, (dx, dy)) in enumerate({"pan": (2, 0), "tilt": (0, 2), "carphone_pristine": (2, 1)}.items()):
+        noise = np.random.default_rng(seed).random((96, 160, 3)).astype(np.float32)
+        big = cv2.GaussianBlur(noise, (0, 0), 2.0)
+        big = ((big - big.min()) / (big.max() - big.min()) * 255).astype(np.uint8)
+        out = cv2.VideoWriter(str(clips / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (128, 72))
+        assert out.isOpened(), "OpenCV cannot write mp4v here"
+        for k in range(10):
+            out.write(big[k * dy:k * dy + 72, k * dx:k * dx + 128])
+        out.release()
+    return data
+
+
 def test_train_plan_trains_its_jobs_at_once_and_exports_each(tmp_path) -> None:
     # Two tiny runs share the section's window; each plans its schedule to end inside it (--time-budget)
-    # and comes back as a weight file with its report.
+    # and comes back as a weight file with its report. The footage is made here: no shared data needed.
+    data = _moving_clips(tmp_path / "data")
     plan = tmp_path / "plan.json"
     # One thread each: two runs of two OpenMP threads on a 2-core machine slow each other down 100-fold.
-    small = ["--val-pairs", "2", "--val-every", "0", "--threads", "1", "--loader-threads", "0"]
+    # A 12-step probe (the quick run's 4 end while the other job still solves its flows) times the rate
+    # the two jobs reach together.
+    small = ["--val-pairs", "2", "--val-every", "0", "--threads", "1", "--loader-threads", "0", "--budget-probe", "12"]
     plan.write_text(json.dumps({"jobs": [
         {"name": "a_x2", "scale": 2, "preset": "test", "train": small, "export": ["--description", "a"]},
         {"name": "b_x4", "scale": 4, "preset": "test", "train": small + ["--config", '{"time_input": true}',
                                                                          "--gaps", "2,3"]}]}))
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, str(SCRIPT), "run", str(out), "--quick", "--device", "cpu",
-                          "--sections", "train", "--train-plan", str(plan), "--train-timeout", "60"],
+                          "--sections", "train", "--train-plan", str(plan), "--train-timeout", "60",
+                          "--train-data", str(data)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     names = {p.name for p in out.iterdir()}
