@@ -48,11 +48,17 @@ def _skip_reason() -> str | None:
 
 
 def _host_path(path: str) -> str:
-    """PATH without virtual environments' bin folders: gst-python's loader embeds the system Python, which
-    looks for its prefix along PATH; an activated Python 3.12 venv first in PATH makes its initialisation
-    fail in the plugin scanner, and GStreamer then blacklists the loader in the registry."""
-    keep = [d for d in path.split(os.pathsep) if d and not (Path(d).parent / "pyvenv.cfg").is_file()]
-    return os.pathsep.join(keep)
+    """PATH without virtual environments' and other Python installations' bin folders: gst-python's loader
+    embeds the system Python, which looks for its prefix along PATH; an activated Python 3.12 venv, or a
+    pyenv Python 3.11 (~/.pyenv/versions/3.11.x/bin; pyenv's shims are harmless) first in PATH makes its
+    initialisation fail in the plugin scanner ("pygobject initialization failed"), and GStreamer then
+    blacklists the loader in the registry (docs/gstreamer.md, troubleshooting)."""
+    def other_python(d: str) -> bool:
+        parent = Path(d).resolve().parent
+        return (Path(d).parent / "pyvenv.cfg").is_file() or (
+            parent != Path("/usr") and any(parent.glob("lib/python3*/os.py")))
+
+    return os.pathsep.join(d for d in path.split(os.pathsep) if d and not other_python(d))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -178,8 +184,9 @@ print(json.dumps(results))
 """
 
 RATE_N = 4
-RATE_CASES = [("5-2", "factor=5/2"), ("3", "factor=3"), ("4", "factor=4"), ("fps", "fps=60000/1001")]
-RATE_FACTORS = {"5-2": Fraction(5, 2), "3": Fraction(3), "4": Fraction(4), "fps": Fraction(5, 2)}
+RATE_CASES = [("5-2", "factor=5/2"), ("3", "factor=3"), ("4", "factor=4"), ("fps", "fps=60000/1001"),
+              ("7-3", "factor=7/3")]  # 4 x 7/3 is not whole: the last output frame ends with the input
+RATE_FACTORS = {"5-2": Fraction(5, 2), "3": Fraction(3), "4": Fraction(4), "fps": Fraction(5, 2), "7-3": Fraction(7, 3)}
 
 PIXEL_CASES = [  # mode, format, width, height, batch-size
     ("st", "RGB", 30, 20, 1),   # RGB rows of 90 bytes: the input stride is padded to 92
@@ -476,6 +483,7 @@ def test_any_factor_timestamps(runs, name):
         assert Fraction(*b["framerate"]) == fps * f
     for a, b in zip(bufs, bufs[1:]):
         assert a["pts"] + a["duration"] == b["pts"]
+    assert bufs[-1]["pts"] + bufs[-1]["duration"] == pts_in[RATE_N]  # ends where the input ends
 
 
 def test_bad_factor_is_a_clear_error(runs):
@@ -488,3 +496,35 @@ def test_quality_high_runs_the_bundled_quality_tier():
     res = launch(f"{source(3, 32, 24, 'RGB')} ! starnet device=cpu scale=4 quality=high ! "
                  "video/x-raw,width=128,height=96 ! fakesink", timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("prop, name", [("fps=1e9", "'fps'"), ("factor=1000000000", "'factor'")])
+def test_rate_beyond_the_bound_is_one_clear_error(weights, prop, name):
+    """Rates past vsstar.schedule.MAX_FACTOR stop the pipeline at once with one error naming the property
+    (they used to hang with growing memory, or print tracebacks before a generic not-negotiated error)."""
+    res = launch(f"{source(3, 24, 16, 'RGB')} ! starnet scale=2 model={weights} device=cpu {prop} ! fakesink",
+                 timeout=180)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    errors = [line for line in out.splitlines() if line.startswith("ERROR: from element")]
+    # the first error is the element's, once; upstream's own "not-negotiated" may follow a refused caps event
+    assert errors and "GstStarnet" in errors[0] and f"property {name}" in errors[0] and "at most" in errors[0], out[-2000:]
+    assert sum("GstStarnet" in line for line in errors) == 1
+    assert "Traceback" not in out
+
+
+def test_backend_auto_runs_openvino_on_the_cpu(tmp_path, weights):
+    """backend=auto on the CPU runs OpenVINO where .venv-gst has it (filters/gstreamer/setup.sh installs
+    it): its compiled-model cache fills, and the torch fallback's notice is not printed."""
+    has_ov = subprocess.run([str(GST_PY), "-c", "from vsstar.backends import openvino_available as a; "
+                             "import sys; sys.exit(0 if a() else 1)"], env=_env(), timeout=120).returncode == 0
+    if not has_ov:
+        pytest.skip(f"OpenVINO is not installed in {GST_PY} (run filters/gstreamer/setup.sh)")
+    env = _env(VSSTAR_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("VSSTAR_BACKEND", None)  # the suite pins torch for speed; this test wants what auto picks
+    res = launch(f"{source(2, 32, 24, 'RGB')} ! starnet scale=2 model={weights} device=cpu backend=auto "
+                 "! fakesink", timeout=400, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-2000:]
+    assert "OpenVINO is not installed" not in out
+    assert any((tmp_path / "cache" / "openvino").iterdir())

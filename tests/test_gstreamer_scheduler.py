@@ -1,20 +1,74 @@
-"""Frame scheduling of the starnet GStreamer element (vsstar.gst, loaded by filters/gstreamer/python/starnet.py).
+"""Frame scheduling of the starnet GStreamer element: vsstar.pairs.PushStore, which vsstar.gst.element
+feeds, and the element's property mapping (vsstar.gst.props).
 
-The scheduler decides which frame pairs reach the engine and the timestamps of every output
-frame; it has no GStreamer dependency, so these tests run everywhere. The engine here is a
-stand-in that tags its outputs with the frame numbers it was given, which lets the tests check
-which pair produced which output frame. Pipelines with the real engine: test_gstreamer.py.
+The store decides which frame pairs reach the engine and the timestamps of every output frame; it has
+no GStreamer dependency, so these tests run everywhere. The engine here is a stand-in that tags its
+outputs with the frame numbers it was given, which lets the tests check which pair produced which
+output frame. Pipelines with the real engine: test_gstreamer.py.
 """
 from __future__ import annotations
 
 from fractions import Fraction
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 
-from vsstar import gst as sn
+from vsstar import gst
+from vsstar.pairs import PairParts, PushStore, Ready
 
 NS = 1_000_000_000
+
+
+class InFrame(NamedTuple):
+    """A pushed frame: RGB (H, W, 3) uint8 and its pts/duration in ns (None if unknown)."""
+
+    rgb: Any
+    pts: int | None
+    dur: int | None
+
+
+class OutFrame(NamedTuple):
+    """An output frame as the element writes it into a buffer."""
+
+    rgb: Any
+    pts: int | None
+    dur: int | None
+    interpolated: bool
+
+
+class Store:
+    """The element's use of PushStore: push(frame) and drain() at EOS, frames and results as above."""
+
+    def __init__(self, run_pairs, mode: str = "st", batch: int = 1, is_cut=None, frame_duration=None,
+                 factor=None) -> None:
+        self.store = PushStore(run_pairs, mode, factor, batch, is_cut, frame_duration)
+
+    @staticmethod
+    def _out(rs: list[Ready]) -> list[OutFrame]:
+        return [OutFrame(r.image, r.pts, r.dur, r.interpolated) for r in rs]
+
+    def push(self, f: InFrame) -> list[OutFrame]:
+        return self._out(self.store.push(f.rgb, f.pts, f.dur))
+
+    def drain(self) -> list[OutFrame]:
+        return self._out(self.store.finish())
+
+    def reset(self) -> None:
+        self.store.reset()
+
+    @property
+    def held(self) -> int:
+        return self.store.held
+
+    @property
+    def results(self) -> dict:
+        return self.store.results
+
+
+sn = SimpleNamespace(InFrame=InFrame, PairScheduler=Store, PairResult=PairParts,
+                     validate_settings=gst.validate_settings, rate_factor=gst.rate_factor)
 
 
 def frame(k: int) -> np.ndarray:
@@ -23,21 +77,22 @@ def frame(k: int) -> np.ndarray:
 
 
 class TagEngine:
-    """Stand-in for run_pairs: SR of frame k is filled with 10+k, the in-between of (a, b) with
+    """Stand-in for the engine call: SR of frame k is filled with 10+k, the in-between of (a, b) with
     100 + 10*a + b; records every call so tests can count network passes."""
 
     def __init__(self, mode: str = "st") -> None:
         self.mode = mode
         self.calls: list[list[tuple[int, int]]] = []
 
-    def __call__(self, pairs):
+    def __call__(self, pairs, times):
         ids = [(int(a[0, 0, 0]), int(b[0, 0, 0])) for a, b in pairs]
         self.calls.append(ids)
         out = []
-        for a, b in ids:
+        for (a, b), ts in zip(ids, times):
             sr = (lambda v: np.full((4, 4, 3), 10 + v, np.uint8)) if self.mode != "t" else None
             mid_shape = (2, 2, 3) if self.mode == "t" else (4, 4, 3)
-            out.append(sn.PairResult(sr(a) if sr else None, np.full(mid_shape, 100 + 10 * a + b, np.uint8),
+            out.append(sn.PairResult(sr(a) if sr else None,
+                                     {t: np.full(mid_shape, 100 + 10 * a + b, np.uint8) for t in ts},
                                      sr(b) if sr else None))
         return out
 
@@ -283,3 +338,28 @@ def test_rate_properties():
     assert sn.rate_factor("st", "5/2", "", None) == Fraction(5, 2)
     assert sn.rate_factor("t", "2", "60000/1001", Fraction(24000, 1001)) == Fraction(5, 2)
     assert sn.rate_factor("s", "2/1", "", Fraction(25)) == 1  # the default factor does not apply to mode s
+
+
+@pytest.mark.parametrize("factor", [Fraction(7, 3), Fraction(5, 2), Fraction(4)], ids=str)
+@pytest.mark.parametrize("n", [1, 4, 10])
+def test_durations_end_with_the_source(factor, n):
+    """The last output frame ends where the last input frame ends, also where n x factor is not whole
+    (the element used to let it run on by a frame interval's fraction)."""
+    out = feed(sn.PairScheduler(TimeEngine(), "st", 2, factor=factor), n, fps=25)
+    assert out[-1].pts + out[-1].dur == n * NS // 25
+    assert sum(o.dur for o in out) == n * NS // 25
+
+
+def test_rate_beyond_the_bound_names_the_property():
+    from vsstar.schedule import MAX_FACTOR
+
+    with pytest.raises(ValueError, match=r"property 'factor' .*at most"):
+        sn.rate_factor("st", "1000000000", "", None)
+    with pytest.raises(ValueError, match=r"property 'fps' .*at most"):
+        sn.rate_factor("st", "", "1e9", Fraction(30))
+    assert sn.rate_factor("st", str(MAX_FACTOR), "", None) == MAX_FACTOR  # the bound itself is fine
+    # within the bound, but the output rate does not fit GStreamer's 32-bit framerate fraction
+    with pytest.raises(ValueError, match=r"property 'factor'.*framerate"):
+        sn.rate_factor("st", "2", "", Fraction(2**31 - 1))
+    with pytest.raises(ValueError, match=r"property 'fps'.*framerate"):
+        sn.rate_factor("t", "", "4294967296/4294967295", Fraction(1))

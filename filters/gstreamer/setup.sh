@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sets up the `starnet` GStreamer element (filters/gstreamer/python/starnet.py):
+# Sets up the `starnet` GStreamer element (vsstar/gst/, loaded by filters/gstreamer/python/starnet.py):
 #   1. GStreamer, the gst-python plugin loader and the plugins the tests use, from apt;
 #   2. .venv-gst: a venv of the *system* Python 3.11 (the one the plugin loader embeds) made with
-#      --system-site-packages (so gi/Gst stay visible) holding torch, numpy, safetensors and vsstar.
+#      --system-site-packages (so gi/Gst stay visible) holding torch, numpy, safetensors, OpenVINO
+#      (with onnx and onnxscript) and vsstar.
 # Safe to run again: it only adds what is missing.
 #
 # torch: by default `torch==2.13.0`, which pip takes from the CPU wheel on disk where the pip
@@ -51,6 +52,13 @@ if ! venv_has torch; then
   "${pip[@]}" ${VSSTAR_GST_PIP_ARGS:-} "${VSSTAR_GST_TORCH:-torch==2.13.0}"
 fi
 venv_has "numpy, safetensors" || "${pip[@]}" "numpy>=1.24" "safetensors>=0.4"
+# The CPU backend (backend=auto picks OpenVINO on the CPU) and the ONNX export it goes through, with
+# the pins of setup.py's install_requires, so the element has the backends the other hosts have.
+# precision=int8 also needs nncf (not installed here, as in a plain `pip install vsstar`).
+case "$(uname -m)" in
+  x86_64|amd64|aarch64|arm64)
+    venv_has "openvino, onnx, onnxscript" || "${pip[@]}" "openvino>=2026.4" "onnx>=1.23" "onnxscript>=0.7" ;;
+esac
 # vsstar itself from this checkout, without its VapourSynth/OpenCV extras (the element needs none).
 venv_has vsstar.engine || "${pip[@]}" --no-deps -e .
 

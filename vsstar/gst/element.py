@@ -1,9 +1,11 @@
-"""The starnet GObject element: pads, caps, events and queries around :mod:`vsstar.gst.scheduler`.
+"""The starnet GObject element: pads, caps, events and queries around :class:`vsstar.pairs.PushStore`.
 
 Imported by the bootstrap ``filters/gstreamer/python/starnet.py`` that gst-python's plugin loader
 finds; it needs PyGObject with GStreamer (the system Python the loader embeds). torch, numpy and
 the engine are imported only when the element starts, so the plugin scan stays fast and a missing
-install becomes a clear bus error.
+install becomes a clear bus error. Which pair makes each output frame, and each output frame's
+timestamp and duration, are the push store's (:mod:`vsstar.schedule`, :mod:`vsstar.pairs`); the
+element maps properties, caps and buffers onto it.
 
 Semantics follow the VapourSynth filter ``vsstar.STAR`` (see docs/gstreamer.md): at a scene cut no
 frame is synthesised across it; the last frame is flushed at EOS; a flush or seek drops held frames;
@@ -14,7 +16,7 @@ from __future__ import annotations
 import sys
 import traceback
 from fractions import Fraction
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import gi
 
@@ -24,7 +26,9 @@ from gi.repository import GLib, GObject, Gst, GstVideo  # noqa: E402
 
 from .frames import FORMATS  # noqa: E402
 from .props import DEFAULTS, PROPERTIES, debug_detail, normalise, parse_fraction, rate_factor, validate_settings  # noqa: E402
-from .scheduler import InFrame, OutFrame, PairResult, PairScheduler  # noqa: E402
+
+if TYPE_CHECKING:
+    from vsstar.pairs import PairParts, PushStore, Ready
 
 __all__ = ["StarNetElement"]
 
@@ -41,6 +45,9 @@ def _gproperties() -> dict:
         rng = () if p.minimum is None else (p.minimum, p.maximum)
         out[name] = (p.type, p.nick, p.blurb, *rng, p.default, GObject.ParamFlags.READWRITE)
     return out
+
+
+_HALF = Fraction(1, 2)
 
 
 def _time_or_none(t: int) -> Optional[int]:
@@ -77,8 +84,9 @@ class StarNetElement(Gst.Element):
         self.add_pad(self.srcpad)
         self.engine: Any = None
         self.frames: Any = None  # vsstar.gst.frames, imported at start (numpy)
+        self._store: Any = None  # vsstar.pairs.PushStore, imported at start (torch)
         self._cut: Any = None
-        self.sched: Optional[PairScheduler] = None
+        self.sched: Optional[PushStore] = None
         self.in_info: Any = None
         self.out_info: Any = None
         self.in_caps: Any = None
@@ -132,6 +140,7 @@ class StarNetElement(Gst.Element):
             import numpy as np
 
             from vsstar.engine import StarEngine
+            from vsstar.pairs import PushStore
 
             from . import frames
         except ImportError as e:
@@ -142,7 +151,7 @@ class StarNetElement(Gst.Element):
                 "--system-site-packages that holds torch and vsstar.",
                 debug=f"sys.path={sys.path}", domain=Gst.CoreError, code=Gst.CoreError.MISSING_PLUGIN)
             return False
-        self.frames = frames
+        self.frames, self._store = frames, PushStore
         if p["scene-change"]:
             from vsstar import scene
 
@@ -162,10 +171,12 @@ class StarNetElement(Gst.Element):
         return True
 
     # -- frames --------------------------------------------------------------------------
-    def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]], times: Any = None) -> List[PairResult]:
-        """Engine call on uint8 HWC pairs -> uint8 HWC results."""
+    def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]], times: Sequence[Sequence[Fraction]]) -> List[PairParts]:
+        """Engine call on uint8 HWC pairs -> uint8 HWC results, with the in-between times each pair makes."""
         import numpy as np
         import torch
+
+        from vsstar.pairs import PairParts
 
         n = len(pairs)
         h, w = pairs[0][0].shape[:2]
@@ -182,12 +193,13 @@ class StarNetElement(Gst.Element):
                 return q.permute(1, 2, 0).contiguous().numpy()
             return list(q.permute(0, 2, 3, 1).contiguous().numpy())
 
-        if times is None:
+        if all(list(ts) in ([], [_HALF]) for ts in times):  # the midpoint call (factor 2, mode s)
             res = self.engine.process(buf[:n], buf[n:])
-            return [PairResult(a, m, b) for a, m, b in zip(u8(res.sr_first), u8(res.mid), u8(res.sr_second))]
+            mids = [{_HALF: m} if ts else {} for ts, m in zip(times, u8(res.mid))]
+            return [PairParts(a, m, b) for a, m, b in zip(u8(res.sr_first), mids, u8(res.sr_second))]
         out = self.engine.process_times(buf[:n], buf[n:], times, exact_time=self.props_store["exact-time"])
         mids = [{t: u8(m) for t, m in d.items()} for d in out.mids]
-        return [PairResult(a, m, b) for a, m, b in zip(u8(out.sr_first), mids, u8(out.sr_second))]
+        return [PairParts(a, m, b) for a, m, b in zip(u8(out.sr_first), mids, u8(out.sr_second))]
 
     @staticmethod
     def _geometry(info: Any) -> Tuple[str, int, int, int]:
@@ -203,14 +215,14 @@ class StarNetElement(Gst.Element):
         finally:
             buf.unmap(m)
 
-    def _write(self, f: OutFrame) -> Gst.Buffer:
+    def _write(self, f: Ready) -> Gst.Buffer:
         """Output frame -> a new buffer in the output format and stride (one copy)."""
         buf = Gst.Buffer.new_allocate(None, self.out_info.size, None)
         ok, m = buf.map(Gst.MapFlags.WRITE)
         if not ok:
             raise RuntimeError("cannot map output buffer")
         try:
-            self.frames.write_rgb(m.data, *self._geometry(self.out_info), f.rgb)
+            self.frames.write_rgb(m.data, *self._geometry(self.out_info), f.image)
         finally:
             buf.unmap(m)
         buf.pts = Gst.CLOCK_TIME_NONE if f.pts is None else f.pts
@@ -220,7 +232,7 @@ class StarNetElement(Gst.Element):
             self.discont = False
         return buf
 
-    def _push(self, frames: List[OutFrame]) -> Gst.FlowReturn:
+    def _push(self, frames: List[Ready]) -> Gst.FlowReturn:
         ret = Gst.FlowReturn.OK
         for f in frames:
             r = self.srcpad.push(self._write(f))
@@ -238,8 +250,8 @@ class StarNetElement(Gst.Element):
         if buf.has_flags(Gst.BufferFlags.DISCONT):
             self.discont = True
         try:
-            frame = InFrame(self._read(buf), _time_or_none(buf.pts), _time_or_none(buf.duration))
-            return self._push(self.sched.push(frame))
+            return self._push(self.sched.push(self._read(buf), _time_or_none(buf.pts),
+                                              _time_or_none(buf.duration)))
         except Exception as e:
             self._error(f"starnet: processing failed: {e}", debug=traceback.format_exc(),
                         domain=Gst.StreamError, code=Gst.StreamError.FAILED)
@@ -249,7 +261,7 @@ class StarNetElement(Gst.Element):
         if self.sched is None or self.sched.held == 0 or self.failed:
             return Gst.FlowReturn.OK
         try:
-            return self._push(self.sched.drain())
+            return self._push(self.sched.finish())
         except Exception as e:
             self._error(f"starnet: processing failed: {e}", debug=traceback.format_exc(),
                         domain=Gst.StreamError, code=Gst.StreamError.FAILED)
@@ -291,7 +303,8 @@ class StarNetElement(Gst.Element):
         try:
             factor = self._factor(caps)
         except ValueError as e:
-            self._error(f"starnet: {e}", debug=debug_detail(e))
+            if not self.failed:  # upstream may offer the same caps again: one error is enough
+                self._error(f"starnet: {e}", debug=debug_detail(e))
             return False
         out = self._out_caps(caps, factor)
         out_info = GstVideo.VideoInfo.new_from_caps(out)
@@ -302,7 +315,7 @@ class StarNetElement(Gst.Element):
         if info.fps_n > 0:
             fd = Gst.util_uint64_scale_int(Gst.SECOND, info.fps_d, info.fps_n)
         p = self.props_store
-        self.sched = PairScheduler(self._run_pairs, p["mode"], p["batch-size"], self._cut, fd, factor)
+        self.sched = self._store(self._run_pairs, p["mode"], factor, p["batch-size"], self._cut, fd)
         return True
 
     def _upstream_caps(self, caps: Gst.Caps) -> Gst.Caps:
