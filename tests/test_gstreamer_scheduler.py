@@ -363,3 +363,26 @@ def test_rate_beyond_the_bound_names_the_property():
         sn.rate_factor("st", "2", "", Fraction(2**31 - 1))
     with pytest.raises(ValueError, match=r"property 'fps'.*framerate"):
         sn.rate_factor("t", "", "4294967296/4294967295", Fraction(1))
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "RGBx", "BGRx"])
+def test_raw_rows_round_trip_with_padded_stride(fmt):
+    """vsstar.gst.frames: a plane with padded rows (GStreamer's 4-byte alignment) -> RGB -> the same plane,
+    channels in the format's order, padding 0 and the x byte 255."""
+    from vsstar.gst import frames
+
+    w, h = 3, 2
+    bpp = frames.bytes_per_pixel(fmt)
+    stride = (w * bpp + 3) // 4 * 4 + 4  # padded beyond the alignment too
+    rgb = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3) + 1
+    plane = bytearray(b"\xaa" * (stride * h))  # not zero: the padding must be written
+    frames.write_rgb(memoryview(plane), fmt, w, h, stride, rgb)
+    rows = np.frombuffer(bytes(plane), np.uint8).reshape(h, stride)
+    px = rows[:, : w * bpp].reshape(h, w, bpp)
+    assert np.array_equal(px[..., [2, 1, 0]] if fmt == "BGRx" else px[..., :3], rgb)
+    if bpp == 4:
+        assert (px[..., 3] == 255).all()
+    assert (rows[:, w * bpp:] == 0).all()
+    assert np.array_equal(frames.read_rgb(bytes(plane), fmt, w, h, stride), rgb)
+    with pytest.raises(RuntimeError, match="caps say 3x2"):
+        frames.write_rgb(memoryview(plane), fmt, w, h, stride, rgb[:, :2])
