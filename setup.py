@@ -22,7 +22,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["vsstar", "vsstar.*", "training", "training.*"]),
+    # training/ is run from a checkout (python -m training.train); an installed vsstar needs none of it.
+    packages=find_packages(include=["vsstar", "vsstar.*"]),
     package_data={"vsstar": ["weights/*.safetensors", "weights/*.json", "data/*.safetensors"]},
     install_requires=[
         "torch>=2.2",
@@ -46,7 +47,10 @@ setup(
         "ray": ["ray>=2.9"],
         # precision="int8": OpenVINO's post-training quantization (docs/openvino.md)
         "int8": ["nncf>=3.4"],
-        "dev": ["pytest>=8", "pytest-timeout", "ray>=2.9", "nncf>=3.4"],
+        # vspreview (with PyQt6) runs tests/test_vs_vspreview.py, a real VapourSynth host under Qt's offscreen
+        # platform; its 0.20 series needs vsjetpack 1.x.
+        "dev": ["pytest>=8", "pytest-timeout", "ray>=2.9", "nncf>=3.4",
+                f"vspreview~=0.20.1; {VS}", f"vsjetpack>=1.1,<2; {VS}"],
     },
     entry_points={"console_scripts": ["vsstar = vsstar.cli:main"]},
     classifiers=[

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets vsstar up from a fresh clone: a Python >= 3.12 venv in .venv with the package
-# (editable) and, with --test, everything the test suite needs (ffmpeg and GStreamer
-# from apt, the GStreamer element's venv). Safe to run again: it only adds what is missing.
+# (editable) and, with --test, everything the test suite needs (ffmpeg, GStreamer and the
+# libraries Qt loads, from apt; the dev extra; the GStreamer element's venv). Safe to run
+# again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,8 @@ apt_install() {
 }
 
 command -v ffmpeg >/dev/null 2>&1 || apt_install ffmpeg
+# The vspreview test runs PyQt6 (from the dev extra) under Qt's offscreen platform, which still loads these.
+[ $want_test -eq 0 ] || apt_install libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3
 
 if [ ! -x .venv/bin/python ]; then
   py=$(find_python)
