@@ -296,13 +296,10 @@ def test_drop_frames_leaves_runs_without_the_range():
         drop_frames(c, [(12, 20)])
 
 
-def test_camera_footage_is_reduced_before_it_is_ground_truth():
+def test_camera_footage_is_reduced_before_it_is_ground_truth(shared):
     # The 720p H.264 clips of ../shared/data/footage: decoded, then reduced (antialiased) to --max-side, so
     # the compression noise of the full-size frames is averaged away before they become HR targets.
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "footage" / "dog.mp4"
-    if not path.is_file():
-        pytest.skip(f"needs the shared camera footage ({path})")
+    path = shared("data/footage/dog.mp4")
     full = read_video(path, max_frames=3)
     small = read_video(path, max_side=640, max_frames=3)
     assert full.frames[0].shape == (720, 1280, 3) and small.frames[0].shape == (360, 640, 3)
