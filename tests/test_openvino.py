@@ -171,7 +171,7 @@ def _engines(cache_dir, monkeypatch, **kw):
     ref = StarEngine(Star(tiny_net(4, objective="STAR")), scale=4, device="cpu", backend="torch",
                      flow_options=FAST_FLOW, **kw)
     eng = StarEngine(Star(tiny_net(4, objective="STAR")), scale=4, device="cpu", backend="openvino",
-                     flow_options=FAST_FLOW, **kw)
+                     precision="f32", flow_options=FAST_FLOW, **kw)
     assert isinstance(eng._runner, ovb.OpenVINOStar)
     return ref, eng
 
@@ -208,12 +208,12 @@ def test_disk_cache_hit_and_corrupt_entry(cache_dir, frames, monkeypatch):
     # The tiling test's shape: its entry is on disk already when the tests run in order.
     a, b = frames[0][:1, :, :16, :16], frames[1][:1, :, :16, :16]
     flow = torch.zeros(1, 2, 16, 16)
-    first = OpenVINOStar(Star(tiny_net(4, objective="STAR")), verbose=False)
+    first = OpenVINOStar(Star(tiny_net(4, objective="STAR")), precision="f32", verbose=False)
     ref = first(a, b, flow, flow)
     path = first.cache_dir / first.cache_key(first.padded_shape(1, 16, 16))
     assert path.is_file() and path.read_bytes().startswith(CACHE_MAGIC)
 
-    again = OpenVINOStar(Star(tiny_net(4, objective="STAR")), verbose=False)
+    again = OpenVINOStar(Star(tiny_net(4, objective="STAR")), precision="f32", verbose=False)
     out = again(a, b, flow, flow)
     assert again.stats == {"exports": 0, "disk_hits": 1, "corrupt": 0, "runs": 1}
     assert all(torch.equal(x, y) for x, y in zip(out, ref))
@@ -221,7 +221,7 @@ def test_disk_cache_hit_and_corrupt_entry(cache_dir, frames, monkeypatch):
     # A truncated entry (a crash mid-write elsewhere, a full disk) is detected, removed and rebuilt.
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    fixed = OpenVINOStar(Star(tiny_net(4, objective="STAR")), verbose=False)
+    fixed = OpenVINOStar(Star(tiny_net(4, objective="STAR")), precision="f32", verbose=False)
     out = fixed(a, b, flow, flow)
     assert fixed.stats["corrupt"] == 1 and fixed.stats["exports"] == 1
     assert all(torch.equal(x, y) for x, y in zip(out, ref))
@@ -229,7 +229,7 @@ def test_disk_cache_hit_and_corrupt_entry(cache_dir, frames, monkeypatch):
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".partial")]
 
     # Other weights never share an entry.
-    other = OpenVINOStar(Star(tiny_net(4, objective="STAR", seed=1)), verbose=False)
+    other = OpenVINOStar(Star(tiny_net(4, objective="STAR", seed=1)), precision="f32", verbose=False)
     assert other.cache_key((1, 20, 28)) != first.cache_key((1, 20, 28))
 
 
@@ -265,7 +265,7 @@ def test_cli_backend_options():
     from vsstar.cli import build_parser
 
     args = build_parser().parse_args(["enhance", "a.mp4", "b.mp4"])
-    assert (args.backend, args.precision) == ("auto", "f32")
+    assert (args.backend, args.precision) == ("auto", "auto")
     args = build_parser().parse_args(["enhance", "a.mp4", "b.mp4", "--backend", "openvino", "--precision", "bf16"])
     assert (args.backend, args.precision) == ("openvino", "bf16")
     with pytest.raises(SystemExit):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import media
+from .backends import DEFAULT_PRECISION, PRECISIONS
 
 __all__ = ["main", "build_parser", "enhance", "prepare", "star_clip", "open_source", "summary", "Job",
            "CliError"]
@@ -123,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--no-fp16", dest="fp16", action="store_false", help="full float32 on CUDA")
     e.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"),
                    help="network backend: auto (OpenVINO on the CPU when installed, default), torch, openvino")
-    e.add_argument("--precision", default="f32", choices=("f32", "bf16", "int8"),
-                   help="OpenVINO precision: f32 (default), bf16 (CPUs with bfloat16) or int8 (about 1.6x faster "
+    e.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help="OpenVINO precision: auto (default: bf16 where the CPU has native bfloat16 and a once-per-"
+                        "model check agrees, else f32), f32, bf16 (CPUs with bfloat16) or int8 (about 1.6x faster "
                         "than f32, under 0.1 dB drift; needs the nncf package)")
     e.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="pairs per network call")
     e.add_argument("--tile", type=_positive("--tile"), default=None,
@@ -688,6 +690,15 @@ def info() -> int:
             lines.append(f"  cuda:{i}: {p.name}, {p.total_memory / 2**30:.1f} GiB")
     else:
         lines.append("  cuda: not available")
+    if torch is not None:
+        from .backends import openvino_available
+
+        if openvino_available():
+            from .backends.openvino import auto_precision_note
+
+            lines.append(f"openvino: {auto_precision_note()}")
+        else:
+            lines.append("openvino: not installed (the network runs with torch on the CPU)")
     lines.append("bundled models:")
     try:
         from .model import bundled_models

@@ -7,12 +7,16 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["BACKENDS", "PRECISIONS", "resolve_backend", "openvino_available"]
+__all__ = ["BACKENDS", "PRECISIONS", "DEFAULT_PRECISION", "resolve_backend", "openvino_available"]
 
 #: Accepted values of the ``backend`` argument of the engine and the hosts.
 BACKENDS = ("auto", "torch", "openvino")
-#: Accepted values of the ``precision`` argument (OpenVINO only; torch uses fp16 on CUDA).
-PRECISIONS = ("f32", "bf16", "int8")
+#: Accepted values of the ``precision`` argument (OpenVINO only; torch uses fp16 on CUDA). "auto": bf16 where the
+#: CPU has native bfloat16 and a once-per-model check finds bf16 close to float32, f32 otherwise
+#: (vsstar.backends.openvino.OpenVINOStar); with the torch backend "auto" means float32.
+PRECISIONS = ("auto", "f32", "bf16", "int8")
+#: The default ``precision`` of the engine and every host.
+DEFAULT_PRECISION = "auto"
 #: Environment variable that decides what ``backend="auto"`` means ("torch" or "openvino").
 BACKEND_ENV = "VSSTAR_BACKEND"
 

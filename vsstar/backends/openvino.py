@@ -26,13 +26,15 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..model.export import EXPORT_VERSION, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES, export_onnx, model_digest
+from ..model.export import (EXPORT_VERSION, INPUT_NAMES, ONNX_OPSET, OUTPUT_NAMES, export_onnx, model_digest,
+                            new_partial)
 from ..model.star import StarNet, feature_names
 from ..model.wrapper import Star, StarOutput, network_inputs, network_outputs, padded_size
-from . import PRECISIONS
+from . import DEFAULT_PRECISION, PRECISIONS
 
 __all__ = ["OpenVINOStar", "default_cache_dir", "bf16_supported", "int8_available", "calibration_feeds",
-           "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES", "CALIBRATION_FILE"]
+           "keep_float32", "auto_precision_note", "prune_cache", "CACHE_MAGIC", "CACHE_LIMIT_BYTES", "CALIBRATION_FILE",
+           "BF16_MIN_AGREEMENT_DB"]
 
 #: First bytes of a cache entry (then the sha256 of the payload, then OpenVINO's exported model).
 CACHE_MAGIC = b"vsstar-openvino-1\n"
@@ -47,6 +49,19 @@ CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "data" / "calibratio
 INT8_RECIPE = 4
 #: First bytes of a quantized-model entry (then the sha256 of the rest, the IR's XML length, XML, weights).
 INT8_MAGIC = b"vsstar-openvino-int8-1\n"
+#: Bumped when the set of operations precision="bf16" keeps in float32 changes (part of the cache keys).
+BF16_RECIPE = 2
+#: First bytes of a precision="auto" decision entry (then the sha256 of the rest, a JSON object).
+DECISION_MAGIC = b"vsstar-openvino-precision-1\n"
+#: precision="auto" takes bf16 only when its outputs agree with float32's on the calibration pairs to at least
+#: this PSNR (the worst of the three pictures ht, h1, h2, pooled over the pairs). Why 50 dB: a deviation of
+#: mean square 1e-5 that is uncorrelated with the model's own error adds 1e-5 to it, which at a quality of
+#: 30 dB (mean square error 1e-3) is 0.043 dB, inside the 0.05 dB budget bf16 may cost; better pictures have
+#: less room, but bf16 measured 62.9 dB (bundled x2) and 63.1 dB (x4) on an AMD EPYC with AVX512_BF16.
+BF16_MIN_AGREEMENT_DB = 50.0
+#: Name of the run-time attribute (in an IR's XML) that keeps an operation's precision in OpenVINO's CPU plugin
+#: under a bf16 or f16 inference hint (see keep_float32).
+_KEEP_PRECISION_ATTR = "DisablePrecisionConversion"
 
 
 def prune_cache(folder: Path, limit: int = CACHE_LIMIT_BYTES, keep: Path | None = None) -> int:
@@ -111,6 +126,14 @@ def _read_checked(path: Path, magic: bytes) -> bytes | None:
     return None
 
 
+def _touch(path: Path) -> None:
+    """Mark a cache entry as recently used (pruned last); a read-only cache keeps its times, which is fine."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def _pack_ir(model: Any) -> bytes:
     """An ov.Model as one byte string: the XML's length (8 bytes), the XML, the weights (float32 kept)."""
     import openvino as ov
@@ -157,23 +180,70 @@ def _warp_path(model: Any) -> set[str]:
     return names
 
 
-def calibration_feeds(net: StarNet) -> list[dict[str, Any]]:
-    """The int8 calibration inputs of `net`: the bundled calibration pairs (CALIBRATION_FILE) with their
-    flows (vsstar's solver), in the network's encodings, one feed dict per pair; a model with time input
-    sees t = 1/2, 1/4 and 3/4 in turn."""
-    import numpy as np
+def keep_float32(model: Any, core: Any = None) -> Any:
+    """`model` (an ov.Model) with the operations that must stay float32 under precision="bf16" marked so that
+    OpenVINO's CPU plugin keeps them in float32; a new ov.Model.
+
+    Marked: every operation feeding a GridSample (_warp_path: the flow-warp sampling coordinates of the
+    global skip). Measured by rounding the outputs of chosen operations of the float32 graph to bfloat16
+    (dog footage, x4, 4 pairs): every operation rounded cost 0.175 dB on the in-between frames, the 28 of the
+    warp path alone the same 0.174 dB, and every operation but those 0.000 dB; a bfloat16 coordinate near
+    the frame edge is off by up to 1/256 of the frame width. The CPU plugin leaves that path in float32 on
+    some CPUs (its graph-tail rule) but need not, so it is marked rather than left to the plugin.
+
+    The mark is OpenVINO's DisablePrecisionConversion run-time attribute (what ov::disable_conversion sets;
+    the CPU plugin keeps a node's precision when conversion to f16 is disabled, which it also applies to
+    bf16). Python cannot create that attribute, but OpenVINO's IR reader does: the model goes through its
+    IR (XML) with the attribute added to the marked layers.
+    """
+    import xml.etree.ElementTree as ET
+
+    import openvino as ov
+
+    core = core or _core()
+    names = _warp_path(model)
+    with tempfile.TemporaryDirectory(prefix="vsstar-ir-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        tree = ET.parse(xml)
+        for layer in tree.getroot().iter("layer"):
+            if layer.get("name") not in names:
+                continue
+            rt = layer.find("rt_info")
+            if rt is None:
+                rt = ET.Element("rt_info")
+                layer.insert(0, rt)
+            ET.SubElement(rt, "attribute", name=_KEEP_PRECISION_ATTR, version="0", value="dynamic:f16")
+        tree.write(xml, encoding="utf-8", xml_declaration=True)
+        return core.read_model(str(xml))
+
+
+def _calibration_pairs() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The bundled calibration pairs (CALIBRATION_FILE) as RGB [0, 1] frames with their pixel flows (vsstar's
+    solver): (first, second, flow_f, flow_b), each (12, C, 80, 144)."""
     from safetensors.torch import load_file
 
     from ..flow import coarse2fine_flow_batch
 
     if not CALIBRATION_FILE.is_file():
-        raise FileNotFoundError(f"{CALIBRATION_FILE}: the int8 calibration frames are missing from this install "
+        raise FileNotFoundError(f"{CALIBRATION_FILE}: the calibration frames are missing from this install "
                                 "(tools/make_calibration.py builds them)")
     frames = load_file(CALIBRATION_FILE)
     a, b = frames["first"].float() / 255.0, frames["second"].float() / 255.0
     n = len(a)
     flows = coarse2fine_flow_batch(torch.cat((a, b)), torch.cat((b, a)))
-    x1, x2, ff, fb = network_inputs(net.config, a, b, flows[:n], flows[n:])
+    return a, b, flows[:n], flows[n:]
+
+
+def calibration_feeds(net: StarNet) -> list[dict[str, Any]]:
+    """The int8 calibration inputs of `net`: the bundled calibration pairs (CALIBRATION_FILE) with their
+    flows (vsstar's solver), in the network's encodings, one feed dict per pair; a model with time input
+    sees t = 1/2, 1/4 and 3/4 in turn."""
+    import numpy as np
+
+    a, b, flow_f, flow_b = _calibration_pairs()
+    n = len(a)
+    x1, x2, ff, fb = network_inputs(net.config, a, b, flow_f, flow_b)
     feeds = []
     for i in range(n):
         feed = {name: t[i:i + 1].contiguous().numpy() for name, t in zip(INPUT_NAMES, (x1, x2, ff, fb))}
@@ -198,12 +268,28 @@ def bf16_supported(core: Any = None) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def auto_precision_note(core: Any = None) -> str:
+    """One line for `vsstar info`: the OpenVINO version and what precision="auto" runs on this CPU, and why."""
+    import openvino as ov
+
+    core = core or _core()
+    version = ov.get_version().split("-")[0]
+    if not bf16_supported(core):
+        return f"{version}; precision auto runs f32 (this CPU has no native bfloat16: AVX512_BF16 or AMX)"
+    return (f"{version}; precision auto runs bf16 (the CPU has native bfloat16) for each model whose bf16 outputs "
+            f"match f32 to {BF16_MIN_AGREEMENT_DB:g} dB on the calibration pairs (checked once per model and CPU, "
+            "cached), f32 otherwise")
+
+
 class OpenVINOStar:
     """Runs a ``Star``'s network with OpenVINO on the CPU; called like ``Star`` and returns ``StarOutput``.
 
     Args:
         star: the torch wrapper (its weights are exported; it is not modified).
-        precision: "f32" (default; within 1e-4 of max|output| of torch), "bf16" (~1e-2 drift; needs a CPU with
+        precision: "auto" (default: "bf16" when the CPU has native bfloat16 and a once-per-model-and-CPU check
+            on the calibration pairs finds bf16 within BF16_MIN_AGREEMENT_DB of f32, cached; "f32" otherwise;
+            `precision` and `precision_reason` then say which and why), "f32" (within 1e-4 of max|output| of
+            torch), "bf16" (bfloat16 with the flow-warp path kept float32, see keep_float32; needs a CPU with
             bfloat16 support) or "int8" (post-training quantization with NNCF on the bundled calibration
             frames; the first and the reconstruction convolutions stay float32; needs the nncf package).
         num_threads: OpenVINO inference threads (default: torch.get_num_threads()).
@@ -211,7 +297,7 @@ class OpenVINOStar:
         verbose: say on stderr when a shape is exported and compiled (it takes seconds to minutes).
     """
 
-    def __init__(self, star: Star | StarNet, *, precision: str = "f32", num_threads: int | None = None,
+    def __init__(self, star: Star | StarNet, *, precision: str = DEFAULT_PRECISION, num_threads: int | None = None,
                  cache_dir: str | os.PathLike | None | bool = None, verbose: bool = True) -> None:
         if isinstance(star, StarNet):
             star = Star(star, channels_last=False)
@@ -226,7 +312,9 @@ class OpenVINOStar:
         self.star = star
         self.net = star.net
         self.config = star.net.config
+        #: What runs ("f32", "bf16" or "int8"; precision="auto" decides below) and why, in words.
         self.precision = precision
+        self.precision_reason = "asked for"
         self.num_threads = num_threads
         self.verbose = verbose
         self.core = _core()
@@ -247,6 +335,10 @@ class OpenVINOStar:
         self._lock = threading.Lock()
         #: Counters: shapes exported + compiled, loaded from the disk cache, and broken entries replaced.
         self.stats = {"exports": 0, "disk_hits": 0, "corrupt": 0, "runs": 0}
+        if precision == "auto":
+            self.precision, self.precision_reason = self._choose_precision()
+            if verbose:  # every host's log says which precision runs and why
+                print(f"vsstar: OpenVINO precision {self.precision} (auto: {self.precision_reason})", file=sys.stderr)
 
     # ------------------------------------------------------------------ compiled models
     @property
@@ -274,6 +366,8 @@ class OpenVINOStar:
                  "export": EXPORT_VERSION, "opset": ONNX_OPSET, "cpu": cpu, "caps": caps, "part": part}
         if self.precision == "int8":
             ident["int8"] = self._int8_ident()
+        if self.precision == "bf16":
+            ident["bf16"] = BF16_RECIPE
         h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:40]
         n, ph, pw = shape
         tag = "" if part == "full" else f"-{part}"
@@ -297,7 +391,7 @@ class OpenVINOStar:
     def _load_or_build(self, shape: tuple[int, int, int], part: str = "full") -> tuple[Any, Any]:
         path = self.cache_dir / self.cache_key(shape, part) if self.cache_dir is not None else None
         if path is not None and path.is_file():
-            compiled = self._read_entry(path)
+            compiled = self._read_entry(path, shape)
             if compiled is not None:
                 self.stats["disk_hits"] += 1
                 return compiled, compiled.create_infer_request()
@@ -326,20 +420,30 @@ class OpenVINOStar:
             onnx_path = Path(tmp) / "star.onnx"
             export_onnx(self.net, onnx_path, shape=shape, check=False, part=part)
             model = self.core.read_model(str(onnx_path))
-            return self.core.compile_model(model, "CPU", self._properties())
+        if self.precision == "bf16":
+            model = keep_float32(model, self.core)
+        return self.core.compile_model(model, "CPU", self._properties())
 
-    def _read_entry(self, path: Path) -> Any | None:
-        """The compiled model stored at `path`, or None (and the file removed) when it is unusable."""
+    def _read_entry(self, path: Path, shape: tuple[int, int, int]) -> Any | None:
+        """The compiled model stored at `path` for LR input `shape`, or None (and the file removed) when it is
+        unusable: unreadable, failing its checksum or OpenVINO's import, or compiled for another shape."""
         payload = _read_checked(path, CACHE_MAGIC)
+        compiled = None
         if payload is not None:
             try:
                 compiled = self.core.import_model(payload, "CPU", self._properties())
-                os.utime(path)  # recently used: pruned last
-                return compiled
+                got = [int(d) for d in compiled.input("im1").get_partial_shape().to_shape()]
             except Exception:  # OpenVINO raises RuntimeError subclasses on blobs it cannot read
-                pass
-        self._drop_damaged(path)
-        return None
+                compiled = None
+            else:
+                n, h, w = shape
+                if got != [n, 3, h, w]:  # a valid entry of another shape would fail every inference
+                    compiled = None
+        if compiled is None:
+            self._drop_damaged(path)
+            return None
+        _touch(path)
+        return compiled
 
     def _drop_damaged(self, path: Path) -> None:
         """Count, report (verbose) and delete an unusable cache entry, so that it is rebuilt."""
@@ -362,7 +466,7 @@ class OpenVINOStar:
         the folder; an unwritable cache is reported (verbose) and skipped."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+            fd, tmp = new_partial(path)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(magic + hashlib.sha256(payload).digest())
@@ -427,10 +531,11 @@ class OpenVINOStar:
 
                 weights = ov.Tensor(np.frombuffer(data[8 + xml_len:], dtype=np.uint8).copy())
                 model = self.core.read_model(data[8:8 + xml_len].decode("utf-8"), weights)
-                os.utime(path)
-                return model
             except Exception:  # a damaged IR: OpenVINO raises RuntimeError subclasses
                 pass
+            else:
+                _touch(path)
+                return model
         self._drop_damaged(path)
         return None
 
@@ -463,6 +568,75 @@ class OpenVINOStar:
                                  preset=nncf.QuantizationPreset.MIXED, target_device=nncf.TargetDevice.CPU,
                                  fast_bias_correction=True,
                                  ignored_scope=nncf.IgnoredScope(names=keep, validate=False))
+
+    # ------------------------------------------------------------------ precision="auto"
+    def _choose_precision(self) -> tuple[str, str]:
+        """("bf16" or "f32", why in words) for precision="auto": bf16 needs a CPU with native bfloat16 and
+        bf16 outputs within BF16_MIN_AGREEMENT_DB of f32 on the calibration pairs (measured once per model and
+        CPU, kept in the disk cache)."""
+        if not bf16_supported(self.core):
+            return "f32", "this CPU has no native bfloat16 (AVX512_BF16 or AMX)"
+        path = self._decision_path()
+        agreement = self._read_decision(path) if path is not None and path.is_file() else None
+        if agreement is None:
+            if self.verbose:
+                print("vsstar: checking bfloat16 against float32 on the 12 calibration pairs (once per model and CPU"
+                      + (f"; cached in {self.cache_dir})" if path is not None else ")"), file=sys.stderr)
+            try:
+                agreement = self.bf16_agreement()
+            except (OSError, RuntimeError, ValueError) as exc:  # missing calibration file, OpenVINO failures
+                return "f32", f"the bf16 check could not run ({type(exc).__name__}: {exc})"
+            self.stats["precision_checks"] = self.stats.get("precision_checks", 0) + 1
+            if path is not None:
+                self._write_cache(path, DECISION_MAGIC, json.dumps({"agreement_db": agreement}).encode())
+        if agreement >= BF16_MIN_AGREEMENT_DB:
+            return "bf16", (f"the CPU has native bfloat16 and bf16 matches f32 to {agreement:.1f} dB on the "
+                            "calibration pairs")
+        return "f32", (f"bf16 matches f32 to only {agreement:.1f} dB on the calibration pairs "
+                       f"(below {BF16_MIN_AGREEMENT_DB:g} dB)")
+
+    def _decision_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        import openvino as ov
+
+        data = CALIBRATION_FILE.read_bytes() if CALIBRATION_FILE.is_file() else b""
+        ident = {"model": self.digest, "openvino": ov.get_version(), "torch": torch.__version__,
+                 "export": EXPORT_VERSION, "opset": ONNX_OPSET, "bf16": BF16_RECIPE,
+                 "cpu": self.core.get_property("CPU", "FULL_DEVICE_NAME"),
+                 "caps": sorted(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+                 "calibration": hashlib.sha256(data).hexdigest()}
+        h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:40]
+        return self.cache_dir / f"{self.digest[:16]}-precision-{h}.json"
+
+    def _read_decision(self, path: Path) -> float | None:
+        """The cached agreement (dB) of a precision="auto" check, None (and the entry dropped) when unusable."""
+        payload = _read_checked(path, DECISION_MAGIC)
+        try:
+            agreement = float(json.loads(payload)["agreement_db"]) if payload is not None else None
+        except (ValueError, KeyError, TypeError):
+            agreement = None
+        if agreement is None:
+            self._drop_damaged(path)
+            return None
+        _touch(path)
+        return agreement
+
+    def bf16_agreement(self) -> float:
+        """PSNR (dB, RGB in [0, 1]) of this network's bf16 outputs against its f32 outputs on the bundled
+        calibration pairs: the worst of ht, h1 and h2, each pooled over the 12 pairs (t = 1/2 for a model
+        with time input). Compiles the calibration shape twice; nothing is cached here."""
+        import math
+
+        a, b, ff, fb = _calibration_pairs()
+        t = 0.5 if self.config.time_input else None
+        outs = {p: OpenVINOStar(self.star, precision=p, num_threads=self.num_threads, cache_dir=False,
+                                verbose=False)(a, b, ff, fb, t) for p in ("f32", "bf16")}
+        worst = math.inf
+        for name in ("ht", "h1", "h2"):
+            mse = float(((getattr(outs["bf16"], name).double() - getattr(outs["f32"], name).double()) ** 2).mean())
+            worst = min(worst, math.inf if mse == 0 else 10 * math.log10(1 / mse))
+        return worst
 
     # ------------------------------------------------------------------ inference
     def padded_shape(self, n: int, height: int, width: int) -> tuple[int, int, int]:

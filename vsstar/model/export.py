@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from .config import StarConfig
 from .star import StarNet, feature_names
 
-__all__ = ["ONNX_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "PARTS", "export_onnx", "onnx_size_multiple",
+__all__ = ["ONNX_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "PARTS", "export_onnx", "new_partial", "onnx_size_multiple",
            "onnx_min_size", "model_digest", "as_starnet", "check_onnx", "graph_inputs", "graph_outputs"]
 
 #: ONNX opset of the exported graphs (GridSample needs >= 16; 18 is the exporter's baseline).
@@ -220,10 +220,11 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         specs = tuple({0: batch} if k == "t" else high if k in ("H1", "H2") else low for k in in_names)
         dynamic_shapes = specs if part != "synthesize" else (*specs[:4], specs[4:])
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.partial", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = new_partial(path, ".onnx.partial")
+        os.close(fd)
         with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(wrapper, example, input_names=list(in_names),
@@ -232,8 +233,11 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
                                         report=False)
             program.save(tmp, external_data=False)
         os.replace(tmp, path)
+    except OSError as exc:
+        # The user named `path`, not the hidden temporary file next to it: say which file could not be written.
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     if check:
         if dynamic:
@@ -241,6 +245,23 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         else:
             check_onnx(path, net, size=(height, width), batch=batch, part=part)
     return path
+
+
+def new_partial(path: Path, suffix: str = ".partial") -> tuple[int, str]:
+    """A new temporary file next to `path` (a hidden name ending in `suffix`), opened for writing: (fd, name).
+
+    Unlike tempfile.mkstemp (always mode 0600), it is created with mode 0666 less the umask, as any other new
+    file is, so the file it is renamed to gets the permissions the user expects (a shared cache, a model file
+    for another account).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # a name drawn twice: draw again
+            continue
+    raise FileExistsError(f"cannot find a free temporary name next to {path}")
 
 
 @contextlib.contextmanager
