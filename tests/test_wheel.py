@@ -2,7 +2,7 @@
 then `vsstar info`, `vsstar enhance` on the bundled sample and `vsstar.STAR` in a script, all run from a folder
 outside the checkout.
 
-The slowest test of the suite's own making (about a minute on 2 cores): the fresh venv gets its heavy dependencies
+A slow test (128 s on a busy 2-core machine), kept in the suite: the fresh venv gets its heavy dependencies
 (torch, VapourSynth, ...) from the test's own environment through a .pth file rather than downloading them, and that
 .pth is added only after the wheel is installed, so pip and Python see no other vsstar. A .pth file adds a folder to
 sys.path without running the .pth files inside it, so the checkout's editable install stays invisible.
