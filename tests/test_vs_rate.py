@@ -9,6 +9,7 @@ import pytest
 vs = pytest.importorskip("vapoursynth")
 
 from vsstar.engine import StarEngine  # noqa: E402
+from vsstar.schedule import dyadic_time  # noqa: E402
 from vsstar.vs import STAR  # noqa: E402
 
 from support import tiny_net  # noqa: E402
@@ -66,8 +67,8 @@ def test_rates_with_cut(net, kw: dict, factor: Fr) -> None:
         assert f.props["SourceIndex"] == k
         synth = time != k and k + 1 < 6 and k != 2
         assert f.props.get("STAR_Interpolated", 0) == int(time != k)
-        if synth:
-            assert f.props["STAR_Time"] == pytest.approx(float(time - k))
+        if synth:  # the time actually made: this model knows only t = 1/2, so the rounded one
+            assert f.props["STAR_Time"] == float(dyadic_time(time - k))
         else:
             assert "STAR_Time" not in f.props
         if time != k and k == 2:
@@ -120,14 +121,15 @@ def test_variable_rate_durations(net) -> None:
     out = STAR(clip, scale=2, mode="t", engine=eng, factor_num=5, factor_den=2)
     assert out.num_frames == 8 and out.fps.numerator == 0
     d = durations(out)
-    # Output j covers source time [0.4 j, 0.4 (j+1)); frame durations 1/10, 1/20, 1/5 (then 1/5 past the end).
-    src = [Fr(1, 10), Fr(1, 20), Fr(1, 5), Fr(1, 5)]
+    # Output j covers source time [0.4 j, min(0.4 (j+1), 3)); frame durations 1/10, 1/20, 1/5.
+    src = [Fr(1, 10), Fr(1, 20), Fr(1, 5)]
 
     def at(x: Fr) -> Fr:
-        k = int(x)
+        k = min(int(x), 2)
         return sum(src[:k], Fr(0)) + (x - k) * src[k]
 
-    assert d == [at(Fr(2, 5) * (j + 1)) - at(Fr(2, 5) * j) for j in range(8)]
+    assert d == [at(min(Fr(2, 5) * (j + 1), Fr(3))) - at(Fr(2, 5) * j) for j in range(8)]
+    assert sum(d) == sum(src)  # the last frame ends with the clip
     assert sum(d[:5]) == Fr(1, 10) + Fr(1, 20)
     with pytest.raises(vs.Error, match="variable"):
         STAR(clip, scale=2, mode="t", engine=eng, fps_num=60)
@@ -171,3 +173,48 @@ def test_time_model_synthesises_exact_times() -> None:
     # Frame 1 is the network at t = 2/5 exactly (not at a rounded 3/8).
     ref = eng.process_times(np.stack(frames[:1]), np.stack(frames[1:2]), [[Fr(2, 5)]])
     np.testing.assert_allclose(arr(out.get_frame(1)), ref.mids[0][Fr(2, 5)].numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ durations and the bound
+@pytest.mark.parametrize("variable", [False, True], ids=["25fps", "vfr"])
+def test_durations_add_up_to_the_clip(net, variable: bool) -> None:
+    # 10 frames at 25 fps x 7/3 = 23.33 output frames: 24, the last one shorter, ending with the clip.
+    arrays = [pattern(k) for k in range(10)]
+    src = [Fr(1, 25)] * 10 if not variable else [Fr(1, 25 + 5 * (k % 3)) for k in range(10)]
+    # A cut after every frame: every in-between frame repeats its left one, no network pass is needed.
+    props = [{"_DurationNum": d.numerator, "_DurationDen": d.denominator, "_SceneChangeNext": 1} for d in src]
+    clip = make_clip(arrays, 0 if variable else 25, 1, props)
+    eng = StarEngine(net, scale=2, mode="t", device="cpu", flow_options=FAST_FLOW)
+    out = STAR(clip, scale=2, mode="t", engine=eng, factor_num=7, factor_den=3)
+    assert out.num_frames == 24
+    d = durations(out)
+    assert sum(d) == sum(src) and (variable or sum(d) == Fr(70, 175))
+    assert d[-1] == src[-1] * (10 - Fr(69, 7))  # a third of the interval of a whole output frame
+    assert all(x > 0 for x in d)
+
+
+def test_a_huge_allowed_factor_builds_quickly_and_a_larger_one_is_refused(net) -> None:
+    import time
+
+    clip = make_clip([pattern(k) for k in range(3)], 25, 1)
+    eng = StarEngine(net, scale=2, mode="t", device="cpu", flow_options=FAST_FLOW)
+    t0 = time.perf_counter()
+    # Factor 1023.999: a numerator of a million, which a clip list as long as the numerator could not build.
+    out = STAR(clip, scale=2, mode="t", engine=eng, factor_num=1_023_999, factor_den=1000)
+    built = time.perf_counter() - t0
+    assert out.num_frames == -(-3 * 1_023_999 // 1000)
+    assert Fr(out.fps.numerator, out.fps.denominator) == 25 * Fr(1_023_999, 1000)
+    assert built < 5.0, f"building took {built:.1f} s"  # generous: about 10 ms here
+    f = out.get_frame(out.num_frames - 1)  # the last frame repeats the last source frame
+    assert f.props["SourceIndex"] == 2 and f.props["STAR_Repeat"] == 1
+    for kw in ({"factor_num": 1025}, {"fps_num": 10**9}, {"factor_num": 10**9}):
+        with pytest.raises(vs.Error, match=r"^STAR: (factor_num/factor_den|fps_num/fps_den) .*at most 1024[^\n]*$"):
+            STAR(clip, scale=2, mode="t", engine=eng, **kw)
+
+
+def test_more_output_frames_than_vapoursynth_counts_is_refused(net) -> None:
+    blank = vs.core.std.BlankClip(width=16, height=16, format=vs.RGBS, length=2**21 + 1, fpsnum=25)
+    eng = StarEngine(net, scale=2, mode="t", device="cpu", flow_options=FAST_FLOW)
+    with pytest.raises(vs.Error, match="more than VapourSynth can count"):
+        STAR(blank, scale=2, mode="t", engine=eng, factor_num=1024)
+    assert STAR(blank, scale=2, mode="t", engine=eng, factor_num=1023).num_frames == (2**21 + 1) * 1023

@@ -8,6 +8,7 @@ hands back CPU float32 tensors. It has no VapourSynth dependency.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -23,10 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backends import DEFAULT_PRECISION
-from .schedule import DEFAULT_DEPTH, dyadic_path, dyadic_time
+from .pairs import PairParts
+from .schedule import DEFAULT_DEPTH, MODES, dyadic_path, dyadic_time
 
 if TYPE_CHECKING:
     from .flow import FlowSettings
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "MODES",
@@ -44,9 +48,6 @@ __all__ = [
     "flow_settings_for",
     "tile_grid",
 ]
-
-#: Output modes: space-time ("st"), space only ("s"), time only ("t").
-MODES = ("st", "s", "t")
 
 #: The network outputs each mode delivers (StarOutput field names).
 MODE_OUTPUTS = {"st": ("h1", "ht", "h2"), "s": ("h1", "h2"), "t": ("l",)}
@@ -114,6 +115,11 @@ class TimedOutput(NamedTuple):
     sr_first: Tensor | None
     mids: list[dict[Fraction, Tensor]]
     sr_second: Tensor | None
+
+    def parts(self, i: int) -> PairParts:
+        """Pair i's outputs: its SR frames ((3, H, W) or None) and its in-between frames by t."""
+        return PairParts(None if self.sr_first is None else self.sr_first[i], self.mids[i],
+                         None if self.sr_second is None else self.sr_second[i])
 
 
 @dataclass
@@ -334,7 +340,8 @@ class StarEngine:
         flow_options: changes to the flow settings the weights were trained with (a dict of
             :class:`vsstar.flow.FlowSettings` fields, e.g. ``{"n_outer": 3}`` for speed); checked here.
         memory_budget: bytes the network may use for activations (default: 80% of free CUDA memory,
-            50% of available RAM on CPU); drives automatic tiling.
+            50% of available RAM on CPU); drives automatic tiling. (The flow has its own cap,
+            ``vsstar.flow.memory.DEFAULT_MAX_BYTES`` on the CPU: exact below it, see docs/flow.md.)
         backend: "auto" (OpenVINO on the CPU when installed, else torch), "torch" or "openvino" (CPU only;
             compiles once per input shape and caches it on disk, see docs/openvino.md).
         precision: OpenVINO precision, "auto" (default: bf16 where the CPU has native bfloat16 and a once-per-model
@@ -408,6 +415,7 @@ class StarEngine:
         self._lock = threading.Lock()
         # Tile size learnt after an out-of-memory error (CUDA), reused for later calls.
         self._oom_tile: tuple[int, int] | None = None
+        self._flow_plans_logged: set[str] = set()  # the flow's memory plans already logged
         self._pinned: dict[tuple[int, ...], Tensor] = {}
 
     # ---------------------------------------------------------------- argument checks
@@ -526,6 +534,11 @@ class StarEngine:
             raise ValueError(f"frames must be at least {min_side}x{min_side} pixels, got {w}x{h}")
         return a, b
 
+    def made_time(self, t: Fraction, depth: int = DEFAULT_DEPTH) -> Fraction:
+        """The time :meth:`process_times` actually synthesises when asked for t: t itself with a
+        model with time input, else t rounded to the nearest multiple of 1/2**depth."""
+        return Fraction(t) if self.takes_time and self.mode != "s" else dyadic_time(Fraction(t), depth)
+
     def process_times(self, first: Any, second: Any, times: Sequence[Sequence[Fraction]],
                       exact_time: bool = False, depth: int = DEFAULT_DEPTH) -> TimedOutput:
         """Like :meth:`process`, with the in-between frames at the given times of each pair.
@@ -556,7 +569,7 @@ class StarEngine:
         for ts in times:
             m = {}
             for t in ts:
-                d = dyadic_time(Fraction(t), depth)
+                d = self.made_time(t, depth)
                 if exact_time and d != t:
                     raise ValueError(f"exact_time: t = {t} cannot be synthesised exactly by a model that knows "
                                      f"only t = 1/2 (nearest reachable: {d}); use exact_time=False")
@@ -638,7 +651,9 @@ class StarEngine:
         b = self._to_device(b)
         t0 = time.perf_counter()
         # Both directions of every pair in one batched solve: forward = first -> second.
-        flows = coarse2fine_flow_batch(torch.cat([a, b]), torch.cat([b, a]), **self.flow.to_dict())
+        x, y = torch.cat([a, b]), torch.cat([b, a])
+        self._log_flow_plan(x)
+        flows = coarse2fine_flow_batch(x, y, **self.flow.to_dict())
         flow_f, flow_b = flows[:n], flows[n:]
         self._sync()
         t1 = time.perf_counter()
@@ -659,6 +674,19 @@ class StarEngine:
         st.net_s += t2 - t1
         st.batch_sizes[n] += 1
         return result
+
+    def _log_flow_plan(self, x: Tensor) -> None:
+        """Log (info, once per plan) when the flow of a batch is split or solved in strips."""
+        from .flow.batch import plan_for
+
+        s = self.flow
+        plan = plan_for(x.shape, dtype=x.dtype, device=x.device, ratio=s.ratio, min_width=s.min_width,
+                        col_type=s.col_type)
+        if plan.in_flight < x.shape[0] or plan.tiled:
+            msg = plan.describe()
+            if msg not in self._flow_plans_logged:
+                self._flow_plans_logged.add(msg)
+                _log.info("%s", msg)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
