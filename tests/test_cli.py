@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,55 @@ def test_enhance_bad_rate(assets, tmp_path, capfd, args, word: str) -> None:
         code = exc.code
     assert code == 2
     assert word in capfd.readouterr().err
+
+
+def _duration(path: Path) -> Fraction:
+    out = subprocess.run([FFPROBE, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return Fraction(out.strip())
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_file_lasts_exactly_the_frames_taken(assets, tmp_path, capfd, suffix: str) -> None:
+    # 4 of 1500 frames at 25 fps, factor 4: 16 frames of 10 ms, the last one included (it was lost: 0.150 s).
+    out = tmp_path / f"o{suffix}"
+    r = run_cli(capfd, "enhance", str(assets["long"]), str(out), "--scale", "2", "--model", str(assets["model"]),
+                "--fast-flow", "--frames", "4", "--factor", "4", "--no-audio", "-q")
+    assert r.returncode == 0, r.stderr
+    assert probe(out)[3] == 16
+    assert _duration(out) == Fraction("0.16")
+
+
+@needs_ffmpeg
+def test_frames_zero_is_refused(assets, tmp_path, capfd) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["enhance", str(assets["short"]), str(tmp_path / "o.mkv"), "--frames", "0"])
+    assert exc.value.code == 2 and "--frames must be >= 1, got 0" in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_ffmpeg
+def test_errors_name_the_flags(assets, tmp_path, capfd) -> None:
+    common = [str(assets["short"]), str(tmp_path / "o.mkv"), "--scale", "2", "--model", str(assets["model"])]
+    r = run_cli(capfd, "enhance", *common, "--device", "cpu", "--fp16")
+    assert r.returncode == 2 and "--fp16 needs a CUDA device" in r.stderr and "fp16=" not in r.stderr, r.stderr
+    r = run_cli(capfd, "enhance", *common, "--device", "cpu", "--batch-size", "2", "--tile", "3")
+    assert r.returncode == 2 and "--tile must be" in r.stderr, r.stderr
+    r = run_cli(capfd, "enhance", *common, "--device", "cuda:7")
+    assert r.returncode == 2 and "--device cuda:7" in r.stderr and "device=" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_ffmpeg
+def test_fps_beyond_the_bound_fails_at_once(assets, tmp_path) -> None:
+    # The rate mapping used to build a clip list as long as the factor: memory grew until killed.
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "vsstar.cli", "enhance", str(assets["short"]), str(tmp_path / "o.mkv"),
+                        "--scale", "2", "--model", str(assets["model"]), "--fps", "1e9"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vsstar: error: --fps (1000000000/1) must be at most 1024 times")
+    assert time.monotonic() - start < 120
+    assert list(tmp_path.iterdir()) == []

@@ -249,3 +249,20 @@ def test_unforeseen_failure_is_one_line_unless_debug(monkeypatch, capfd) -> None
     code, err = run(capfd, "enhance", "a.mp4", "b.mp4", "--debug")
     assert code == 1 and "KeyError: 'key'" in err and "direct cause" in err  # the cause is kept
     assert err.splitlines()[-1] == "vsstar: error: RuntimeError: boom"
+
+
+def test_stale_partial_folder_of_a_killed_ray_driver_is_removed(model, tmp_path, capfd) -> None:
+    # A SIGKILLed `--ray` driver leaves its segments folder; the next run to the same OUTPUT removes it.
+    src, out = tmp_path / "a.mp4", tmp_path / "o.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "2", "-pix_fmt", "yuv420p", str(src))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid whose process is gone
+    stale = tmp_path / f".o.vsstar-partial-{gone.pid}.d"
+    stale.mkdir()
+    (stale / "segment-0.mkv").write_bytes(b"x")
+    alive = tmp_path / f".o.vsstar-partial-{os.getppid()}.d"  # its process still runs
+    alive.mkdir()
+    code, err = run(capfd, "enhance", str(src), str(out), *FAST, "--model", str(model), "--mode", "s", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.mp4", "o.mkv", alive.name])
+    assert f"removed {stale.name}, left by an earlier run that was stopped" in err

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +192,74 @@ def test_cli_ray_option_mode_s(cluster, assets, tmp_path, capfd) -> None:
     assert len(hashes) == 14 and hashes == frame_hashes(local)
     code = main(["enhance", str(assets["clip"]), str(out), "--ray", "--compare", str(tmp_path / "c.png")])
     assert code == 2 and "--compare cannot be combined with --ray" in capfd.readouterr().err
+
+
+@needs_ray_stack
+@pytest.mark.parametrize("rate, frames", [(("--factor", "5/2"), 35), (("--fps", "60000/1001"), 34)])
+def test_cli_ray_any_rate_is_the_local_run(cluster, assets, tmp_path, capfd, rate, frames) -> None:
+    from vsstar.cli import main
+
+    local, out = tmp_path / "local.mkv", tmp_path / "ray.mkv"
+    common = ["--scale", "2", "--model", str(assets["model"]), "--fast-flow", "--codec", "ffv1", *rate, "-q"]
+    assert main(["enhance", str(assets["clip"]), str(local), *common]) == 0, capfd.readouterr().err
+    # Chunks [0,3) [3,7) [7,10) [10,14): at 5/2 and 2400/1001 their outputs start between the source's frames.
+    code = main(["enhance", str(assets["clip"]), str(out), *common, "--ray", "--chunk-frames", "4"])
+    assert code == 0, capfd.readouterr().err
+    hashes = frame_hashes(out)  # each frame's time, duration and picture
+    assert len(hashes) == frames and hashes == frame_hashes(local)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.mkv", "ray.mkv"]
+
+
+def test_ray_address_where_nothing_listens_fails_at_once(tmp_path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "out" / "o.mkv"
+    out.parent.mkdir()
+    start = time.monotonic()
+    # Generous limit: Ray alone retries such an address for minutes.
+    r = subprocess.run([sys.executable, "-m", "vsstar.cli", "enhance", str(tmp_path / "in.mp4"), str(out),
+                        "--ray", "127.0.0.1:1"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "RAY_ADDRESS": ""})
+    took = time.monotonic() - start
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "vsstar: error: --ray 127.0.0.1:1: nothing answers at 127.0.0.1:1 (Connection refused); is the Ray head "
+        "running?"]
+    assert took < 60, took
+    assert list(out.parent.iterdir()) == []
+
+
+@needs_ray_stack
+def test_sigterm_stops_a_ray_run_and_leaves_nothing(assets, tmp_path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "o.mkv"
+    out.write_bytes(b"previous result")
+    clip = tmp_path / "long.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=32x24:rate=25", "-frames:v", "400",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vsstar.cli", "enhance", str(clip), str(out), "--scale", "2",
+                             "--model", str(assets["model"]), "--fast-flow", "--ray", "local", "--chunk-frames", "50",
+                             "--ray-cpus", "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        deadline = time.time() + 300
+        # The job's partial folder appears when the chunks are submitted.
+        while time.time() < deadline and proc.poll() is None:
+            if any(p.name.endswith(".d") for p in out_dir.iterdir()):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=120)  # generous: a loaded machine
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM; no output written" in err
+    assert took < 60, took
+    assert [p.name for p in out_dir.iterdir()] == ["o.mkv"] and out.read_bytes() == b"previous result"

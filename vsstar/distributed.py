@@ -11,21 +11,30 @@ the input exactly as ``vsstar enhance`` does locally, so the result is the same,
 Workers report every frame to a small progress actor; the driver shows one bar over the whole job.
 A worker that dies is replaced and its chunk rerun by Ray (``max_retries``); a chunk that fails for good
 fails the job with its frames named, and OUTPUT is not written. docs/scaling.md has the details.
+
+Which output frames a chunk makes is the frame schedule's answer (:meth:`FrameSchedule.outputs_at` over the
+chunk's input frames), so every output rate the local run takes works here, with the same frames and times.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from . import cli, media
-from .cli import CliError
+from . import media
+from .enhance import encode, plan
+from .enhance.options import EnhanceError, EnhanceOptions
+from .schedule import FrameSchedule
 
 __all__ = ["Chunk", "ChunkError", "plan_chunks", "find_cuts", "enhance", "run_job", "DEFAULT_CHUNK_FRAMES"]
 
@@ -33,8 +42,11 @@ __all__ = ["Chunk", "ChunkError", "plan_chunks", "find_cuts", "enhance", "run_jo
 #: is small beside it, short enough to spread a film over many workers.
 DEFAULT_CHUNK_FRAMES = 1000
 
+#: Seconds to wait for a TCP answer from the Ray address before giving up.
+CONNECT_TIMEOUT_S = 5.0
 
-class ChunkError(CliError):
+
+class ChunkError(EnhanceError):
     """A chunk failed for good (after Ray's retries); the message names its frames."""
 
 
@@ -49,12 +61,16 @@ class Chunk:
     def read_range(self, n: int) -> tuple[int, int]:
         """The frames the worker reads: the chunk and its neighbours (within the `n` frames).
 
-        The right neighbour completes the pair (stop-1, stop) whose in-between frame belongs to this
+        The right neighbour completes the pair (stop-1, stop) whose in-between frames belong to this
         chunk; the left one lets STAR see a cut (or no cut) before ``start`` exactly as a whole run does,
         since the super-resolved first frame comes from the pair before it when the pair after it is a cut.
         The read starts at an even frame, so that mode "s" forms the same disjoint pairs (2i, 2i+1).
         """
         return max(0, self.start - 1) // 2 * 2, min(n, self.stop + 1)
+
+    def outputs(self, schedule: FrameSchedule) -> range:
+        """The job's output frames this chunk makes: those whose time lies within its input frames."""
+        return schedule.outputs_at(self.start, self.stop)
 
     def describe(self) -> str:
         return f"chunk {self.index} (input frames {self.start}-{self.stop - 1})"
@@ -114,13 +130,7 @@ def find_cuts(clip: Any, threshold: float | None = None) -> list[int]:
     small = core.resize.Bilinear(clip, width=w, height=h, format=vs.RGBS, **kw)
     cuts = []
     prev = None
-    window = max(1, core.num_threads)
-    pending: dict[int, Any] = {}
-    for i in range(small.num_frames):
-        for j in range(i, min(small.num_frames, i + window)):
-            if j not in pending:
-                pending[j] = small.get_frame_async(j)
-        f = pending.pop(i).result()
+    for i, f in enumerate(encode.frames_ahead(small)):
         cur = np.stack([np.asarray(f[p]) for p in range(3)])
         if prev is not None and scene_score(prev, cur) > threshold:
             cuts.append(i - 1)
@@ -131,13 +141,18 @@ def find_cuts(clip: Any, threshold: float | None = None) -> list[int]:
 # ----------------------------------------------------------------------------------- worker side
 @dataclass(frozen=True)
 class _Spec:
-    """What every worker needs: the job's options and the input's video stream."""
+    """What every worker needs: the job's options, the input's video stream and the job's schedule."""
 
-    args: argparse.Namespace
+    options: EnhanceOptions
     video: media.VideoStream
     nframes: int  # frames of the job (--frames applied)
-    device: str | None
+    factor: Fraction  # output frames per input frame, as the driver decided it for the whole job
+    device: str | list[str] | None
     threads: int
+
+    @property
+    def schedule(self) -> FrameSchedule:
+        return FrameSchedule(self.nframes, self.options.mode, self.factor)
 
 
 def _segment_codec(ffmpeg: str, pix_fmt: str) -> str | None:
@@ -146,26 +161,43 @@ def _segment_codec(ffmpeg: str, pix_fmt: str) -> str | None:
     return "ffv1" if fmts and pix_fmt in fmts else None
 
 
+def _chunk_clip(spec: _Spec, chunk: Chunk, src: Any, a: int, b: int) -> tuple[Any, range]:
+    """The source frames a chunk's STAR runs on, and the indices of the chunk's outputs in STAR's result.
+
+    STAR's output j shows its clip's time j / factor; the chunk's outputs show the job's times. The clip
+    must therefore start at a frame g with g * factor whole, so that both grids meet: frames before the
+    read start `a` are padded with copies of frame `a` back to g. No output of the chunk uses them (its
+    frames all lie after `a`, see :meth:`Chunk.read_range`), and STAR computes only the frames asked for.
+    """
+    g = a // spec.factor.denominator * spec.factor.denominator
+    clip = src[a:b] if g == a else src[a] * (a - g) + src[a:b]
+    outputs = chunk.outputs(spec.schedule)
+    shift = int(g * spec.factor)
+    return clip, range(outputs.start - shift, outputs.stop - shift)
+
+
 def _run_chunk(spec: _Spec, chunk: Chunk, progress: Any) -> bytes:
     """Ray task: STAR on one chunk; returns its output frames as a lossless Matroska segment."""
     import torch
     import vapoursynth as vs
-    from fractions import Fraction
 
     from ray import get as ray_get
 
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
-    ffmpeg = cli._check_ffmpeg()
+    ffmpeg = plan.check_ffmpeg()
     pid = os.getpid()
     a, b = chunk.read_range(spec.nframes)
     with tempfile.TemporaryDirectory(prefix="vsstar-chunk-") as d:
         try:
-            src, back_to = cli.open_source(spec.args.input, spec.video, ffmpeg, Path(d) / "source.mkv", b)
-            _, clip = cli.star_clip(spec.args, src[a:b], spec.video, back_to, note=lambda _t: None)
-            per = 1 if spec.args.mode == "s" else 2
-            part = clip[per * (chunk.start - a): per * (chunk.stop - a)]
-            fmt = cli._raw_format(part)
+            src, back_to = plan.open_source(spec.options.input, spec.video, ffmpeg, Path(d) / "source.mkv", b)
+            clip, wanted = _chunk_clip(spec, chunk, src, a, b)
+            factor = None if spec.options.mode == "s" else spec.factor
+            # The devices as this worker sees them (Ray numbers a task's GPUs from 0).
+            options = dataclasses.replace(spec.options, device=spec.device)
+            _, out = plan.star_clip(options, clip, spec.video, back_to, on_note=lambda _t: None, factor=factor)
+            part = out[wanted.start:wanted.stop]
+            fmt = encode.raw_format(part)
             seg = Path(d) / "segment.mkv"
             codec = _segment_codec(ffmpeg, fmt.pix_fmt)
             n = part.num_frames
@@ -183,21 +215,17 @@ def _run_chunk(spec: _Spec, chunk: Chunk, progress: Any) -> bytes:
             if codec is None:
                 with open(seg, "wb") as fh:
                     mux = media.RawVideoMuxer(fh, part.width, part.height, fmt)
-                    for i, planes in enumerate(cli._clip_planes(part)):
+                    for i, planes in enumerate(encode.clip_planes(part)):
                         mux.write([memoryview(p).cast("B") for p in planes], times[i], Fraction(1, 25))
                         tick()
             else:
-                cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-",
-                       "-map", "0:v:0", "-c:v", codec, "-level", "3", "-slicecrc", "0"]
-                cmd += ["-fps_mode", "passthrough"] if media.ffmpeg_version(ffmpeg) >= (5, 1) \
-                    else ["-vsync", "passthrough"]
-                cmd += ["-f", "matroska", str(seg)]
-                cli._encode(cli._clip_planes(part), n, part.width, part.height, times, Fraction(n, 25), cmd, fmt,
-                            media.Colour(), quiet=True, on_frame=tick)
+                encode.pump(encode.clip_planes(part), n, part.width, part.height, times, Fraction(n, 25),
+                            encode.lossless_cmd(ffmpeg, codec, seg, n), fmt, media.Colour(), quiet=True,
+                            on_frame=tick)
             ray_get(progress.report.remote(chunk.index, pid, n))  # the last count, before the result
             return seg.read_bytes()
         except vs.Error as exc:
-            raise CliError(str(exc).strip().splitlines()[-1]) from exc
+            raise EnhanceError(str(exc).strip().splitlines()[-1]) from exc
 
 
 class _Progress:
@@ -239,7 +267,7 @@ def _segment_frames(path: Path, ffmpeg: str, fmt: media.RawFormat, width: int, h
         inverse[source] = stored
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path), "-map", "0:v:0",
            "-f", "rawvideo", "-pix_fmt", fmt.pix_fmt]
-    cmd += ["-fps_mode", "passthrough"] if media.ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
+    cmd += media.passthrough_args(ffmpeg)
     proc = subprocess.Popen(cmd + ["-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     count = 0
     try:
@@ -257,7 +285,7 @@ def _segment_frames(path: Path, ffmpeg: str, fmt: media.RawFormat, width: int, h
         rc = proc.wait()
         if rc != 0 or count != expected:
             err = proc.stderr.read().decode(errors="replace").strip()
-            raise CliError(f"segment {path.name}: {count} of {expected} frames decoded"
+            raise EnhanceError(f"segment {path.name}: {count} of {expected} frames decoded"
                            + (f" (ffmpeg exit {rc}: {err.splitlines()[-1] if err else 'no message'})" if rc else ""))
     finally:
         if proc.poll() is None:
@@ -267,70 +295,99 @@ def _segment_frames(path: Path, ffmpeg: str, fmt: media.RawFormat, width: int, h
         proc.stderr.close()
 
 
-def _num_gpus(args: argparse.Namespace, ray: Any) -> float:
-    if args.ray_gpus is not None:
-        return float(args.ray_gpus)
-    if args.device is not None:
-        devices = args.device if isinstance(args.device, list) else [args.device]
+def _num_gpus(options: EnhanceOptions, ray: Any) -> float:
+    if options.ray_gpus is not None:
+        return float(options.ray_gpus)
+    if options.device is not None:
+        devices = options.device if isinstance(options.device, list) else [options.device]
         return float(sum(1 for d in devices if str(d).startswith("cuda")))
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def run_job(args: argparse.Namespace, on_progress: Callable[[ProgressEvent], None] | None = None) -> str:
-    """Run an ``enhance`` job (parsed options, ``args.ray`` the address) on Ray; returns the summary line.
+def _check_address(address: str) -> None:
+    """Refuse at once a Ray address where nothing answers (Ray itself retries for minutes).
+
+    ``HOST:PORT`` and ``ray://HOST[:PORT]`` (from ``--ray`` or, without one, ``RAY_ADDRESS``) get one TCP
+    connection attempt; ``auto``, ``local`` and no address are Ray's to resolve.
+    """
+    given = address or os.environ.get("RAY_ADDRESS", "")
+    flag = f"--ray {address}" if address else f"--ray (RAY_ADDRESS={given})"
+    if not given or given in ("auto", "local"):
+        return
+    hostport = given[len("ray://"):] if given.startswith("ray://") else given
+    host, sep, port = hostport.rpartition(":")
+    if not sep:
+        host, port = hostport, ("10001" if given.startswith("ray://") else "")
+    if not port.isdigit() or not host:
+        raise EnhanceError(f"{flag}: expected HOST:PORT, ray://HOST:PORT, auto or nothing")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise EnhanceError(f"{flag}: nothing answers at {host}:{port} ({why}); is the Ray head running?") from exc
+
+
+def _connect(ray: Any, address: str) -> None:
+    """ray.init, keeping this process's SIGTERM handler (Ray's own exits without cleaning up)."""
+    _check_address(address)
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise EnhanceError(f"--ray {address or '(local)'}: cannot connect ({exc})") from exc
+    finally:
+        if main_thread and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+def run_job(options: EnhanceOptions, on_progress: Callable[[ProgressEvent], None] | None = None) -> str:
+    """Run an ``enhance`` job on Ray (``options.ray`` the address, "" for Ray's default); returns the
+    summary line.
 
     Connects to Ray unless this process is connected already (then the connection is left open).
     """
     try:
         import ray
     except ImportError as exc:
-        raise CliError("--ray needs Ray: pip install 'ray[default]' (or pip install vsstar[ray])") from exc
+        raise EnhanceError("--ray needs Ray: pip install 'ray[default]' (or pip install vsstar[ray])") from exc
 
-    if args.compare:
-        raise CliError("--compare cannot be combined with --ray; run it locally with --frames")
-    if getattr(args, "factor", None) not in (None, 2) or getattr(args, "fps", None) is not None:
-        # Chunks are stitched on the factor-2 grid (two outputs per input frame); other rates run locally.
-        raise CliError("--factor/--fps cannot be combined with --ray yet (the chunks assume factor 2); run it locally")
-    chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
-    if chunk_frames < 1:
-        raise CliError(f"--chunk-frames must be >= 1, got {chunk_frames}")
-    cpus = 1.0 if args.ray_cpus is None else float(args.ray_cpus)
-    if cpus < 0 or (args.ray_gpus is not None and args.ray_gpus < 0):
-        raise CliError("--ray-cpus and --ray-gpus must be >= 0")
+    if options.compare:
+        raise EnhanceError("--compare cannot be combined with --ray; run it locally with --frames")
+    chunk_frames = options.chunk_frames or DEFAULT_CHUNK_FRAMES
+    cpus = 1.0 if options.ray_cpus is None else float(options.ray_cpus)
     connected = ray.is_initialized()
+    output = Path(options.output)
     try:
-        with cli.job_files(Path(args.output)):
+        with plan.job_files(output):
             if not connected:
-                try:
-                    ray.init(address=args.ray or None, include_dashboard=False, log_to_driver=True)
-                except (ConnectionError, ValueError, RuntimeError) as exc:
-                    raise CliError(f"--ray {args.ray or '(local)'}: cannot connect ({exc})") from exc
+                _connect(ray, options.ray or "")
             # The driver builds STAR's clip on the CPU only to learn the output's size and format; the
             # workers build their own on their devices.
-            job = cli.prepare(args, device="cpu")
-            gpus = _num_gpus(args, ray)
-            device = args.device
+            job = plan.prepare(options, device="cpu")
+            gpus = _num_gpus(options, ray)
+            device = options.device
             if gpus > 0 and device is not None:
                 # Ray shows each worker only the GPUs it was given, numbered from 0.
                 if isinstance(device, list):
                     device = [f"cuda:{i}" for i in range(len(device))]
                 elif str(device).startswith("cuda"):
                     device = "cuda"
-            cuts = find_cuts(job.src) if not args.no_scene_detect else []
+            cuts = find_cuts(job.src) if not options.no_scene_detect else []
             chunks = plan_chunks(job.nframes, cuts, chunk_frames)
             threads = max(1, int(cpus)) if gpus == 0 else 0
-            spec = _Spec(args, job.video, job.nframes, device, threads)
+            spec = _Spec(options, job.video, job.nframes, job.factor, device, threads)
             total = job.clip.num_frames
-            if not args.quiet:
+            if not options.quiet:
                 print(f"{len(chunks)} chunks of up to {chunk_frames} frames ({len(cuts)} scene cuts) on Ray: "
                       f"{cpus:g} CPUs, {gpus:g} GPUs each; cluster {_resources(ray)}", file=sys.stderr)
-            frames = _drive(ray, spec, chunks, job, args, on_progress)
-            encode_s = cli.write_job(job, frames, total, quiet=True)
+            frames = _drive(ray, spec, chunks, job, on_progress)
+            encode_s = encode.write_job(job, frames, total, quiet=True)
     finally:
         if not connected and ray.is_initialized():
             ray.shutdown()
-    line = cli.summary(job, encode_s)
-    if not args.quiet:
+    line = plan.summary(job, encode_s)
+    if not options.quiet:
         print(line, file=sys.stderr)
     return line
 
@@ -340,22 +397,26 @@ def _resources(ray: Any) -> str:
     return f"{r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs, {len(ray.nodes())} node(s)"
 
 
-def _drive(ray: Any, spec: _Spec, chunks: list[Chunk], job: cli.Job, args: argparse.Namespace,
+def _drive(ray: Any, spec: _Spec, chunks: list[Chunk], job: plan.Job,
            on_progress: Callable[[ProgressEvent], None] | None) -> Iterator[list[bytes]]:
     """Submit every chunk, then yield the output frames in order as segments arrive, with the bar."""
     from tqdm import tqdm
 
-    gpus = _num_gpus(args, ray)
-    cpus = 1.0 if args.ray_cpus is None else float(args.ray_cpus)
+    options = spec.options
+    gpus = _num_gpus(options, ray)
+    cpus = 1.0 if options.ray_cpus is None else float(options.ray_cpus)
     progress = ray.remote(num_cpus=0)(_Progress).remote()
-    task = ray.remote(_run_chunk).options(num_cpus=cpus, num_gpus=gpus, max_retries=args.max_retries,
+    task = ray.remote(_run_chunk).options(num_cpus=cpus, num_gpus=gpus, max_retries=options.max_retries,
                                           retry_exceptions=False)
     refs = [task.remote(spec, c, progress) for c in chunks]
     index = {ref: c for ref, c in zip(refs, chunks)}
-    per = 1 if args.mode == "s" else 2
+    schedule = spec.schedule
+    made = {c.index: len(c.outputs(schedule)) for c in chunks}  # output frames of each chunk
     total = job.clip.num_frames
+    if sum(made.values()) != total:
+        raise RuntimeError(f"the chunks make {sum(made.values())} output frames, the job {total}")
     ssw, ssh = job.clip.format.subsampling_w, job.clip.format.subsampling_h
-    bar = tqdm(total=total, unit="frame", disable=args.quiet, dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(total=total, unit="frame", disable=options.quiet, dynamic_ncols=True, smoothing=0.1)
     results: dict[int, bytes] = {}
     waiting = list(refs)
     last_poll = 0.0
@@ -373,7 +434,7 @@ def _drive(ray: Any, spec: _Spec, chunks: list[Chunk], job: cli.Job, args: argpa
         if time.monotonic() - last_poll >= 0.2 or not waiting:
             last_poll = time.monotonic()
             done_map, attempts = ray.get(progress.snapshot.remote())
-            done = sum(per * (c.stop - c.start) for c in chunks if c.index in results)
+            done = sum(made[k] for k in results)
             done += sum(f for k, (_, f) in done_map.items() if k not in results)
             if done != bar.n:  # update() keeps tqdm's rate and ETA; a rerun chunk can move it back
                 bar.update(min(done, total) - bar.n)
@@ -381,18 +442,21 @@ def _drive(ray: Any, spec: _Spec, chunks: list[Chunk], job: cli.Job, args: argpa
                 on_progress(ProgressEvent(done, total, {k: p for k, (p, _) in done_map.items()
                                                         if k not in results}, attempts))
 
+    # Segments wait in the job's partial folder (next to OUTPUT; removed at the end, or by a later run
+    # if this process is killed).
+    folder = media.partial_dir(job.output)
     try:
-        with tempfile.TemporaryDirectory(prefix=".vsstar-segments-", dir=job.output.parent) as d:
-            for c in chunks:
-                while c.index not in results:
-                    poll(0.1)
-                seg = Path(d) / f"segment-{c.index}.mkv"
-                seg.write_bytes(results.pop(c.index))
-                results[c.index] = b""  # counted as done, data released
-                yield from _segment_frames(seg, job.ffmpeg, job.fmt, job.clip.width, job.clip.height, ssw, ssh,
-                                           per * (c.stop - c.start))
-                seg.unlink()
-                poll(0)
+        folder.mkdir(exist_ok=True)
+        for c in chunks:
+            while c.index not in results:
+                poll(0.1)
+            seg = folder / f"segment-{c.index}.mkv"
+            seg.write_bytes(results.pop(c.index))
+            results[c.index] = b""  # counted as done, data released
+            yield from _segment_frames(seg, job.ffmpeg, job.fmt, job.clip.width, job.clip.height, ssw, ssh,
+                                       made[c.index])
+            seg.unlink()
+            poll(0)
     except BaseException:
         for ref in waiting:
             ray.cancel(ref, force=True)
@@ -414,20 +478,20 @@ def _reason(exc: BaseException) -> str:
 
 def enhance(input: str | os.PathLike, output: str | os.PathLike, *, address: str | None = None,
             on_progress: Callable[[ProgressEvent], None] | None = None, **options: Any) -> str:
-    """Enhance one video on a Ray cluster; returns the summary line. Raises :class:`vsstar.cli.CliError`
-    (one-line message; :class:`ChunkError` for a chunk that failed for good) and leaves OUTPUT untouched
-    on failure.
+    """Enhance one video on a Ray cluster; returns the summary line. Raises
+    :class:`vsstar.enhance.EnhanceError` (one-line message; :class:`ChunkError` for a chunk that failed for
+    good) and leaves OUTPUT untouched on failure.
 
-    `options` are those of ``vsstar enhance`` by their long names (``scale=2``, ``mode="s"``,
-    ``model=...``, ``device=...``, ``fast_flow=True``, ``codec="ffv1"``, ``frames=100``, ``chunk_frames=500``,
-    ``ray_cpus=2``, ``ray_gpus=1``, ``max_retries=3``, ``quiet=True``, ...). `address` is Ray's (None:
-    RAY_ADDRESS or a local instance). Call ``ray.init(...)`` first to submit many videos to one
-    connection; it is then kept open. `on_progress` is called on the driver about five times a second.
+    `options` are the fields of :class:`vsstar.enhance.EnhanceOptions`, the long options of ``vsstar
+    enhance`` (``scale=2``, ``mode="s"``, ``factor=Fraction(5, 2)``, ``model=...``, ``device=...``,
+    ``fast_flow=True``, ``codec="ffv1"``, ``frames=100``, ``chunk_frames=500``, ``ray_cpus=2``,
+    ``ray_gpus=1``, ``max_retries=3``, ``quiet=True``, ...). `address` is Ray's (None: RAY_ADDRESS or a
+    local instance). Call ``ray.init(...)`` first to submit many videos to one connection; it is then kept
+    open. `on_progress` is called on the driver about five times a second.
     """
-    args = cli.build_parser().parse_args(["enhance", os.fspath(input), os.fspath(output)])
-    args.ray = address or ""
-    for key, value in options.items():
-        if not hasattr(args, key) or key in ("input", "output", "command", "ray"):
-            raise ValueError(f"{key}: not an option of vsstar enhance")
-        setattr(args, key, value)
-    return run_job(args, on_progress)
+    for key in ("input", "output", "ray"):
+        if key in options:
+            raise ValueError(f"{key}: not an option here (pass {'address' if key == 'ray' else key} instead)")
+    job = EnhanceOptions.from_mapping({**options, "input": os.fspath(input), "output": os.fspath(output),
+                                       "ray": address or ""})
+    return run_job(job, on_progress)

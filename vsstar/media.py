@@ -23,11 +23,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
+from .schedule import MODES, FrameSchedule
+
 __all__ = [
     "MediaError", "Colour", "VideoStream", "MediaInfo", "Timeline", "RawFormat", "RawVideoMuxer",
     "probe", "read_timeline", "raw_format", "encoder_pix_fmts", "pick_codec", "ffmpeg_version",
-    "partial_path", "stale_partials", "pid_alive", "FIELD_ORDERS", "time_base", "run_ffmpeg",
-    "full_chroma_copy_cmd",
+    "partial_path", "partial_dir", "stale_partials", "remove_stale_partials", "pid_alive", "FIELD_ORDERS",
+    "time_base", "run_ffmpeg", "full_chroma_copy_cmd", "passthrough_args",
 ]
 
 
@@ -189,21 +191,20 @@ class Timeline:
         nxt = self.starts[k + 1] if k + 1 < len(self.starts) else self.end
         return self.starts[k] + Fraction(t) * (nxt - self.starts[k])
 
+    def at_frame(self, x: Fraction) -> Fraction:
+        """The time of position `x` in source-frame units (frame k at k, `len(self)` at the end)."""
+        k = min(math.floor(x), len(self.starts) - 1)
+        return self.at(k, Fraction(x) - k) if x < len(self.starts) else self.end
+
     def output_times(self, mode: str, factor: Fraction | None = None) -> list[Fraction]:
         """Times of the output frames of STAR at ``factor`` output frames per input frame (default 2 in
-        modes "st"/"t", 1 in mode "s"): output j shows source time j / factor, which lies ``t`` of the
-        way from frame k to k+1 (VFR aware: each output frame takes its time within its own pair)."""
-        if mode not in ("st", "s", "t"):
-            raise ValueError(f"mode must be one of st, s, t, got {mode!r}")
-        f = Fraction(1 if mode == "s" else 2) if factor is None else Fraction(factor)
-        if f == 1:
-            return list(self.starts)
-        out = []
-        for j in range(math.ceil(len(self.starts) * f)):
-            x = j / f
-            k = math.floor(x)
-            out.append(self.at(k, x - k))
-        return out
+        modes "st"/"t", 1 in mode "s"): output j starts where the schedule's span of j starts
+        (:meth:`vsstar.schedule.FrameSchedule.span`), ``t`` of the way from frame k to k+1 (VFR aware: each
+        output frame takes its time within its own pair); the last one lasts until :attr:`end`."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        schedule = FrameSchedule(len(self.starts), mode, factor)
+        return [self.at_frame(schedule.span(j)[0]) for j in range(schedule.num_outputs)]
 
     def is_constant(self) -> bool:
         steps = {b - a for a, b in zip(self.starts, self.starts[1:])}
@@ -404,6 +405,12 @@ def pick_codec(ffmpeg: str, pix_fmt: str, suffix: str, requested: str | None = N
                      "or pass --pix-fmt (e.g. yuv420p10le) or --codec")
 
 
+def passthrough_args(ffmpeg: str) -> list[str]:
+    """The output option that keeps every frame at its own time (no frames dropped or duplicated):
+    ``-fps_mode passthrough`` from ffmpeg 5.1, ``-vsync passthrough`` before."""
+    return ["-fps_mode", "passthrough"] if ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
+
+
 def ffmpeg_version(ffmpeg: str) -> tuple[int, int]:
     """(major, minor) of ffmpeg; (99, 0) for builds that do not say (git snapshots are new)."""
     r = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True)
@@ -419,6 +426,13 @@ def partial_path(output: Path, pid: int | None = None, tag: str = "") -> Path:
     return output.with_name(f".{output.stem}.vsstar-partial-{pid}{suffix}")
 
 
+def partial_dir(output: Path, pid: int | None = None) -> Path:
+    """The hidden folder next to `output` where process `pid` keeps its intermediate files (the Ray
+    driver's segments); removed at the end, or by a later run when `pid` is gone."""
+    pid = os.getpid() if pid is None else pid
+    return output.with_name(f".{output.stem}.vsstar-partial-{pid}.d")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process `pid` exists (zombies and other users' processes count as alive)."""
     try:
@@ -431,9 +445,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def stale_partials(output: Path) -> list[Path]:
-    """Partial files of `output` left by processes that are gone (killed, machine stopped)."""
+    """Partial files and folders of `output` left by processes that are gone (killed, machine stopped)."""
     pattern = re.compile(rf"^\.{re.escape(output.stem)}\.vsstar-partial-(\d+)"
-                         rf"({re.escape(output.suffix)}|\.[a-z]+\.mkv)$")
+                         rf"({re.escape(output.suffix)}|\.[a-z]+\.mkv|\.d)$")
     found = []
     try:
         entries = list(output.parent.iterdir())
@@ -444,6 +458,18 @@ def stale_partials(output: Path) -> list[Path]:
         if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             found.append(p)
     return sorted(found)
+
+
+def remove_stale_partials(output: Path) -> list[str]:
+    """Delete what :func:`stale_partials` finds (folders with their contents); returns the names removed."""
+    removed = []
+    for stale in stale_partials(output):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale.name)
+    return removed
 
 
 def run_ffmpeg(cmd: list[str]) -> None:
@@ -473,7 +499,7 @@ def full_chroma_copy_cmd(ffmpeg: str, src: str, stream: VideoStream, dst: Path, 
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", src, "-map", f"0:{stream.index}",
            "-vf", f"format={pix_fmt}", "-sws_flags", "spline+accurate_rnd+full_chroma_int",
            "-c:v", "ffv1", "-an", "-sn", "-dn"]
-    cmd += ["-fps_mode", "passthrough"] if ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
+    cmd += passthrough_args(ffmpeg)
     if frames:
         cmd += ["-frames:v", str(frames)]
     return cmd + [str(dst)]
