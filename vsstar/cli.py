@@ -339,15 +339,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnhanceError as exc:
         _report(exc, debug, str(exc))
         code = 2
-    except KeyboardInterrupt:
-        print("vsstar: interrupted; no output written", file=sys.stderr)
-        code = 128 + signal.SIGINT
-    except Terminated as exc:
-        print(f"vsstar: stopped by {signal.Signals(exc.signum).name}; no output written", file=sys.stderr)
-        code = 128 + exc.signum
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = _stopped(exc)
     except Exception as exc:  # a bug or an unforeseen failure: still one line unless --debug
-        _report(exc, debug, f"{type(exc).__name__}: {exc}" + ("" if debug else " (--debug shows the traceback)"))
-        code = 1
+        stop = _signal_behind(exc)
+        if stop is not None:
+            code = _stopped(stop)
+        else:
+            _report(exc, debug, f"{type(exc).__name__}: {exc}" + ("" if debug else " (--debug shows the traceback)"))
+            code = 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -359,6 +359,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _stopped(exc: BaseException) -> int:
+    """The message and exit status of a job stopped by a signal."""
+    if isinstance(exc, Terminated):
+        print(f"vsstar: stopped by {signal.Signals(exc.signum).name}; no output written", file=sys.stderr)
+        return 128 + exc.signum
+    print("vsstar: interrupted; no output written", file=sys.stderr)
+    return 128 + signal.SIGINT
+
+
+def _signal_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or Terminated that caused `exc`, if any: a signal handler that raises while an extension
+    module (Ray's) is running reaches us wrapped, e.g. as a SystemError."""
+    seen = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, (KeyboardInterrupt, Terminated)):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _report(exc: BaseException, debug: bool, line: str) -> None:

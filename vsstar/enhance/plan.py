@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import media
-from ..flow.settings import FAST_FLOW
 from ..schedule import output_factor
 from .encode import encoder_cmd, raw_format, writable
 from .options import EnhanceError, EnhanceOptions, flag_words
@@ -136,6 +135,7 @@ def star_clip(options: EnhanceOptions, src: Any, video: media.VideoStream, back_
     """
     import vapoursynth as vs
 
+    from ..flow.settings import FAST_FLOW  # here: the flow package loads torch, which the parser does not need
     from ..vs import STAR
 
     on_note = note if on_note is None else on_note
