@@ -8,8 +8,15 @@ side by side:
     in the same run: float64, raster SOR order, one image, one thread (the C++ code's algorithm
     and arithmetic order, compiled; it reproduces the C++ float64 output to ~1e-14 px).
 
+  * `--strip-error`: how far the flow solved in row strips (a memory cap below the frame's need,
+    see vsstar/flow/memory.py) is from the whole-frame flow, on real pairs;
+  * `--pair HxW --max-bytes B`: one pair's flow, both directions, as the engine runs it, with the
+    peak RSS increase of the call (the 4K memory figure of docs/flow.md).
+
 Examples:
   .venv/bin/python benchmarks/bench_flow.py                       # CPU, 2 threads, batch 1 and 8
+  .venv/bin/python benchmarks/bench_flow.py --strip-error         # strips vs whole frame, EPE
+  .venv/bin/python benchmarks/bench_flow.py --pair 2160x3840      # one 4K pair, default cap
   .venv/bin/python benchmarks/bench_flow.py --baseline            # + sequential baseline column
   .venv/bin/python benchmarks/bench_flow.py --device cuda --eager   # GPU, graphs vs eager launches
 """
@@ -81,6 +88,80 @@ def _child(cfg: dict) -> dict:
     return res
 
 
+def _real_pairs() -> list[tuple[str, "np.ndarray", "np.ndarray"]]:
+    """(name, im0, im1) HxWx3 float RGB: the flow fixtures, and Sintel frames where ../shared has them."""
+    import numpy as np
+    from PIL import Image
+
+    pairs = []
+    for f in sorted((ROOT / "tests" / "data" / "flow").glob("*.npz")):
+        d = np.load(f)
+        pairs.append((f.stem, d["im0"].astype(np.float64), d["im1"].astype(np.float64)))
+    sintel = sorted((ROOT.parent / "shared" / "data" / "sintel").glob("frame_*.png"))
+    for a, b in list(zip(sintel, sintel[1:]))[::3]:
+        load = lambda p: np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255.0  # noqa: E731
+        pairs.append((f"sintel_{a.stem[-4:]}", load(a), load(b)))
+    return pairs
+
+
+def strip_error(fractions: list[float], threads: int) -> None:
+    """Flow with the cap at `fractions` of the whole-frame estimate vs the whole-frame flow (float32,
+    both directions, as the engine runs it)."""
+    import numpy as np
+    import torch
+
+    from vsstar.flow import coarse2fine_flow_batch
+    from vsstar.flow.batch import plan_for
+
+    torch.set_num_threads(threads)
+    print(f"# strips vs whole frame: float32, both directions, threads={threads}, load={os.getloadavg()[0]:.1f}")
+    print(f"{'pair':>20} {'size':>9} {'cap/need':>8} {'strip rows':>12} {'strips':>6} {'max px':>9} "
+          f"{'mean px':>9} {'p99 px':>9} {'time x':>6}")
+    for name, a, b in _real_pairs():
+        t = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float()  # noqa: E731
+        x, y = torch.cat([t(a), t(b)]), torch.cat([t(b), t(a)])
+        need = plan_for(x.shape, max_bytes=1 << 50).estimate
+        t0 = time.perf_counter()
+        whole = coarse2fine_flow_batch(x, y, max_bytes=1 << 50)
+        t_whole = time.perf_counter() - t0
+        for f in fractions:
+            cap = int(need * f)
+            plan = plan_for(x.shape, max_bytes=cap)
+            t0 = time.perf_counter()
+            out = coarse2fine_flow_batch(x, y, max_bytes=cap)
+            dt = time.perf_counter() - t0
+            epe = (out - whole).norm(dim=1).flatten().double()
+            rows = ",".join(str(r) for r in plan.strip_rows if r) or "-"
+            print(f"{name:>20} {a.shape[0]:>4}x{a.shape[1]:<4} {f:8.2f} {rows:>12} "
+                  f"{len(plan.strips(0, a.shape[0])):>6} {float(epe.max()):9.2e} {float(epe.mean()):9.2e} "
+                  f"{float(epe.quantile(0.99)):9.2e} {dt / t_whole:6.2f}", flush=True)
+
+
+def one_pair(h: int, w: int, max_bytes: int | None, threads: int) -> None:
+    """One pair's flow in both directions (the engine's call) with its wall time and peak RSS increase."""
+    import resource
+
+    import torch
+
+    from vsstar.flow import coarse2fine_flow_batch
+    from vsstar.flow.batch import plan_for
+
+    torch.set_num_threads(threads)
+    t1, t2 = _frames(2, 32, 48)
+    coarse2fine_flow_batch(t1.float(), t2.float())  # load the compiled kernels first
+    a, b = _frames(1, h, w)
+    x, y = torch.cat([a, b]).float(), torch.cat([b, a]).float()
+    del a, b
+    print(plan_for(x.shape, max_bytes=max_bytes).describe())
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    coarse2fine_flow_batch(x, y, max_bytes=max_bytes)
+    dt = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{h}x{w} pair, both directions: {dt:.1f} s wall, peak RSS {rss1 / 2**20:.2f} GiB, "
+          f"{(rss1 - rss0) / 2**20:.2f} GiB above the inputs (threads={threads}, load {os.getloadavg()[0]:.1f})")
+
+
 def _run_child(cfg: dict, **env_extra: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
     out = subprocess.run([sys.executable, __file__, "--_child", json.dumps(cfg)], capture_output=True,
@@ -101,10 +182,22 @@ def main() -> None:
                     help="also time the sequential float64 raster baseline (1 image, 1 thread)")
     ap.add_argument("--eager", action="store_true",
                     help="CUDA: also time each row with VSSTAR_FLOW_CUDA_GRAPHS=0 (graph_x = eager / graphed)")
+    ap.add_argument("--strip-error", action="store_true",
+                    help="flow in row strips (caps below the need) against the whole-frame flow, real pairs")
+    ap.add_argument("--fractions", default="0.5,0.25", help="--strip-error: caps as fractions of the need")
+    ap.add_argument("--pair", help="HxW: one pair, both directions, wall time and peak RSS increase")
+    ap.add_argument("--max-bytes", type=float, default=None, help="--pair: the flow's memory cap (bytes)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         print(json.dumps(_child(json.loads(args._child))))
+        return
+    if args.strip_error:
+        strip_error([float(f) for f in args.fractions.split(",")], args.threads)
+        return
+    if args.pair:
+        h, w = (int(x) for x in args.pair.split("x"))
+        one_pair(h, w, None if args.max_bytes is None else int(args.max_bytes), args.threads)
         return
 
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]

@@ -27,9 +27,10 @@ __all__ = ["DEFAULT_MAX_BYTES", "STRIP_OVERLAP", "FlowPlan", "plan_flow"]
 #: 1920x1080 pair untiled. Fixed rather than a share of the free memory because strips change the
 #: result slightly, and the same input must give the same flow on every run.
 DEFAULT_MAX_BYTES = 3 << 30
-#: Rows each strip is grown by on both sides (solved, then dropped): the seam error falls off with it
-#: (measured in docs/flow.md).
-STRIP_OVERLAP = 32
+#: Rows each strip is grown by on both sides (solved, then dropped). The seam error falls off with it:
+#: Sintel 436x1024, two strips at full size, max 9.2e-3 / 2.0e-3 / 1.0e-5 px at 32 / 64 / 128 rows
+#: (docs/flow.md); flat regions carry the smoothness term furthest.
+STRIP_OVERLAP = 96
 #: Fewest rows a strip keeps besides its overlap; a cap too small for this is exceeded (and said so).
 MIN_STRIP_ROWS = 16
 
@@ -145,6 +146,7 @@ def plan_flow(n: int, channels: int, height: int, width: int, *, ratio: float, m
     # its whole-frame part plus one strip.
     ov = STRIP_OVERLAP
     strip_px = 9 * cf + 21 + cin - cf  # a strip's planes (level set less f2, plus image and flow rows)
+    # More images at once only while strips stay tall: a strip of r rows solves r + 2 overlap.
     for t in range(threads, 0, -1):
         budget = (max_bytes - out) // t // _F64 - pyramid  # planes x pixels per image in flight
         rows, worst = [], pyramid
@@ -156,9 +158,14 @@ def plan_flow(n: int, channels: int, height: int, width: int, *, ratio: float, m
             room = budget - (cf + 4) * h * w
             r = int(room // (strip_px * w)) - 2 * ov if room > 0 else 0
             r = max(MIN_STRIP_ROWS, r)
-            rows.append(min(r, h))
-            worst = max(worst, pyramid + (cf + 4) * h * w + strip_px * w * min(h, r + 2 * ov))
+            if r + 2 * ov >= h:  # a strip would hold the whole level: nothing to gain
+                rows.append(0)
+                worst = max(worst, pyramid + lv)
+                continue
+            rows.append(r)
+            worst = max(worst, pyramid + (cf + 4) * h * w + strip_px * w * (r + 2 * ov))
         est = _F64 * t * worst + out
-        if est <= max_bytes or t == 1:
+        tall = all(r == 0 or r >= min(h, 4 * ov) for r, (h, _) in zip(rows, sizes))
+        if (est <= max_bytes and tall) or t == 1:
             return FlowPlan(n, height, width, t, 1, tuple(rows), ov, est, max_bytes, fits=est <= max_bytes)
     raise AssertionError("unreachable")  # the loop returns at t == 1
