@@ -16,6 +16,7 @@ side by side:
 Examples:
   .venv/bin/python benchmarks/bench_flow.py                       # CPU, 2 threads, batch 1 and 8
   .venv/bin/python benchmarks/bench_flow.py --strip-error         # strips vs whole frame, EPE
+  .venv/bin/python benchmarks/bench_flow.py --seam-overlap 32,64,96,128   # seam error vs overlap
   .venv/bin/python benchmarks/bench_flow.py --pair 2160x3840      # one 4K pair, default cap
   .venv/bin/python benchmarks/bench_flow.py --baseline            # + sequential baseline column
   .venv/bin/python benchmarks/bench_flow.py --device cuda --eager   # GPU, graphs vs eager launches
@@ -137,6 +138,30 @@ def strip_error(fractions: list[float], threads: int) -> None:
                   f"{float(epe.quantile(0.99)):9.2e} {dt / t_whole:6.2f}", flush=True)
 
 
+def seam_overlap(overlaps: list[int]) -> None:
+    """Seam error against the overlap: Sintel frames 16 -> 17, float64, the full-size level in two
+    strips, everything else whole (a hand-made plan, so only the overlap changes)."""
+    import numpy as np
+    from PIL import Image
+
+    from vsstar.flow.cpu import flow_group_numpy
+    from vsstar.flow.memory import FlowPlan
+
+    d = ROOT.parent / "shared" / "data" / "sintel"
+    load = lambda p: np.ascontiguousarray(  # noqa: E731
+        (np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255.0).transpose(2, 0, 1))[None]
+    a, b = load(d / "frame_0016.png"), load(d / "frame_0017.png")
+    h, w = a.shape[-2:]
+    args = (0.012, 0.75, 20, 7, 1, 30, 0)
+    whole = flow_group_numpy(a, b, *args)
+    print(f"# seam error, Sintel 16->17 {h}x{w}, float64, full-size level in 2 strips, load={os.getloadavg()[0]:.1f}")
+    for ov in overlaps:
+        plan = FlowPlan(1, h, w, 1, 1, (h // 2,) + (0,) * 20, ov, 0, None)
+        epe = np.sqrt(((flow_group_numpy(a, b, *args, plan) - whole) ** 2).sum(1))
+        print(f"overlap {ov:4d} rows: max {epe.max():.2e} px, mean {epe.mean():.2e} px, "
+              f"p99 {np.quantile(epe, 0.99):.2e} px", flush=True)
+
+
 def one_pair(h: int, w: int, max_bytes: int | None, threads: int) -> None:
     """One pair's flow in both directions (the engine's call) with its wall time and peak RSS increase."""
     import resource
@@ -185,6 +210,7 @@ def main() -> None:
     ap.add_argument("--strip-error", action="store_true",
                     help="flow in row strips (caps below the need) against the whole-frame flow, real pairs")
     ap.add_argument("--fractions", default="0.5,0.25", help="--strip-error: caps as fractions of the need")
+    ap.add_argument("--seam-overlap", help="comma list of overlaps: seam error of two strips (Sintel)")
     ap.add_argument("--pair", help="HxW: one pair, both directions, wall time and peak RSS increase")
     ap.add_argument("--max-bytes", type=float, default=None, help="--pair: the flow's memory cap (bytes)")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
@@ -194,6 +220,9 @@ def main() -> None:
         return
     if args.strip_error:
         strip_error([float(f) for f in args.fractions.split(",")], args.threads)
+        return
+    if args.seam_overlap:
+        seam_overlap([int(x) for x in args.seam_overlap.split(",")])
         return
     if args.pair:
         h, w = (int(x) for x in args.pair.split("x"))
