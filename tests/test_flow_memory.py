@@ -71,6 +71,29 @@ def test_strips_under_a_small_cap_stay_close_to_the_whole_flow(caplog, monkeypat
 
 
 @needs_numba
+@pytest.mark.parametrize("col_type", [0, 1])
+def test_strips_covering_the_frame_give_the_whole_flow_exactly(col_type):
+    """The strip machinery alone (features of a crop, the warp of a strip from the whole frame, the
+    copy back) changes nothing: strips grown to the whole frame reproduce the flow bit for bit."""
+    from vsstar.flow.cpu import flow_group_numpy
+    from vsstar.flow.memory import FlowPlan
+
+    x, y = _pair("bikes_120_small")
+    a, b = x[:1].double().numpy(), y[:1].double().numpy()
+    if col_type == 1:
+        a, b = a[:, :1].copy(), b[:, :1].copy()
+    h, w = a.shape[-2:]
+    args = (0.012, 0.75, 20, 3, 1, 10, col_type)
+    whole = flow_group_numpy(a, b, *args)
+    plan = FlowPlan(1, h, w, 1, 1, (h // 3, h // 4) + (0,) * 8, h, 0, None)
+    assert len(plan.strips(0, h)) == 3
+    assert np.array_equal(flow_group_numpy(a, b, *args, plan), whole)
+    # A real overlap of a few rows does change the flow: the strips were really solved apart.
+    near = FlowPlan(1, h, w, 1, 1, (h // 3,) + (0,) * 9, 4, 0, None)
+    assert not np.array_equal(flow_group_numpy(a, b, *args, near), whole)
+
+
+@needs_numba
 def test_peak_memory_follows_the_cap():
     """Peak RSS increase of one capped call, in a fresh process: within the cap (with slack for the
     allocator), where the uncapped call needs several times more."""

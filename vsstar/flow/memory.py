@@ -1,6 +1,6 @@
 """How much memory a flow call needs and how it is kept under a cap.
 
-The flow's working memory is linear in the pixels of the images solved at once (about 70 float64
+The flow's working memory is linear in the pixels of the images solved at once (about 78 float64
 planes per image on the CPU path, see docs/flow.md). Under a cap (`max_bytes`) a call is planned in
 three steps, each taken only when the previous one does not fit:
 
@@ -138,7 +138,7 @@ def plan_flow(n: int, channels: int, height: int, width: int, *, ratio: float, m
         return FlowPlan(n, height, width, threads, group, no_tiles, 0, whole(min(n, threads * group)),
                         max_bytes)
     fit = (max_bytes - out) // (_F64 * (pyramid + max(level)))
-    if fit >= 1 or not strips:
+    if fit >= 1:
         t = int(max(1, min(threads, fit)))
         est = whole(t)
         return FlowPlan(n, height, width, t, 1, no_tiles, 0, est, max_bytes, fits=est <= max_bytes)
