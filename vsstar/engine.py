@@ -122,6 +122,20 @@ class TimedOutput(NamedTuple):
                          None if self.sr_second is None else self.sr_second[i])
 
 
+class _Batch(NamedTuple):
+    """What one network call gives, on the CPU in [0, 1]: sr_first / sr_second (N, 3, H, W) or None;
+    mids: the in-between frames, one (N, 3, H, W) per column of times (the t = 1/2 one for a call
+    without times; none in mode "s"); lr_mid: the LR middle frame when asked for, else None."""
+
+    sr_first: Tensor | None
+    mids: list[Tensor]
+    sr_second: Tensor | None
+    lr_mid: Tensor | None
+
+    def pair_output(self) -> PairOutput:
+        return PairOutput(self.sr_first, self.mids[0] if self.mids else None, self.sr_second)
+
+
 @dataclass
 class EngineStats:
     """Counters of the work done (read by tests and the benchmark)."""
@@ -514,10 +528,9 @@ class StarEngine:
         """
         a, b = self._pair_inputs(first, second)
         n = a.shape[0]
-        parts = []
         with self._lock:
-            for i in range(0, n, self.batch_size):
-                parts.append(self._process_batch(a[i:i + self.batch_size], b[i:i + self.batch_size]))
+            parts = [self._process_batch(a[i:i + self.batch_size], b[i:i + self.batch_size]).pair_output()
+                     for i in range(0, n, self.batch_size)]
         if len(parts) == 1:
             return parts[0]
         return PairOutput(*(None if parts[0][k] is None else torch.cat([p[k] for p in parts]) for k in range(3)))
@@ -599,10 +612,10 @@ class StarEngine:
             else:
                 with self._lock:
                     for s in range(0, len(jobs), self.batch_size):
-                        po, lm = self._process_batch(x[s:s + self.batch_size], y[s:s + self.batch_size],
-                                                     lr_mid=True)
-                        outs.append(po)
-                        lows.append(lm)
+                        res = self._process_batch(x[s:s + self.batch_size], y[s:s + self.batch_size],
+                                                  lr_mid=True)
+                        outs.append(res.pair_output())
+                        lows.append(res.lr_mid)
             mid = torch.cat([o.mid for o in outs]) if outs[0].mid is not None else None
             lmid = torch.cat(lows) if deeper else None
             if level == 0 and self.mode != "t":
@@ -632,18 +645,21 @@ class StarEngine:
                 rows = wanted[s:s + self.batch_size]
                 depth = max(len(r) for r in rows)
                 cols = [torch.tensor([float(r[min(c, len(r) - 1)]) for r in rows]) for c in range(depth)]
-                outs = self._process_batch(a[s:s + self.batch_size], b[s:s + self.batch_size], ts=cols)
-                if "h1" in outs:
-                    sr1.append(outs["h1"])
-                    sr2.append(outs["h2"])
+                res = self._process_batch(a[s:s + self.batch_size], b[s:s + self.batch_size], ts=cols)
+                if res.sr_first is not None:
+                    sr1.append(res.sr_first)
+                    sr2.append(res.sr_second)
                 for i, r in enumerate(rows):
-                    frames.append({t: outs[f"mid{c}"][i] for c, t in enumerate(r)})
+                    frames.append({t: res.mids[c][i] for c, t in enumerate(r)})
         mids = [{t: frames[i][Fraction(t)] for t in ts} for i, ts in enumerate(times)]
         return TimedOutput(torch.cat(sr1) if sr1 else None, mids, torch.cat(sr2) if sr2 else None)
 
     @torch.no_grad()
     def _process_batch(self, a: Tensor, b: Tensor, lr_mid: bool = False,
-                       ts: list[Tensor] | None = None) -> Any:
+                       ts: list[Tensor] | None = None) -> _Batch:
+        """One network call on at most ``batch_size`` pairs (the only one): flows, network, results on
+        the CPU. ``ts``: columns of times for a model with time input (one in-between frame each);
+        ``lr_mid``: also the LR middle frame, for the next recursive midpoint pass."""
         from .flow import coarse2fine_flow_batch
 
         n = a.shape[0]
@@ -658,14 +674,19 @@ class StarEngine:
         self._sync()
         t1 = time.perf_counter()
         outs = self._network(a, b, flow_f, flow_b, lr_mid, ts)
-        # A model with time input gives h1, h2 and one in-between frame "mid<c>" per column of times.
-        result = self._hosted(outs) if ts is not None else self._to_host(outs)
+        if ts is None:
+            mid_keys = [k for k in (("ht",) if self.mode == "st" else ("l",)) if k in outs]
+        else:  # a model with time input gives h1, h2 and one in-between frame "mid<c>" per column of times
+            mid_keys = [f"mid{c}" for c in range(len(ts))]
+        host = self._hosted({k: outs[k] for k in ("h1", "h2", *mid_keys) if k in outs})
+        lm = None
         if lr_mid:
             # The LR middle frame feeds the next midpoint pass (recursive midpoints).
             lm = outs.get("l")
             if lm is None:  # a model not trained for it: the HR middle frame, area-downscaled
                 lm = F.avg_pool2d(outs["ht"], self.scale) if self.mode == "st" else outs["l"]
-            result = (result, lm.clamp(0.0, 1.0).float().cpu())
+            lm = lm.clamp(0.0, 1.0).float().cpu()
+        result = _Batch(host.get("h1"), [host[k] for k in mid_keys], host.get("h2"), lm)
         t2 = time.perf_counter()
         st = self.stats
         st.pairs += n
@@ -778,11 +799,6 @@ class StarEngine:
                 res[k].copy_(t, non_blocking=True)
         self._sync()
         return res
-
-    def _to_host(self, outs: dict[str, Tensor]) -> PairOutput:
-        mid = "ht" if "ht" in outs else "l"
-        host = self._hosted({k: outs[k] for k in ("h1", mid, "h2") if k in outs})
-        return PairOutput(host.get("h1"), host.get(mid), host.get("h2"))
 
     def __repr__(self) -> str:
         return (f"StarEngine(scale={self.scale}, mode={self.mode!r}, device={str(self.device)!r}, "
