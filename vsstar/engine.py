@@ -360,8 +360,8 @@ class StarEngine:
             compiles once per input shape and caches it on disk, see docs/openvino.md).
         precision: OpenVINO precision, "auto" (default: bf16 where the CPU has native bfloat16 and a once-per-model
             check agrees, f32 otherwise; ``precision`` then says which runs), "f32", "bf16" (CPUs with bfloat16;
-            the flow-warp path stays float32) or "int8"
-            (post-training quantization with NNCF, once per model; about 1.6x faster than f32, < 0.1 dB drift).
+            the flow-warp path stays float32) or "int8" (post-training quantization with NNCF, once per
+            model); docs/openvino.md has their measured speed and drift.
         quality: with model=None, the tier of bundled weights: "fast" (default) or "high" (larger and slower,
             better pictures; x4 only so far).
     """
