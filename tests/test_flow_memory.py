@@ -174,8 +174,28 @@ def test_the_plan_keeps_under_the_cap(size, threads):
 
 
 def test_4k_pair_fits_the_default_cap():
-    plan = plan_for((2, 3, 2160, 3840))
-    assert plan.fits and plan.tiled and plan.estimate <= 3 << 30
+    from vsstar.flow.memory import DEFAULT_MAX_BYTES
+
+    plan = plan_flow(2, 3, 2160, 3840, ratio=0.75, min_width=20, col_type=0, threads=2,
+                     max_bytes=DEFAULT_MAX_BYTES)
+    assert plan.fits and plan.tiled and plan.estimate <= 3 << 30 and plan.in_flight == 1
+    # With room for two tall strips, both cores work on the strips of one image.
+    wider = plan_flow(2, 3, 2160, 3840, ratio=0.75, min_width=20, col_type=0, threads=2, max_bytes=4 << 30)
+    assert wider.in_flight == 1 and wider.strip_threads == 2 and wider.estimate <= 4 << 30
+
+
+@needs_numba
+def test_strips_on_several_threads_equal_strips_on_one():
+    from vsstar.flow.cpu import flow_group_numpy
+    from vsstar.flow.memory import FlowPlan
+
+    x, y = _pair("bikes_120_small")
+    a, b = x[:1].double().numpy(), y[:1].double().numpy()
+    h, w = a.shape[-2:]
+    args = (0.012, 0.75, 20, 3, 1, 10, 0)
+    one = FlowPlan(1, h, w, 1, 1, (h // 4,) + (0,) * 9, 6, 0, None)
+    three = FlowPlan(1, h, w, 1, 1, (h // 4,) + (0,) * 9, 6, 0, None, strip_threads=3)
+    assert np.array_equal(flow_group_numpy(a, b, *args, three), flow_group_numpy(a, b, *args, one))
 
 
 @needs_numba

@@ -460,18 +460,21 @@ def flow_group_numpy(im1: np.ndarray, im2: np.ndarray, alpha: float, ratio: floa
                 _warp_group(f1, f2, u, v, w2, 0)
             _level_group(f1, f2, w2, u, v, *args, 0)
             continue
-        u, v = _level_in_strips(p1[k], f2, u, v, strips, plan.overlap, col_type, d5, args)
+        u, v = _level_in_strips(p1[k], f2, u, v, strips, plan.overlap, col_type, d5, args, plan.strip_threads)
     return np.stack([u, v], axis=1)
 
 
 def _level_in_strips(img1: np.ndarray, f2: np.ndarray, u: np.ndarray, v: np.ndarray, strips: list,
-                     overlap: int, col_type: int, d5: np.ndarray, args: tuple) -> tuple[np.ndarray, np.ndarray]:
+                     overlap: int, col_type: int, d5: np.ndarray, args: tuple,
+                     threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One level solved strip by strip: each strip grown by `overlap` rows on both sides is solved
-    from the level's starting flow, and only its core rows are kept."""
+    from the level's starting flow, and only its core rows are kept. The strips are independent
+    (they read u, v, f2 and write disjoint rows), so `threads` of them may run at once."""
     h = img1.shape[-2]
     nu = np.empty_like(u)
     nv = np.empty_like(v)
-    for y0, y1 in strips:
+
+    def strip(y0: int, y1: int) -> None:
         a0, a1 = max(0, y0 - overlap), min(h, y1 + overlap)
         # The features' 5-tap derivatives reach 2 rows: computed on 2 more rows each side (or up to
         # the frame's own border), the strip's rows equal the whole-frame features exactly.
@@ -486,6 +489,13 @@ def _level_in_strips(img1: np.ndarray, f2: np.ndarray, u: np.ndarray, v: np.ndar
         _level_group(f1, f2, w2, us, vs, *args, a0)
         nu[:, y0:y1] = us[:, y0 - a0:y1 - a0]
         nv[:, y0:y1] = vs[:, y0 - a0:y1 - a0]
+
+    if threads > 1:
+        # Only planned with one image in flight, i.e. from the caller's thread, never from a pool worker.
+        list(_pool(threads).map(lambda se: strip(*se), strips))
+    else:
+        for y0, y1 in strips:
+            strip(y0, y1)
     return nu, nv
 
 

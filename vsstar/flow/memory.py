@@ -57,6 +57,7 @@ class FlowPlan:
     `strip_rows[k]` is the rows of a strip at pyramid level k (0 = finest) without its overlap, 0
     where the level is solved whole. `estimate` is the planned peak working memory in bytes (the
     inputs excluded); `fits` is False when even the smallest strips exceed `max_bytes`.
+    `strip_threads`: strips of one image solved at the same time (with one image in flight).
     """
 
     images: int
@@ -69,6 +70,7 @@ class FlowPlan:
     estimate: int
     max_bytes: int | None
     fits: bool = True
+    strip_threads: int = 1
 
     @property
     def tiled(self) -> bool:
@@ -100,7 +102,7 @@ class FlowPlan:
         if levels:
             parts.append(f"pyramid level(s) {', '.join(map(str, levels))} (0 = full size) in row strips of "
                          f"{self.strip_rows[levels[0]]} rows (+{self.overlap} overlap each side at level "
-                         f"{levels[0]})")
+                         f"{levels[0]}), {self.strip_threads} strip(s) at a time")
         if not self.fits:
             parts.append("the cap is below the smallest strips and is exceeded")
         return head + "; " + ", ".join(parts)
@@ -143,11 +145,11 @@ def plan_flow(n: int, channels: int, height: int, width: int, *, ratio: float, m
         est = whole(t)
         return FlowPlan(n, height, width, t, 1, no_tiles, 0, est, max_bytes, fits=est <= max_bytes)
     # Strips: per image in flight, the pyramids, and per level either its whole working set or
-    # its whole-frame part plus one strip.
+    # its whole-frame part plus `s` strips solved at once.
     ov = STRIP_OVERLAP
     strip_px = 9 * cf + 21 + cin - cf  # a strip's planes (level set less f2, plus image and flow rows)
-    # More images at once only while strips stay tall: a strip of r rows solves r + 2 overlap.
-    for t in range(threads, 0, -1):
+
+    def strip_plan(t: int, s: int) -> tuple[list[int], int, bool]:
         budget = (max_bytes - out) // t // _F64 - pyramid  # planes x pixels per image in flight
         rows, worst = [], pyramid
         for (h, w), lv in zip(sizes, level):
@@ -156,16 +158,24 @@ def plan_flow(n: int, channels: int, height: int, width: int, *, ratio: float, m
                 worst = max(worst, pyramid + lv)
                 continue
             room = budget - (cf + 4) * h * w
-            r = int(room // (strip_px * w)) - 2 * ov if room > 0 else 0
+            r = int(room // (s * strip_px * w)) - 2 * ov if room > 0 else 0
             r = max(MIN_STRIP_ROWS, r)
             if r + 2 * ov >= h:  # a strip would hold the whole level: nothing to gain
                 rows.append(0)
                 worst = max(worst, pyramid + lv)
                 continue
             rows.append(r)
-            worst = max(worst, pyramid + (cf + 4) * h * w + strip_px * w * (r + 2 * ov))
-        est = _F64 * t * worst + out
+            worst = max(worst, pyramid + (cf + 4) * h * w + s * strip_px * w * (r + 2 * ov))
+        # Several at once only while strips stay tall: a strip of r rows solves r + 2 overlap.
         tall = all(r == 0 or r >= min(h, 4 * ov) for r, (h, _) in zip(rows, sizes))
-        if (est <= max_bytes and tall) or t == 1:
-            return FlowPlan(n, height, width, t, 1, tuple(rows), ov, est, max_bytes, fits=est <= max_bytes)
-    raise AssertionError("unreachable")  # the loop returns at t == 1
+        return rows, _F64 * t * worst + out, tall
+
+    # Preference: more images at once (each its own thread), then one image with its strips on
+    # several threads (the coarse levels of that image then run on one), then one thread.
+    tries = [(t, 1) for t in range(threads, 1, -1)] + [(1, s) for s in range(threads, 0, -1)]
+    for t, s in tries:
+        rows, est, tall = strip_plan(t, s)
+        if (est <= max_bytes and tall) or (t, s) == (1, 1):
+            return FlowPlan(n, height, width, t, 1, tuple(rows), ov, est, max_bytes, fits=est <= max_bytes,
+                            strip_threads=s)
+    raise AssertionError("unreachable")  # the last try returns
