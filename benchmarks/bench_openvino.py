@@ -11,6 +11,7 @@ shape, then cached on disk) are timed separately and excluded from the per-call 
     .venv/bin/python benchmarks/bench_openvino.py job      # vsstar enhance of the README (48 frames, 320x136, x4)
     .venv/bin/python benchmarks/bench_openvino.py profile  # where the time goes in the engine with OpenVINO
     .venv/bin/python benchmarks/bench_openvino.py drift --pairs 20   # Y-PSNR on carphone: torch, f32, bf16
+    .venv/bin/python benchmarks/bench_openvino.py precision --emulate  # bf16 - f32 on clips and footage, x2/x4
 
 Options: --rounds N, --threads N (torch and OpenVINO threads; default torch's), --no-bf16, --no-int8.
 """
@@ -169,12 +170,14 @@ def bench_engine(args) -> None:
 
     w, h = 426, 240
     frames = _frames(args.pairs + 1, w, h)
-    names = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino"))]
+    names = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino", precision="f32"))]
     if not args.no_bf16:
         names.append(("openvino bf16", dict(backend="openvino", precision="bf16")))
     if not args.no_int8:
         names.append(("openvino int8", dict(backend="openvino", precision="int8")))
+    names.append(("default", dict()))  # backend and precision "auto": what every host runs
     engines = {n: StarEngine(None, scale=4, device="cpu", **kw) for n, kw in names}
+    print(f"default: backend {engines['default'].backend}, precision {engines['default'].precision}")
     extra = {n: {"build": _timed(engines[n]._runner.compiled, 1, h, w)[0]} for n, _ in names[1:]}
     times = {n: [] for n in engines}
     outs = {}
@@ -202,7 +205,7 @@ def bench_job(args) -> None:
     src = ROOT / "samples" / "bikes_320x136.mp4"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("VSSTAR_BACKEND", None)
-    runs = {"torch": ["--backend", "torch"], "openvino f32": ["--backend", "openvino"]}
+    runs = {"torch": ["--backend", "torch"], "openvino f32": ["--backend", "openvino", "--precision", "f32"]}
     if not args.no_bf16:
         runs["openvino bf16"] = ["--backend", "openvino", "--precision", "bf16"]
     if not args.no_int8:
@@ -235,7 +238,7 @@ def bench_profile(args) -> None:
 
     w, h = 426, 240
     frames = _frames(args.pairs + 1, w, h)
-    eng = StarEngine(None, scale=4, device="cpu", backend="openvino")
+    eng = StarEngine(None, scale=4, device="cpu", backend="openvino", precision="f32")
     runner = eng._runner
     req_time = []
     orig = runner.compiled
@@ -311,7 +314,7 @@ def bench_drift(args) -> None:
     lr = torch.stack(lr)
     rows = {}
     outs = {}
-    cases = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino"))]
+    cases = [("torch", dict(backend="torch")), ("openvino f32", dict(backend="openvino", precision="f32"))]
     if not args.no_bf16:
         cases.append(("openvino bf16", dict(backend="openvino", precision="bf16")))
     if not args.no_int8:
@@ -332,9 +335,164 @@ def bench_drift(args) -> None:
         print(f"| {name} | {p_sr:.3f} | {p_mid:.3f} | {'-' if name == 'openvino f32' else f'{agree:.1f}'} |")
 
 
+# ------------------------------------------------------------------------------------ bf16 drift on footage
+#: Where section "precision" measures: the held-out clips and the camera footage (each a few frames).
+PRECISION_CLIPS = ("clips/carphone_pristine.mp4", "clips/bikes.mp4", "footage/dog.mp4", "footage/cups.mp4",
+                   "footage/blocks.mp4", "footage/coffee.mp4", "footage/juggle.mp4", "footage/bedroom.mp4")
+#: Footage is H.264 at 720p: shrunk to this width first (antialiased bicubic), so that the ground truth is
+#: free of compression blocks, as the training data is; carphone and bikes are used at their own size.
+FOOTAGE_WIDTH = 640
+
+
+def _truth_frames(path: Path, n: int, start: int, width: int | None) -> torch.Tensor:
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    cap = cv2.VideoCapture(str(path))
+    out, k = [], 0
+    while len(out) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        if k >= start:
+            rgb = np.ascontiguousarray(img[:, :, ::-1])
+            if width and rgb.shape[1] > width:
+                h = round(rgb.shape[0] * width / rgb.shape[1])
+                rgb = np.asarray(Image.fromarray(rgb).resize((width, h), Image.BICUBIC))
+            out.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0)
+        k += 1
+    if len(out) < 3:
+        raise SystemExit(f"{path}: fewer than 3 frames from frame {start}")
+    return torch.stack(out)
+
+
+def _round_to_bf16(model, pick) -> int:
+    """Emulate bfloat16 storage in a float32 graph: the float outputs of the operations `pick` selects go
+    through Convert(bf16) and back. Independent of what the CPU's bf16 kernels would keep in float32."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    n = 0
+    for op in list(model.get_ordered_ops()):
+        if not pick(op):
+            continue
+        for out in op.outputs():
+            if out.get_element_type() != ov.Type.f32:
+                continue
+            targets = list(out.get_target_inputs())
+            rounded = ops.convert(ops.convert(out, "bf16"), "f32")
+            for t in targets:
+                t.replace_source_output(rounded.output(0))
+            n += 1
+    return n
+
+
+def _emulated_runner(star, shape, mode: str):
+    """An f32 OpenVINOStar whose graph rounds to bf16 every operation ("all") or all but the warp path."""
+    import openvino as ov
+
+    from vsstar.backends.openvino import OpenVINOStar, _warp_path
+    from vsstar.model.export import export_onnx
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = core.read_model(str(export_onnx(star.net, Path(tmp) / "m.onnx", shape=shape, check=False)))
+    warp = _warp_path(model)
+    skip = {"Parameter", "Constant", "Result", "ShapeOf", "Reshape", "Broadcast", "Gather", "Unsqueeze",
+            "VariadicSplit", "Concat"}
+    kind = mode.split(":")[1]
+    _round_to_bf16(model, lambda op: op.get_type_name() not in skip
+                   and (kind == "all" or op.get_friendly_name() not in warp))
+    runner = OpenVINOStar(star, precision="f32", cache_dir=False, verbose=False)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                 "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    runner._build = lambda shape, part="full": compiled
+    return runner
+
+
+def bench_precision(args) -> None:
+    """Y-PSNR of OpenVINO bf16 (and optionally of emulated all-bf16 graphs) against f32, on held-out clips and
+    camera footage, x2 and x4, SR frames and in-between frames apart (the evaluation protocol: odd frames
+    dropped, even frames downscaled by antialiased bicubic, 8-bit outputs, BT.601 luma)."""
+    from PIL import Image
+    import numpy as np
+
+    from vsstar.backends.openvino import OpenVINOStar
+    from vsstar.engine import resolve_model
+    from vsstar.flow import coarse2fine_flow_batch
+
+    data = ROOT.parent / "shared" / "data"
+    clips = [c.strip() for c in args.clips.split(",")] if args.clips else list(PRECISION_CLIPS)
+    modes = ["bf16"] + (["emulated:all", "emulated:all-but-warp"] if args.emulate else [])
+    scales = [int(v) for v in args.scales.split(",")]
+    print(f"\nbf16 against f32, {args.frames} frames per clip from frame {args.start} (SR frames: the even ones; "
+          f"in-between: the odd ones), Y-PSNR dB; CPU: {_cpu_name()}")
+    head = "| clip | scale | LR size | f32 SR | f32 in-between | " + " | ".join(
+        f"{m} SR | {m} in-between" for m in modes) + " |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    worst = {m: 0.0 for m in modes}
+    for rel in clips:
+        path = data / rel
+        if not path.is_file():
+            print(f"| {rel} | skipped: not found |")
+            continue
+        full = _truth_frames(path, args.frames, args.start, FOOTAGE_WIDTH if rel.startswith("footage/") else None)
+        for s in scales:
+            h, w = full.shape[2] // s, full.shape[3] // s
+            truth = full[:, :, :h * s, :w * s]
+            lr = []
+            for t in truth[::2]:
+                img = Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+                lr.append(torch.from_numpy(np.array(img.resize((w, h), Image.BICUBIC))).permute(2, 0, 1).float()
+                          / 255.0)
+            lr = torch.stack(lr)
+            a, b = lr[:-1], lr[1:]
+            n = len(a)
+            flows = coarse2fine_flow_batch(torch.cat((a, b)), torch.cat((b, a)))
+            star = resolve_model(None, s, "st", "fast")
+            f32 = OpenVINOStar(star, precision="f32", cache_dir=args.cache_dir or False, verbose=False)
+            runners = {"f32": f32}
+            for m in modes:
+                runners[m] = (OpenVINOStar(star, precision=m, cache_dir=args.cache_dir or False, verbose=False)
+                              if m == "bf16" else _emulated_runner(star, f32.padded_shape(1, h, w), m))
+            row = {}
+            for name, r in runners.items():
+                outs = [r(a[i:i + 1], b[i:i + 1], flows[i:i + 1], flows[n + i:n + i + 1]) for i in range(n)]
+                row[name] = (statistics.mean(_psnr(o.h1, truth[2 * i:2 * i + 1]) for i, o in enumerate(outs)),
+                             statistics.mean(_psnr(o.ht, truth[2 * i + 1:2 * i + 2]) for i, o in enumerate(outs)))
+            base = row["f32"]
+            cells = []
+            for m in modes:
+                d_sr, d_mid = row[m][0] - base[0], row[m][1] - base[1]
+                worst[m] = min(worst[m], d_sr, d_mid)
+                cells.append(f"{d_sr:+.3f} | {d_mid:+.3f}")
+            print(f"| {Path(rel).stem} | x{s} | {w}x{h} | {base[0]:.3f} | {base[1]:.3f} | " + " | ".join(cells) + " |",
+                  flush=True)
+    for m in modes:
+        print(f"{m}: largest loss against f32 {max(0.0, -worst[m]):.3f} dB")
+
+
+def _cpu_name() -> str:
+    import platform
+
+    name = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read()
+        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), name)
+        flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+        bf = [f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")]
+        name += f" ({', '.join(bf) or 'no bf16 flags'})"
+    except OSError:
+        pass
+    return name
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("section", choices=("net", "engine", "job", "profile", "drift"))
+    p.add_argument("section", choices=("net", "engine", "job", "profile", "drift", "precision"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
@@ -343,13 +501,22 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="drift section: the bundled model's scale")
     p.add_argument("--clip", default=None, help="drift section: the clip (default: the held-out carphone)")
     p.add_argument("--cases", default="x4,x2,full", help="net section: any of x4,x2,full")
-    p.add_argument("--cache-dir", default=None, help="OpenVINO disk cache (default: the user cache folder)")
+    p.add_argument("--cache-dir", default=None, help="OpenVINO disk cache (default: the user cache folder; "
+                   "the precision section: none)")
+    p.add_argument("--clips", default=None, help="precision section: clips under ../shared/data, comma-separated "
+                   "(default: carphone, bikes and the six footage clips)")
+    p.add_argument("--scales", default="2,4", help="precision section: the bundled models' scales")
+    p.add_argument("--frames", type=int, default=9, help="precision section: frames per clip (odd)")
+    p.add_argument("--start", type=int, default=0, help="precision section: first frame of each clip")
+    p.add_argument("--emulate", action="store_true",
+                   help="precision section: also f32 graphs with every operation (or all but the flow-warp path) "
+                        "rounded to bf16, whatever the CPU keeps in f32")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}")
     {"net": bench_net, "engine": bench_engine, "job": bench_job, "profile": bench_profile,
-     "drift": bench_drift}[args.section](args)
+     "drift": bench_drift, "precision": bench_precision}[args.section](args)
     print(f"load average at the end {os.getloadavg()}")
 
 

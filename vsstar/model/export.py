@@ -235,7 +235,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, shape: tuple[int, int, i
         os.replace(tmp, path)
     except OSError as exc:
         # The user named `path`, not the hidden temporary file next to it: say which file could not be written.
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc  # the errno stays on the cause
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
