@@ -7,7 +7,7 @@ detection, the workers' start and model load, STAR, and the final encode. The ru
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/bench_ray.py [--src VIDEO] [--frames 24] [--chunk-frames 6]
-        [--repeats 1] [--model NAME_OR_PATH] [--scale 2]
+        [--repeats 1] [--model NAME_OR_PATH] [--scale 2] [--factor 2]
 """
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from vsstar.schedule import FrameSchedule  # noqa: E402
 
 
 def run_once(workers: int, args: argparse.Namespace, out: Path) -> float:
@@ -28,6 +30,7 @@ def run_once(workers: int, args: argparse.Namespace, out: Path) -> float:
     (so each configuration starts clean)."""
     code = f"""
 import os, sys, time
+from fractions import Fraction
 sys.path.insert(0, {str(ROOT)!r})
 import ray
 ray.init(num_cpus={workers}, include_dashboard=False, log_to_driver=False,
@@ -35,7 +38,8 @@ ray.init(num_cpus={workers}, include_dashboard=False, log_to_driver=False,
 from vsstar import distributed
 t = time.monotonic()
 distributed.enhance({args.src!r}, {str(out)!r}, scale={args.scale}, model={args.model!r}, frames={args.frames},
-                    chunk_frames={args.chunk_frames}, ray_cpus=1, fast_flow=True, codec="ffv1", quiet=True)
+                    chunk_frames={args.chunk_frames}, ray_cpus=1, fast_flow=True, codec="ffv1", quiet=True,
+                    factor=Fraction({args.factor!r}))
 print("WALL", time.monotonic() - t)
 ray.shutdown()
 """
@@ -59,6 +63,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--model", default=None)
     p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--factor", default="2", help="output frames per input frame, e.g. 5/2 (default 2)")
     args = p.parse_args()
     times: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as d:
@@ -68,8 +73,9 @@ def main() -> None:
                 times[workers].append(t)
                 print(f"run {rep + 1}: {workers} worker(s): {t:.1f} s", flush=True)
         same = frame_hashes(Path(d) / "out1.mkv") == frame_hashes(Path(d) / "out2.mkv")
-    out_frames = 2 * args.frames
-    print(f"\n{args.src}, first {args.frames} frames, x{args.scale} mode st --fast-flow, chunks of up to "
+    out_frames = FrameSchedule(args.frames, "st", Fraction(args.factor)).num_outputs
+    print(f"\n{args.src}, first {args.frames} frames, x{args.scale} mode st --factor {args.factor} --fast-flow, "
+          f"chunks of up to "
           f"{args.chunk_frames} frames, {os.cpu_count()} CPU cores, load average before: {os.getloadavg()[0]:.1f}")
     print("| workers (1 CPU, 1 torch thread each) | wall time (best of runs) | output frames/s | speed-up |")
     print("|---|---|---|---|")

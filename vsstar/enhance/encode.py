@@ -85,7 +85,7 @@ def encoder_cmd(ffmpeg: str, options: EnhanceOptions, tmp: Path, frames: int, au
     if audio:
         # The audio as it is, never cut to the video's length.
         cmd += ["-map", "1:a?", "-c:a", "copy"]
-    cmd += ["-copyts", "-enc_time_base:v", f"{tb.numerator}/{tb.denominator}", "-frames:v", str(frames)]
+    cmd += ["-copyts", "-enc_time_base:v", f"{tb.numerator}/{tb.denominator}"] + _first_frames(frames)
     cmd += media.passthrough_args(ffmpeg)
     cmd += ["-c:v", codec]
     if codec in _CRF_CODECS:
@@ -99,11 +99,20 @@ def encoder_cmd(ffmpeg: str, options: EnhanceOptions, tmp: Path, frames: int, au
     return cmd
 
 
+def _first_frames(n: int) -> list[str]:
+    """Output options that keep the first `n` video frames (the closing frame of :func:`pump` out).
+
+    A filter, not ``-frames:v``: ffmpeg 5.1 ends the whole file when a stream reaches its -frames limit,
+    which would cut the audio copied beside the video.
+    """
+    return ["-vf", f"trim=end_frame={n}"]
+
+
 def lossless_cmd(ffmpeg: str, codec: str, dst: Path, frames: int) -> list[str]:
     """ffmpeg reading `frames` frames of raw Matroska on its stdin (see :func:`pump`) and writing them
     losslessly with `codec` (FFV1) to `dst`."""
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-",
-           "-map", "0:v:0", "-frames:v", str(frames), "-c:v", codec, "-level", "3", "-slicecrc", "0"]
+           "-map", "0:v:0"] + _first_frames(frames) + ["-c:v", codec, "-level", "3", "-slicecrc", "0"]
     return cmd + media.passthrough_args(ffmpeg) + ["-f", "matroska", str(dst)]
 
 
@@ -111,12 +120,12 @@ def pump(frames: Iterable[Sequence[Any]], n: int, width: int, height: int, times
          end: Fraction, cmd: list[str], fmt: media.RawFormat, colour: media.Colour, quiet: bool,
          on_frame: Callable[[], None] | None = None) -> None:
     """Stream `n` frames (plane buffers in source order) with `times` as raw Matroska into ffmpeg (`cmd`,
-    which must stop after `n` frames: ``-frames:v n``); frame i lasts until frame i+1 starts, the last one
-    until `end`.
+    which must keep only the first `n`: :func:`encoder_cmd`, :func:`lossless_cmd`); frame i lasts until
+    frame i+1 starts, the last one until `end`.
 
-    ffmpeg (5.1 at least) gives an encoded frame the time up to the next frame it reads as its duration
-    and drops the durations written in the pipe, so a closing copy of the last frame follows at `end`;
-    ``-frames:v n`` keeps it out of the file, and the last frame then ends at `end`.
+    ffmpeg 5.1 drops the durations written in the pipe: a last frame with no frame after it gets no
+    duration at all (the file ends where it starts), one followed by another gets the frame step. So a
+    closing copy of the last frame follows at `end`, which the command keeps out of the file.
 
     A progress bar unless `quiet`; `on_frame` is called after each frame written. Raises on failure
     (EnhanceError when ffmpeg fails or stops reading early), with ffmpeg stopped.
