@@ -9,6 +9,7 @@ import traceback
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+from vsstar.backends import DEFAULT_PRECISION
 from vsstar.schedule import MODES, output_factor
 
 __all__ = ["Prop", "PROPERTIES", "DEFAULTS", "STRING_PROPS", "LOWER_PROPS", "SCALES", "MAX_BATCH",
@@ -47,8 +48,9 @@ PROPERTIES: dict[str, Prop] = {
     "device": Prop(str, "Device", "torch device (cpu, cuda, cuda:1); empty: CUDA when available, else CPU", ""),
     "backend": Prop(str, "Backend", "Network backend: auto (OpenVINO on the CPU when installed, else torch), "
                     "torch or openvino", "auto"),
-    "precision": Prop(str, "Precision", "OpenVINO precision: f32, bf16 (CPUs with bfloat16) or int8 "
-                      "(needs nncf); speed and drift in docs/openvino.md", "f32"),
+    "precision": Prop(str, "Precision", "OpenVINO precision: auto (bf16 where the CPU has native bfloat16 and a "
+                      "once-per-model check agrees, else f32), f32, bf16 or int8 (needs nncf); speed and drift in "
+                      "docs/openvino.md", DEFAULT_PRECISION),
     "batch-size": Prop(int, "Batch size", f"Frame pairs run through the network at once (adds as many "
                        f"frames of latency), 1..{MAX_BATCH}", 1, _INT_MIN, _INT_MAX),
     "scene-change": Prop(bool, "Scene change", "Do not synthesise frames across scene cuts", True),
