@@ -204,7 +204,8 @@ def test_a_huge_allowed_factor_builds_quickly_and_a_larger_one_is_refused(net) -
     built = time.perf_counter() - t0
     assert out.num_frames == -(-3 * 1_023_999 // 1000)
     assert Fr(out.fps.numerator, out.fps.denominator) == 25 * Fr(1_023_999, 1000)
-    assert built < 5.0, f"building took {built:.1f} s"  # generous: about 10 ms here
+    # About 1 ms here; a clip list as long as the numerator took 5 s and 283 MiB (and grows with it).
+    assert built < 1.0, f"building took {built:.1f} s"
     f = out.get_frame(out.num_frames - 1)  # the last frame repeats the last source frame
     assert f.props["SourceIndex"] == 2 and f.props["STAR_Repeat"] == 1
     for kw in ({"factor_num": 1025}, {"fps_num": 10**9}, {"factor_num": 10**9}):
