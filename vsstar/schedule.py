@@ -273,13 +273,13 @@ def output_factor(factor_num: int = 2, factor_den: int = 1, fps_num: int | None 
     f = Fraction(fps_num, fps_den) / src
     if f < 1:
         raise ValueError(f"fps_num/fps_den ({fps_num}/{fps_den}) must be at least the clip's rate ({src})")
-    return _bounded(f, f"fps_num/fps_den ({fps_num}/{fps_den})", f" of the clip's rate ({src})")
+    return _bounded(f, f"fps_num/fps_den ({fps_num}/{fps_den})", f" the clip's rate ({src})")
 
 
-def _bounded(f: Fraction, name: str, of: str = "") -> Fraction:
+def _bounded(f: Fraction, name: str, of: str = " the source rate") -> Fraction:
     if f > MAX_FACTOR:
-        raise ValueError(f"{name} must be at most {MAX_FACTOR} times{of or ' the source rate'} (output frame "
-                         f"counters and nanosecond timestamps), got a factor of {float(f):.6g}")
+        raise ValueError(f"{name} must be at most {MAX_FACTOR} times{of} (output frame counters and "
+                         f"nanosecond timestamps), got a factor of {float(f):.6g}")
     return f
 
 
