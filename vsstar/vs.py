@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from .engine import StarEngine, _available_ram, check_quality
+from .engine import StarEngine, _available_ram
 from .options import StarOptions
 from .pairs import PullStore, StoreStats, part_of
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
