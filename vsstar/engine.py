@@ -47,6 +47,7 @@ __all__ = [
     "modes_for_objective",
     "flow_settings_for",
     "tile_grid",
+    "available_ram",
 ]
 
 #: The network outputs each mode delivers (StarOutput field names).
@@ -497,7 +498,7 @@ class StarEngine:
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             return int(free * 0.8)
-        avail = _available_ram()
+        avail = available_ram()
         return int(avail * 0.5) if avail else 8 << 30
 
     def plan_tile(self, n: int, height: int, width: int) -> tuple[int, int] | None:
@@ -823,7 +824,8 @@ def _make_runner(star: nn.Module, backend: str, precision: str, device: torch.de
     return chosen, runner.precision, runner  # "auto" resolved: the precision that runs
 
 
-def _available_ram() -> int | None:
+def available_ram() -> int | None:
+    """Bytes of memory available now (MemAvailable, Linux), or None where it cannot be read."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from .engine import StarEngine, _available_ram
+from .engine import StarEngine, available_ram
 from .options import StarOptions
 from .pairs import PullStore, StoreStats, part_of
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
@@ -341,7 +341,7 @@ def _build(clip: vs.VideoNode, opts: StarOptions, engines: list[StarEngine], pre
     n_mid = math.ceil(factor) if mode != "s" else 0
     pair_bytes = 4 * 3 * hr_w * hr_h * (n_mid + (2 if mode != "t" else 0))
     if cache_mb is None:
-        avail = _available_ram()
+        avail = available_ram()
         cache_bytes = avail // 4 if avail else DEFAULT_CACHE_MB << 20
     else:
         cache_bytes = cache_mb << 20
