@@ -1,9 +1,9 @@
 """The starnet GObject element: pads, caps, events and queries around :class:`vsstar.pairs.PushStore`.
 
 Imported by the bootstrap ``filters/gstreamer/python/starnet.py`` that gst-python's plugin loader
-finds; it needs PyGObject with GStreamer (the system Python the loader embeds). torch, numpy and
-the engine are imported only when the element starts, so the plugin scan stays fast and a missing
-install becomes a clear bus error. Which pair makes each output frame, and each output frame's
+finds; it needs PyGObject with GStreamer (the system Python the loader embeds) and numpy. torch,
+the engine and the pair store are imported only when the element starts, so the plugin scan stays
+fast and a missing install becomes a clear bus error. Which pair makes each output frame, and each output frame's
 timestamp and duration, are the push store's (:mod:`vsstar.schedule`, :mod:`vsstar.pairs`); the
 element maps properties, caps and buffers onto it.
 
@@ -19,12 +19,13 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import gi
+import numpy as np
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstVideo", "1.0")
 from gi.repository import GLib, GObject, Gst, GstVideo  # noqa: E402
 
-from .frames import FORMATS  # noqa: E402
+from . import frames  # noqa: E402
 from .props import DEFAULTS, PROPERTIES, debug_detail, normalise, parse_fraction, rate_factor, validate_settings  # noqa: E402
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["StarNetElement"]
 
 _CAPS = Gst.Caps.from_string(
-    f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, 2147483647], "
+    f"video/x-raw, format=(string){{ {', '.join(frames.FORMATS)} }}, width=(int)[1, 2147483647], "
     "height=(int)[1, 2147483647], framerate=(fraction)[0/1, 2147483647/1], "
     "interlace-mode=(string)progressive")  # fields would be mistaken for motion: deinterlace first
 
@@ -83,7 +84,6 @@ class StarNetElement(Gst.Element):
         self.srcpad.set_query_function_full(self._src_query, None)
         self.add_pad(self.srcpad)
         self.engine: Any = None
-        self.frames: Any = None  # vsstar.gst.frames, imported at start (numpy)
         self._store: Any = None  # vsstar.pairs.PushStore, imported at start (torch)
         self._cut: Any = None
         self.sched: Optional[PushStore] = None
@@ -137,12 +137,8 @@ class StarNetElement(Gst.Element):
             self._error(f"starnet: {e}", debug=debug_detail(e))
             return False
         try:
-            import numpy as np
-
             from vsstar.engine import StarEngine
             from vsstar.pairs import PushStore
-
-            from . import frames
         except ImportError as e:
             self._error(
                 "starnet: cannot import vsstar/torch in the plugin loader's Python "
@@ -151,7 +147,7 @@ class StarNetElement(Gst.Element):
                 "--system-site-packages that holds torch and vsstar.",
                 debug=f"sys.path={sys.path}", domain=Gst.CoreError, code=Gst.CoreError.MISSING_PLUGIN)
             return False
-        self.frames, self._store = frames, PushStore
+        self._store = PushStore
         if p["scene-change"]:
             from vsstar import scene
 
@@ -173,17 +169,16 @@ class StarNetElement(Gst.Element):
     # -- frames --------------------------------------------------------------------------
     def _run_pairs(self, pairs: Sequence[Tuple[Any, Any]], times: Sequence[Sequence[Fraction]]) -> List[PairParts]:
         """Engine call on uint8 HWC pairs -> uint8 HWC results, with the in-between times each pair makes."""
-        import numpy as np
         import torch
 
         from vsstar.pairs import PairParts
 
         n = len(pairs)
         h, w = pairs[0][0].shape[:2]
-        frames = torch.from_numpy(np.stack([a for a, _ in pairs] + [b for _, b in pairs]))
+        stacked = torch.from_numpy(np.stack([a for a, _ in pairs] + [b for _, b in pairs]))
         # One conversion pass into the engine's reusable host buffer (pinned on CUDA).
         buf = self.engine.host_buffer(2 * n, h, w)
-        buf.copy_(frames.permute(0, 3, 1, 2)).mul_(1.0 / 255.0)
+        buf.copy_(stacked.permute(0, 3, 1, 2)).mul_(1.0 / 255.0)
 
         def u8(t: Any) -> List[Any]:
             if t is None:
@@ -211,7 +206,7 @@ class StarNetElement(Gst.Element):
         if not ok:
             raise RuntimeError("cannot map input buffer")
         try:
-            return self.frames.read_rgb(m.data, *self._geometry(self.in_info))
+            return frames.read_rgb(m.data, *self._geometry(self.in_info))
         finally:
             buf.unmap(m)
 
@@ -222,7 +217,7 @@ class StarNetElement(Gst.Element):
         if not ok:
             raise RuntimeError("cannot map output buffer")
         try:
-            self.frames.write_rgb(m.data, *self._geometry(self.out_info), f.image)
+            frames.write_rgb(m.data, *self._geometry(self.out_info), f.image)
         finally:
             buf.unmap(m)
         buf.pts = Gst.CLOCK_TIME_NONE if f.pts is None else f.pts
@@ -232,9 +227,9 @@ class StarNetElement(Gst.Element):
             self.discont = False
         return buf
 
-    def _push(self, frames: List[Ready]) -> Gst.FlowReturn:
+    def _push(self, ready: List[Ready]) -> Gst.FlowReturn:
         ret = Gst.FlowReturn.OK
-        for f in frames:
+        for f in ready:
             r = self.srcpad.push(self._write(f))
             if r != Gst.FlowReturn.OK and ret == Gst.FlowReturn.OK:
                 ret = r
