@@ -159,8 +159,8 @@ class StarNetElement(Gst.Element):
         try:
             self.engine = StarEngine(
                 p["model"] or None, scale=p["scale"], mode=p["mode"], device=p["device"] or None,
-                batch_size=p["batch-size"], backend=p["backend"] or "auto", precision=p["precision"] or "f32",
-                quality=p["quality"] or "fast")
+                batch_size=p["batch-size"], backend=p["backend"] or DEFAULTS["backend"],
+                precision=p["precision"] or DEFAULTS["precision"], quality=p["quality"] or DEFAULTS["quality"])
         except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
             self._error(f"starnet: {e}", debug=debug_detail(e))
             return False
