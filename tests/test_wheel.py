@@ -26,16 +26,19 @@ from support import probe
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "bikes_320x136.mp4"
 
-# What the installed package reports about itself; run by the fresh venv's Python.
+# What the installed package reports about itself, and which loaded modules come from the checkout's source
+# folders (argv[1:]); run by the fresh venv's Python.
 CHECK = """
 import importlib.util, json, sys
-import vsstar
+import vsstar, vsstar.cli, vsstar.engine, vsstar.vs
 from vsstar.backends.openvino import CALIBRATION_FILE
 from vsstar.model import bundled_models
 from vsstar.model.weights import BUNDLED_DIR
+files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
 print(json.dumps({"vsstar": vsstar.__file__, "weights": str(BUNDLED_DIR), "calibration": str(CALIBRATION_FILE),
                   "calibration_exists": CALIBRATION_FILE.is_file(), "models": sorted(bundled_models()),
-                  "training": importlib.util.find_spec("training") is not None, "prefix": sys.prefix}))
+                  "training": importlib.util.find_spec("training") is not None,
+                  "from_checkout": [f for f in files if f.startswith(tuple(sys.argv[1:]))]}))
 """
 
 SCRIPT = """
@@ -77,6 +80,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path) -> None:
           "-w", str(dist), str(src)], tmp_path, env)
     wheels = list(dist.glob("vsstar-*.whl"))
     assert len(wheels) == 1, wheels
+    shutil.rmtree(src)  # what the installed package needs must be in the wheel
 
     # The wheel holds the package with its weights and calibration data, and nothing else at the top.
     names = zipfile.ZipFile(wheels[0]).namelist()
@@ -100,10 +104,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path) -> None:
     work.mkdir()
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
 
-    facts = json.loads(_run([str(py), "-c", CHECK], work, env).stdout.strip().splitlines()[-1])
+    sources = [str(ROOT / d) + os.sep for d in ("vsstar", "training", "tests")]
+    facts = json.loads(_run([str(py), "-c", CHECK, *sources], work, env).stdout.strip().splitlines()[-1])
     for key in ("vsstar", "weights", "calibration"):
         assert Path(facts[key]).resolve().is_relative_to(site.resolve()), (key, facts[key])
-    assert facts["calibration_exists"] and facts["training"] is False
+    assert facts["calibration_exists"] and facts["training"] is False and facts["from_checkout"] == []
     assert set(facts["models"]) == {Path(n).stem for n in shipped}
     assert not (site / "training").exists()
 
