@@ -129,3 +129,19 @@ def test_push_refuses_bad_arguments_and_short_results() -> None:
     store = PushStore(lambda pairs, times: [], "st", None, 1)
     with pytest.raises(RuntimeError, match="0 results for 1 pairs"):
         store.push(0, 0, 1), store.push(1, 1, 1)
+
+
+def test_pull_limits() -> None:
+    from vsstar.pairs import DEFAULT_CACHE_MB, pull_limits
+
+    class E:
+        batch_size = 2
+
+    st = FrameSchedule(10, "st", (5, 2))  # a pair keeps 2 SR frames and up to 3 in-between frames
+    pair = 4 * 3 * 100 * 200 * 5
+    assert pull_limits([E()], st, (100, 200), None, 1, None) == (4, max(4, (1 << 20) // pair), 2)
+    assert pull_limits([E(), E()], st, (100, 200), 3, None, 400 * pair) == (3, 100, 4)
+    assert pull_limits([E()], FrameSchedule(10, "s"), (10, 10), 50, None, None) == (
+        50, (DEFAULT_CACHE_MB << 20) // (4 * 3 * 100 * 2), 2)
+    # However small the budget, a batch in flight and a little room fit.
+    assert pull_limits([E()], st, (1000, 1000), None, 1, None) == (4, 4, 2)

@@ -51,7 +51,8 @@ import torch
 
 from .schedule import PARTS, FrameSchedule, OutputFrame, Pair, batches
 
-__all__ = ["PairParts", "pair_times", "StoreStats", "PullStore", "PushStore", "Ready", "part_of"]
+__all__ = ["PairParts", "pair_times", "StoreStats", "PullStore", "PushStore", "Ready", "part_of", "pull_limits",
+           "DEFAULT_CACHE_MB"]
 
 F = TypeVar("F")  # a host's frame (array, VideoFrame, ...)
 
@@ -80,6 +81,33 @@ def pair_times(schedule: FrameSchedule, pair: Pair) -> list[Fraction]:
 
 
 # ---------------------------------------------------------------------------------- pull
+#: Memory for computed pairs (MiB) where the available memory is not known (else a quarter of it).
+DEFAULT_CACHE_MB = 1024
+
+
+def pull_limits(engines: Sequence[Any], schedule: FrameSchedule, out_size: tuple[int, int],
+                prefetch: int | None, cache_mb: int | None, ram: int | None) -> tuple[int, int, int]:
+    """(prefetch, capacity, keep) of a :class:`PullStore`.
+
+    A pair weighs the frames of the outputs its mode keeps, float32 at ``out_size`` (h, w);
+    ``capacity`` is what ``cache_mb`` (None: a quarter of ``ram`` bytes, else DEFAULT_CACHE_MB)
+    holds, but never less than a batch in flight per engine plus a little room; ``prefetch`` None
+    means enough ahead to keep every engine busy.
+    """
+    mode = schedule.mode
+    n_mid = math.ceil(schedule.factor) if mode != "s" else 0
+    pair_bytes = 4 * 3 * out_size[0] * out_size[1] * (n_mid + (2 if mode != "t" else 0))
+    if cache_mb is None:
+        cache_bytes = ram // 4 if ram else DEFAULT_CACHE_MB << 20
+    else:
+        cache_bytes = cache_mb << 20
+    in_flight = sum(e.batch_size for e in engines)
+    capacity = max(in_flight + 2, cache_bytes // max(1, pair_bytes))
+    if prefetch is None:
+        prefetch = 2 * in_flight
+    return min(prefetch, capacity), capacity, max(2, in_flight)
+
+
 @dataclass
 class StoreStats:
     """Counters of a pull store, for diagnostics (``STAR(..., stats=...)``).

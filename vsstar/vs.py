@@ -21,7 +21,7 @@ import vapoursynth as vs
 
 from .engine import StarEngine, available_ram
 from .options import StarOptions
-from .pairs import PullStore, StoreStats, part_of
+from .pairs import PullStore, StoreStats, part_of, pull_limits
 from .scene import DEFAULT_SC_THRESHOLD, scene_score
 from .schedule import DEFAULT_DEPTH, FrameSchedule, max_time_error, output_factor
 
@@ -29,8 +29,6 @@ __all__ = ["STAR", "StoreStats"]
 
 core = vs.core
 
-#: Memory for computed pairs (MiB) where the available memory cannot be read (else a quarter of it).
-DEFAULT_CACHE_MB = 1024
 #: VapourSynth counts frames in a C int.
 MAX_FRAMES = 2**31 - 1
 #: VapourSynth keeps the frame rate as a fraction of int64.
@@ -328,8 +326,6 @@ def _build(clip: vs.VideoNode, opts: StarOptions, engines: list[StarEngine], pre
         raise _err(f"clip is {clip.width}x{clip.height}; at least {min_side}x{min_side} pixels are needed")
     schedule = FrameSchedule(clip.num_frames, mode, factor)
     n_out, fps = _output_rate(clip, schedule)
-    if prefetch is None:
-        prefetch = 2 * sum(e.batch_size for e in engines)  # enough ahead to keep every device busy
 
     work, back = _working(clip)
     nframes = clip.num_frames
@@ -337,20 +333,10 @@ def _build(clip: vs.VideoNode, opts: StarOptions, engines: list[StarEngine], pre
     hr_w, hr_h = (w, h) if mode == "t" else (w * engine.scale, h * engine.scale)
     cuts = _Cuts(bool(opts.scene_change), opts.sc_threshold, nframes)
 
-    # Memory of one computed pair: the frames of the outputs the mode keeps, float32.
-    n_mid = math.ceil(factor) if mode != "s" else 0
-    pair_bytes = 4 * 3 * hr_w * hr_h * (n_mid + (2 if mode != "t" else 0))
-    if cache_mb is None:
-        avail = available_ram()
-        cache_bytes = avail // 4 if avail else DEFAULT_CACHE_MB << 20
-    else:
-        cache_bytes = cache_mb << 20
-    # A batch in flight plus a little room is the least that works, whatever the budget says.
-    in_flight = sum(e.batch_size for e in engines)
-    capacity = max(in_flight + 2, cache_bytes // max(1, pair_bytes))
+    ahead, capacity, keep = pull_limits(engines, schedule, (hr_h, hr_w), prefetch, cache_mb,
+                                        None if cache_mb is not None else available_ram())
     store = PullStore(engines, schedule, work.get_frame_async, _frame_into, (h, w), cuts.decide, cuts.known_cut,
-                      min(prefetch, capacity), capacity, keep=max(2, in_flight), stats=stats,
-                      exact_time=bool(opts.exact_time))
+                      ahead, capacity, keep, stats=stats, exact_time=bool(opts.exact_time))
 
     prev = work[0] + work[:-1] if nframes > 1 else work
     nxt = work[1:] + work[-1] if nframes > 1 else work
