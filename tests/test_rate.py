@@ -150,3 +150,17 @@ def test_rates_beyond_the_bound_get_one_line(kw: dict, name: str) -> None:
 def test_schedule_refuses_a_factor_beyond_the_bound() -> None:
     with pytest.raises(ValueError, match="factor must be at most 1024"):
         FrameSchedule(3, "st", 1025)
+
+
+def test_made_time_is_what_process_times_synthesises() -> None:
+    half = StarEngine(tiny_net(2), scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
+    timed = StarEngine(tiny_net(2, time_input=True), scale=2, mode="st", device="cpu", flow_options=FAST_FLOW)
+    assert half.made_time(Fr(2, 5)) == Fr(3, 8) and half.made_time(Fr(1, 3)) == Fr(3, 8)
+    assert half.made_time(Fr(1, 2)) == Fr(1, 2) and half.made_time(Fr(2, 5), 2) == Fr(1, 2)
+    assert timed.made_time(Fr(2, 5)) == Fr(2, 5)
+    # The rounded time's frame is the one process_times hands back for the time asked.
+    a = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    b = a.roll(2, 3)
+    asked = half.process_times(a, b, [[Fr(2, 5)]]).mids[0][Fr(2, 5)]
+    made = half.process_times(a, b, [[Fr(3, 8)]]).mids[0][Fr(3, 8)]
+    torch.testing.assert_close(asked, made)
