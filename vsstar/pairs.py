@@ -30,7 +30,9 @@ returns one :class:`PairParts` per pair. ``is_cut(first, second)`` says whether 
 frames straddle a scene cut (None: never). ``pts``/``dur`` are integer ticks of any unit (GStreamer:
 nanoseconds) or None when unknown; output frame j starts at the source timeline's value at the
 start of its span and lasts until the next output frame starts (the last one until the clip ends),
-so the output durations tile the input's exactly. The store holds about ``batch + 1`` frames;
+so the output durations tile the input's exactly (an output frame whose span reaches past the next
+source frame waits for the one after it, whose timestamp ends it). The store holds about
+``batch + 1`` frames;
 ``reset()`` drops everything (flush, seek), ``held`` counts the frames held.
 """
 from __future__ import annotations
