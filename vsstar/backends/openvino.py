@@ -185,11 +185,12 @@ def keep_float32(model: Any, core: Any = None) -> Any:
     OpenVINO's CPU plugin keeps them in float32; a new ov.Model.
 
     Marked: every operation feeding a GridSample (_warp_path: the flow-warp sampling coordinates of the
-    global skip). Measured by rounding the outputs of chosen operations of the float32 graph to bfloat16
-    (dog footage, x4, 4 pairs): every operation rounded cost 0.175 dB on the in-between frames, the 28 of the
-    warp path alone the same 0.174 dB, and every operation but those 0.000 dB; a bfloat16 coordinate near
-    the frame edge is off by up to 1/256 of the frame width. The CPU plugin leaves that path in float32 on
-    some CPUs (its graph-tail rule) but need not, so it is marked rather than left to the plugin.
+    global skip). Measured by rounding the outputs of the float32 graph's operations to bfloat16
+    (benchmarks/bench_openvino.py precision --emulate, bundled x4, carphone, bikes and six footage clips):
+    every operation rounded cost 0.04-0.36 dB on the in-between frames, every operation but these at most
+    0.009 dB; bfloat16 resolves a sampling coordinate only to 1/512 of the picture's width near its edges.
+    The CPU plugin leaves that path in float32 on some CPUs (its graph-tail rule) but need not, so it is
+    marked rather than left to the plugin.
 
     The mark is OpenVINO's DisablePrecisionConversion run-time attribute (what ov::disable_conversion sets;
     the CPU plugin keeps a node's precision when conversion to f16 is disabled, which it also applies to
