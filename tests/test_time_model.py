@@ -208,7 +208,7 @@ def test_openvino_time_model_matches_torch(tmp_path, monkeypatch, one_torch_thre
     a = torch.rand(1, 3, 14, 18, generator=g)  # odd-ish size: padded to the x2 multiple
     b = (a + 0.05 * torch.rand(1, 3, 14, 18, generator=g)).clamp(0, 1)
     ref = StarEngine(net, scale=2, device="cpu", backend="torch", flow_options=FAST_FLOW)
-    ov = StarEngine(net, scale=2, device="cpu", backend="openvino", flow_options=FAST_FLOW)
+    ov = StarEngine(net, scale=2, device="cpu", backend="openvino", precision="f32", flow_options=FAST_FLOW)
     times = [[Fr(1, 5), Fr(1, 2), Fr(7, 8)]]
     o_t, o_v = ref.process_times(a, b, times), ov.process_times(a, b, times)
     for t in times[0]:
