@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import media
 from .enhance import encode, plan
+from .enhance.job import write_job
 from .enhance.options import EnhanceError, EnhanceOptions
 from .schedule import FrameSchedule
 
@@ -382,7 +383,7 @@ def run_job(options: EnhanceOptions, on_progress: Callable[[ProgressEvent], None
                 print(f"{len(chunks)} chunks of up to {chunk_frames} frames ({len(cuts)} scene cuts) on Ray: "
                       f"{cpus:g} CPUs, {gpus:g} GPUs each; cluster {_resources(ray)}", file=sys.stderr)
             frames = _drive(ray, spec, chunks, job, on_progress)
-            encode_s = encode.write_job(job, frames, total, quiet=True)
+            encode_s = write_job(job, frames, total, quiet=True)
     finally:
         if not connected and ray.is_initialized():
             ray.shutdown()

@@ -3,7 +3,8 @@
 - :mod:`.options`: :class:`EnhanceOptions`, the job's options (the command's flags), checked in one place;
 - :mod:`.plan`: probing, the source clip, the output rate and frame times, STAR's clip (:func:`prepare`);
 - :mod:`.encode`: frames out of a clip, the raw Matroska pipe into ffmpeg and its commands;
-- :mod:`.job`: the job on this machine (:func:`run`); :mod:`vsstar.distributed` runs it on Ray.
+- :mod:`.job`: the job on this machine (:func:`run`) and writing its output (:func:`write_job`, also the
+  Ray driver's); :mod:`vsstar.distributed` runs it on Ray.
 
 The ``vsstar`` command (:mod:`vsstar.cli`) only maps its flags onto :class:`EnhanceOptions`.
 """

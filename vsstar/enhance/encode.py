@@ -5,21 +5,15 @@ Used by the local job and by the Ray driver and workers (:mod:`vsstar.distribute
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import time
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .. import media
 from .options import EnhanceError, EnhanceOptions
 
-if TYPE_CHECKING:
-    from .plan import Job
-
-__all__ = ["frames_ahead", "clip_planes", "raw_format", "writable", "encoder_cmd", "lossless_cmd", "pump",
-           "write_job"]
+__all__ = ["frames_ahead", "clip_planes", "raw_format", "writable", "encoder_cmd", "lossless_cmd", "pump"]
 
 # Encoders that take -crf.
 _CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1")
@@ -172,14 +166,3 @@ def pump(frames: Iterable[Sequence[Any]], n: int, width: int, height: int, times
                 stream.close()
             except (OSError, ValueError):
                 pass
-
-
-def write_job(job: "Job", frames: Iterable[Any], count: int, quiet: bool) -> float:
-    """Encode `count` output frames (plane lists) with the job's encoder, then move the finished file to
-    OUTPUT; returns the seconds it took (frames are produced while encoding)."""
-    t0 = time.monotonic()
-    pump(frames, count, job.clip.width, job.clip.height, job.times, job.end, job.cmd, job.fmt,
-         job.video.colour, quiet)
-    encode_s = time.monotonic() - t0
-    os.replace(job.tmp, job.output)
-    return encode_s

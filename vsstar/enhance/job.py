@@ -1,15 +1,29 @@
 """The ``enhance`` job on this machine: plan, encode, the ``--compare`` picture, the summary line."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, Iterable
 
 from .compare import write_compare
-from .encode import clip_planes, write_job
+from .encode import clip_planes, pump
 from .options import EnhanceOptions
-from .plan import job_files, prepare, summary
+from .plan import Job, job_files, prepare, summary
 
-__all__ = ["run"]
+__all__ = ["run", "write_job"]
+
+
+def write_job(job: Job, frames: Iterable[Any], count: int, quiet: bool) -> float:
+    """Encode `count` output frames (plane lists) with the job's encoder, then move the finished file to
+    OUTPUT; returns the seconds it took (frames are produced while encoding)."""
+    t0 = time.monotonic()
+    pump(frames, count, job.clip.width, job.clip.height, job.times, job.end, job.cmd, job.fmt,
+         job.video.colour, quiet)
+    encode_s = time.monotonic() - t0
+    os.replace(job.tmp, job.output)
+    return encode_s
 
 
 def run(options: EnhanceOptions) -> str:
