@@ -67,8 +67,13 @@ class Store:
         return self.store.results
 
 
+def validate_settings(scale: int, mode: str, batch: int, thr: float) -> None:
+    """The element's start-up check (properties onto vsstar.options.StarOptions) of these four properties."""
+    gst.star_options({**gst.props.DEFAULTS, "scale": scale, "mode": mode, "batch-size": batch, "sc-threshold": thr})
+
+
 sn = SimpleNamespace(InFrame=InFrame, PairScheduler=Store, PairResult=PairParts,
-                     validate_settings=gst.validate_settings, rate_factor=gst.rate_factor)
+                     validate_settings=validate_settings, rate_factor=gst.rate_factor)
 
 
 def frame(k: int) -> np.ndarray:

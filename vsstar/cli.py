@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .enhance.options import DEFAULTS, EnhanceError, EnhanceOptions
+from .options import SCALES
 from .schedule import MODES
 
 __all__ = ["main", "build_parser", "enhance", "options_from_args", "CliError"]
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with ffmpeg. OUTPUT appears only when the whole job succeeded.")
     e.add_argument("input", help="input video file")
     e.add_argument("output", help="output video file (container from the extension, e.g. .mp4, .mkv)")
-    e.add_argument("--scale", type=int, default=DEFAULTS["scale"], choices=(2, 4, 8),
+    e.add_argument("--scale", type=int, default=DEFAULTS["scale"], choices=SCALES,
                    help="upscaling factor (default 4)")
     e.add_argument("--mode", default=DEFAULTS["mode"], choices=MODES,
                    help="st: upscale + double the frame rate (default); s: upscale only; t: double the frame rate only")

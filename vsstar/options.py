@@ -9,19 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .backends import BACKENDS, PRECISIONS
-from .engine import StarEngine, check_quality
 from .scene import DEFAULT_SC_THRESHOLD
 from .schedule import MAX_FACTOR, MODES
 
-__all__ = ["StarOptions"]
+if TYPE_CHECKING:
+    from .engine import StarEngine
+
+__all__ = ["StarOptions", "SCALES"]
+
+#: Upscaling factors of the network (the bundled models and the authors' checkpoints).
+SCALES = (2, 4, 8)
 
 
 @dataclass(frozen=True)
 class StarOptions:
     """What to compute and where (see :class:`vsstar.engine.StarEngine` for the engine options).
+
+    Checked when built: everything that needs no model or device (scale, mode, factor, quality,
+    devices, backend, precision, batch_size, scene cuts, exact_time); the model, each device, fp16 and
+    the tiling when :meth:`engines` builds them.
 
     factor: output / source frame rate (1 in mode "s"; at least 1 and at most
     :data:`vsstar.schedule.MAX_FACTOR` otherwise; hosts parse theirs with
@@ -49,6 +58,13 @@ class StarOptions:
     exact_time: bool = False
 
     def __post_init__(self) -> None:
+        # The engine (torch) is imported here and in engines(), not with the module: hosts import this
+        # module (its constants) at start-up, and the command's parser and the GStreamer plugin scan
+        # need no torch.
+        from .engine import check_quality
+
+        if isinstance(self.scale, bool) or self.scale not in SCALES:
+            raise ValueError(f"scale must be {', '.join(map(str, SCALES[:-1]))} or {SCALES[-1]}, got {self.scale!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:
@@ -61,6 +77,9 @@ class StarOptions:
             raise ValueError(f"factor must be in [1, {MAX_FACTOR}], got {factor}")
         object.__setattr__(self, "factor", factor)
         check_quality(self.quality, self.model)
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if not isinstance(self.devices, tuple) or not self.devices:
             raise ValueError(f"devices must be a non-empty tuple, got {self.devices!r}")
         if self.backend not in BACKENDS:
@@ -80,7 +99,10 @@ class StarOptions:
             raise ValueError(f"exact_time must be a bool, got {self.exact_time!r}")
 
     def engines(self) -> list[StarEngine]:
-        """One engine per device (ValueError naming the option at fault)."""
+        """One engine per device (ValueError naming the option at fault: the model, the device and the
+        tiling are checked here, by :class:`vsstar.engine.StarEngine`)."""
+        from .engine import StarEngine
+
         extra = {} if self.precision is None else {"precision": self.precision}
         return [StarEngine(self.model, scale=self.scale, mode=self.mode, device=d, fp16=self.fp16,
                            batch_size=self.batch_size, tile=self.tile, tile_overlap=self.tile_overlap,
@@ -90,6 +112,8 @@ class StarOptions:
     @staticmethod
     def check_engines(engines: Sequence[Any], mode: str) -> list[StarEngine]:
         """Prebuilt engines (one or a list) for ``mode``, checked: StarEngines sharing scale and mode."""
+        from .engine import StarEngine
+
         out = [engines] if isinstance(engines, StarEngine) else \
             list(engines) if isinstance(engines, (list, tuple)) else [engines]
         if not out:

@@ -2,7 +2,9 @@
 
 The fields are the long options of ``vsstar enhance`` (``--batch-size`` is ``batch_size``), so the
 command maps its flags onto them one to one, and :func:`vsstar.distributed.enhance` takes them as keyword
-arguments. Messages name the flags, as a user of either wrote them.
+arguments. Messages name the flags, as a user of either wrote them. The processing options are checked by
+:class:`vsstar.options.StarOptions` (:meth:`EnhanceOptions.star_options` maps the flags onto it); this
+module checks only what belongs to the job (the rate flags, frames, encoder, Ray).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from ..backends import BACKENDS, PRECISIONS
-from ..schedule import MODES
+from ..options import StarOptions
+from ..schedule import output_factor
 
 __all__ = ["EnhanceError", "EnhanceOptions", "DEFAULTS", "flag_words"]
 
@@ -26,8 +28,9 @@ class EnhanceError(Exception):
 class EnhanceOptions:
     """One ``enhance`` job: INPUT, OUTPUT and every option (see docs/cli.md for their meaning).
 
-    Raises :class:`EnhanceError` naming the option when a value is out of range here; what STAR checks
-    (scale, model, quality, device, tile) it reports when the job builds its clip. None: STAR's default.
+    Raises :class:`EnhanceError` naming the option when a value is out of range here (the processing
+    options through :meth:`star_options`); what needs the model or a device (model, device, fp16, tile)
+    is reported when the job builds its clip. None: STAR's default.
     """
 
     input: str
@@ -62,12 +65,6 @@ class EnhanceOptions:
     max_retries: int = 3
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise EnhanceError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.backend not in BACKENDS:
-            raise EnhanceError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise EnhanceError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.factor is not None and self.fps is not None:
             raise EnhanceError("--factor and --fps: give one of them")
         for name in ("factor", "fps"):
@@ -83,8 +80,6 @@ class EnhanceOptions:
         if self.mode == "s" and (self.factor is not None or self.fps is not None):
             raise EnhanceError("--factor/--fps: mode s keeps the frame rate")
         _count("--frames", self.frames, 1)
-        _count("--batch-size", self.batch_size, 1)
-        _count("--tile", self.tile, 0)
         _count("--crf", self.crf, 0)
         _count("--chunk-frames", self.chunk_frames, 1)
         _count("--max-retries", self.max_retries, 0)
@@ -92,6 +87,40 @@ class EnhanceOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
                 raise EnhanceError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        self.star_options()  # the processing options, checked where every host's are
+
+    def star_options(self, factor: Fraction | None = None, device: str | list[str] | None = None) -> StarOptions:
+        """The processing options of the job as :class:`vsstar.options.StarOptions` (EnhanceError in the
+        command's words when one is refused).
+
+        `factor`: output frames per input frame (None: --factor's, else 2; always 1 in mode s; --fps
+        becomes a factor once the input's rate is known). `device` overrides --device (and then fp16 is
+        the device's default): the Ray driver builds its clip on the CPU only to learn its format.
+        """
+        if self.mode == "s":
+            factor = Fraction(1)
+        elif factor is None and self.factor is not None:
+            try:  # the rate's rules and bound, with their reasons, are output_factor's
+                factor = output_factor(self.factor.numerator, self.factor.denominator)
+            except ValueError as exc:
+                raise EnhanceError(flag_words(str(exc))) from exc
+        elif factor is None:
+            factor = Fraction(2)
+        devices = self.device if device is None else device
+        flow_options = None
+        if self.fast_flow:
+            from ..flow.settings import FAST_FLOW  # the flow package loads torch, which the parser does not need
+
+            flow_options = FAST_FLOW
+        try:
+            return StarOptions(
+                scale=self.scale, mode=self.mode, factor=factor, model=self.model, quality=self.quality,
+                devices=tuple(devices) if isinstance(devices, (list, tuple)) else (devices,),
+                backend=self.backend, precision=self.precision, fp16=self.fp16 if device is None else None,
+                batch_size=self.batch_size, tile=self.tile, flow_options=flow_options,
+                scene_change=not self.no_scene_detect, exact_time=self.exact_time)
+        except ValueError as exc:
+            raise EnhanceError(flag_words(str(exc))) from exc
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "EnhanceOptions":
@@ -114,7 +143,7 @@ def _count(flag: str, value: Any, lo: int) -> None:
 
 
 # STAR's keyword arguments that are options of the job, and the flag each one is.
-_FLAGS = {"device": "--device", "device_index": "--device", "batch_size": "--batch-size", "tile": "--tile",
+_FLAGS = {"device": "--device", "devices": "--device", "device_index": "--device", "factor": "--factor", "batch_size": "--batch-size", "tile": "--tile",
           "model": "--model", "scale": "--scale", "mode": "--mode", "quality": "--quality",
           "backend": "--backend", "precision": "--precision", "factor_num/factor_den/fps_num/fps_den":
           "--factor/--fps", "factor_num/factor_den": "--factor", "fps_num/fps_den": "--fps"}

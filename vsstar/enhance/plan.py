@@ -131,25 +131,22 @@ def star_clip(options: EnhanceOptions, src: Any, video: media.VideoStream, back_
     """STAR on `src` as the options ask: (STAR's result, the clip to write, as integers).
 
     `device` overrides the options' (the Ray driver builds the clip on the CPU only to learn its format);
-    `factor` is the output frame rate / input frame rate (None: STAR's default, 2; ignored in mode s).
+    `factor` is the output frame rate / input frame rate (None: --factor's, else 2; ignored in mode s).
+    The flags reach STAR through :meth:`EnhanceOptions.star_options`, checked there.
     """
     import vapoursynth as vs
 
-    from ..flow.settings import FAST_FLOW  # here: the flow package loads torch, which the parser does not need
     from ..vs import STAR
 
     on_note = note if on_note is None else on_note
+    opts = options.star_options(factor, device)
+    devices = list(opts.devices) if len(opts.devices) > 1 else opts.devices[0]
+    rate_kw = {} if opts.mode == "s" else {"factor_num": opts.factor.numerator, "factor_den": opts.factor.denominator}
     try:
-        rate_kw = {} if options.mode == "s" or factor is None else \
-            {"factor_num": factor.numerator, "factor_den": factor.denominator}
-        result = STAR(src, scale=options.scale, mode=options.mode, model=options.model, **rate_kw,
-                      quality=options.quality, exact_time=options.exact_time,
-                      device=options.device if device is None else device,
-                      fp16=options.fp16 if device is None else None, batch_size=options.batch_size,
-                      tile=options.tile, scene_change=not options.no_scene_detect,
-                      flow_options=FAST_FLOW if options.fast_flow else None,
-                      backend=options.backend,
-                      **({} if options.precision is None else {"precision": options.precision}))
+        result = STAR(src, scale=opts.scale, mode=opts.mode, model=opts.model, quality=opts.quality, **rate_kw,
+                      exact_time=opts.exact_time, device=devices, fp16=opts.fp16, batch_size=opts.batch_size,
+                      tile=opts.tile, scene_change=opts.scene_change, flow_options=opts.flow_options,
+                      backend=opts.backend, precision=opts.precision)
     except vs.Error as exc:
         raise EnhanceError(flag_words(str(exc).strip())) from exc
     if back_to is not None:

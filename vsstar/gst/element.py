@@ -26,7 +26,7 @@ gi.require_version("GstVideo", "1.0")
 from gi.repository import GLib, GObject, Gst, GstVideo  # noqa: E402
 
 from . import frames  # noqa: E402
-from .props import DEFAULTS, PROPERTIES, debug_detail, normalise, parse_fraction, rate_factor, validate_settings  # noqa: E402
+from .props import DEFAULTS, PROPERTIES, debug_detail, normalise, property_words, rate_factor, star_options  # noqa: E402
 
 if TYPE_CHECKING:
     from vsstar.pairs import PairParts, PushStore, Ready
@@ -93,6 +93,7 @@ class StarNetElement(Gst.Element):
         self.factor: Optional[Fraction] = None  # output frames per input frame under in_caps
         self.discont = True
         self.failed = False
+        self._again: Optional[GLib.Source] = None  # posts a streaming error again: see _post_again
 
     # -- properties ----------------------------------------------------------------------
     def do_get_property(self, prop: GObject.ParamSpec) -> Any:
@@ -102,13 +103,49 @@ class StarNetElement(Gst.Element):
         self.props_store[prop.name] = normalise(prop.name, value)
 
     # -- errors --------------------------------------------------------------------------
-    def _error(self, text: str, debug: Optional[str] = None, domain: Any = None, code: Any = None) -> None:
-        """Post a GStreamer error message (gst-launch prints it and stops)."""
+    def _error(self, text: str, debug: Optional[str] = None, domain: Any = None, code: Any = None,
+               streaming: bool = False) -> None:
+        """Post a GStreamer error message (gst-launch prints it and stops); ``streaming``: posted from a
+        streaming thread (caps, buffers), which may be before the application runs its main loop."""
         if domain is None:
             domain, code = Gst.LibraryError, Gst.LibraryError.SETTINGS
         err = GLib.Error.new_literal(domain.quark(), text, int(code))
+        again = streaming and self._again is None and self._no_main_loop()
         self.post_message(Gst.Message.new_error(self, err, debug or text))
         self.failed = True
+        if again:
+            self._post_again(err, debug or text)
+
+    @staticmethod
+    def _no_main_loop() -> bool:
+        """True when no thread runs the default GLib main context (g_main_loop_run owns it while it runs)."""
+        ctx = GLib.MainContext.default()
+        if not ctx.acquire():
+            return False
+        ctx.release()
+        return True
+
+    def _post_again(self, err: GLib.Error, debug: str) -> None:
+        """Post the error once more when a main loop starts on the default context, unless the element has
+        stopped or flushed by then.
+
+        gst-launch-1.0 (1.22, and GStreamer's main branch) quits its main loop from the bus's sync handler,
+        in the thread that posts the error. An error posted while the pipeline prerolls can come before
+        gst-launch enters g_main_loop_run, which sets the loop running again: the quit is lost. GstBin
+        aborts the preroll on the error, so no state change or EOS follows, and gst-launch waited forever
+        (about 1 run in 10 with an 'fps' refused when the caps arrive). The error is posted at once for
+        applications that poll the bus, and again from an idle source on the default context, which runs
+        only once gst-launch's loop does (an application that never runs that context never sees it)."""
+        def again(*_: Any) -> bool:  # Source.set_callback passes its user data
+            self._again = None
+            if self.failed:
+                self.post_message(Gst.Message.new_error(self, err, debug))
+            return GLib.SOURCE_REMOVE
+
+        src = GLib.idle_source_new()
+        src.set_callback(again)
+        self._again = src
+        src.attach(GLib.MainContext.default())
 
     # -- state ---------------------------------------------------------------------------
     def do_change_state(self, transition: Gst.StateChange) -> Gst.StateChangeReturn:
@@ -117,6 +154,9 @@ class StarNetElement(Gst.Element):
                 return Gst.StateChangeReturn.FAILURE
         ret = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
+            if self._again is not None:  # stopped: the application has seen the error
+                self._again.destroy()
+                self._again = None
             if self.sched is not None:
                 self.sched.reset()
             self.sched, self.in_info, self.out_info, self.in_caps = None, None, None, None
@@ -126,18 +166,12 @@ class StarNetElement(Gst.Element):
         return ret
 
     def _start(self) -> bool:
-        """Check the properties and build the engine; posts an error and returns False."""
+        """Map the properties onto vsstar.options.StarOptions (checked there) and build the engine;
+        posts an error and returns False."""
         p = self.props_store
         self.failed = False
         try:
-            validate_settings(p["scale"], p["mode"], p["batch-size"], p["sc-threshold"])
-            rate_factor(p["mode"], p["factor"], "", None)  # 'fps' is checked against the caps
-            parse_fraction("fps", p["fps"])
-        except ValueError as e:
-            self._error(f"starnet: {e}", debug=debug_detail(e))
-            return False
-        try:
-            from vsstar.engine import StarEngine
+            import vsstar.engine  # noqa: F401  (torch: its absence is told apart from a bad property)
             from vsstar.pairs import PushStore
         except ImportError as e:
             self._error(
@@ -147,22 +181,24 @@ class StarNetElement(Gst.Element):
                 "--system-site-packages that holds torch and vsstar.",
                 debug=f"sys.path={sys.path}", domain=Gst.CoreError, code=Gst.CoreError.MISSING_PLUGIN)
             return False
+        try:
+            options = star_options(p)  # 'fps' is checked against the caps
+        except ValueError as e:
+            self._error(f"starnet: {e}", debug=debug_detail(e))
+            return False
         self._store = PushStore
-        if p["scene-change"]:
+        if options.scene_change:
             from vsstar import scene
 
-            thr = p["sc-threshold"] if p["sc-threshold"] >= 0 else scene.DEFAULT_SC_THRESHOLD
+            thr = options.sc_threshold
             self._cut = lambda a, b: scene.scene_change(
                 a.astype(np.float32) / 255.0, b.astype(np.float32) / 255.0, thr)
         else:
             self._cut = None
         try:
-            self.engine = StarEngine(
-                p["model"] or None, scale=p["scale"], mode=p["mode"], device=p["device"] or None,
-                batch_size=p["batch-size"], backend=p["backend"] or DEFAULTS["backend"],
-                precision=p["precision"] or DEFAULTS["precision"], quality=p["quality"] or DEFAULTS["quality"])
+            self.engine = options.engines()[0]
         except Exception as e:  # unknown model, unreadable weights, no CUDA, bad values
-            self._error(f"starnet: {e}", debug=debug_detail(e))
+            self._error(f"starnet: {property_words(str(e))}", debug=debug_detail(e))
             return False
         return True
 
@@ -249,7 +285,7 @@ class StarNetElement(Gst.Element):
                                               _time_or_none(buf.duration)))
         except Exception as e:
             self._error(f"starnet: processing failed: {e}", debug=traceback.format_exc(),
-                        domain=Gst.StreamError, code=Gst.StreamError.FAILED)
+                        domain=Gst.StreamError, code=Gst.StreamError.FAILED, streaming=True)
             return Gst.FlowReturn.ERROR
 
     def _drain(self) -> Gst.FlowReturn:
@@ -259,7 +295,7 @@ class StarNetElement(Gst.Element):
             return self._push(self.sched.finish())
         except Exception as e:
             self._error(f"starnet: processing failed: {e}", debug=traceback.format_exc(),
-                        domain=Gst.StreamError, code=Gst.StreamError.FAILED)
+                        domain=Gst.StreamError, code=Gst.StreamError.FAILED, streaming=True)
             return Gst.FlowReturn.ERROR
 
     # -- caps ----------------------------------------------------------------------------
@@ -299,7 +335,7 @@ class StarNetElement(Gst.Element):
             factor = self._factor(caps)
         except ValueError as e:
             if not self.failed:  # upstream may offer the same caps again: one error is enough
-                self._error(f"starnet: {e}", debug=debug_detail(e))
+                self._error(f"starnet: {e}", debug=debug_detail(e), streaming=True)
             return False
         out = self._out_caps(caps, factor)
         out_info = GstVideo.VideoInfo.new_from_caps(out)

@@ -1,22 +1,24 @@
 """The starnet element's properties: their table and how each maps onto vsstar's arguments.
 
-No GStreamer here (the tests run on any Python). Values are checked by the element when it starts
-(and the rate again when the input caps are known); every refusal is a ValueError naming the property.
+No GStreamer here (the tests run on any Python). The properties map onto
+:class:`vsstar.options.StarOptions`, which checks them when the element starts (:func:`star_options`;
+the rate again when the input caps are known); every refusal is a ValueError naming the property.
 """
 from __future__ import annotations
 
+import re
 import traceback
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from vsstar.backends import DEFAULT_PRECISION
-from vsstar.schedule import MODES, output_factor
+from vsstar.options import SCALES, StarOptions
+from vsstar.scene import DEFAULT_SC_THRESHOLD
+from vsstar.schedule import output_factor
 
-__all__ = ["Prop", "PROPERTIES", "DEFAULTS", "STRING_PROPS", "LOWER_PROPS", "SCALES", "MAX_BATCH",
-           "parse_fraction", "rate_factor", "validate_settings", "debug_detail"]
+__all__ = ["Prop", "PROPERTIES", "DEFAULTS", "STRING_PROPS", "LOWER_PROPS", "MAX_BATCH",
+           "parse_fraction", "rate_factor", "star_options", "property_words", "debug_detail"]
 
-#: Upscaling factors of the bundled models (the 'scale' property).
-SCALES = (2, 4, 8)
 #: Largest 'batch-size' (pairs held before the first pair runs, so frames of latency).
 MAX_BATCH = 64
 # GLib would silently ignore an out-of-range value with a warning, so the ranges are wide and the
@@ -38,7 +40,8 @@ class Prop(NamedTuple):
 
 
 PROPERTIES: dict[str, Prop] = {
-    "scale": Prop(int, "Scale", "Upscaling factor: 2, 4 or 8 (must match the model)", 4, _INT_MIN, _INT_MAX),
+    "scale": Prop(int, "Scale", f"Upscaling factor: {', '.join(map(str, SCALES[:-1]))} or {SCALES[-1]} "
+                  "(must match the model)", 4, _INT_MIN, _INT_MAX),
     "mode": Prop(str, "Mode", "st: upscale + raise the frame rate; s: upscale only; "
                  "t: raise the frame rate at the input size", "st"),
     "model": Prop(str, "Model", "Bundled weights name, path to vsstar safetensors or an official "
@@ -134,17 +137,48 @@ def rate_factor(mode: str, factor: str, fps: str, in_fps: Fraction | None) -> Fr
     return out
 
 
-def validate_settings(scale: int, mode: str, batch_size: int, sc_threshold: float) -> None:
-    """Raise ValueError naming the property when a setting is out of range."""
-    if scale not in SCALES:
-        raise ValueError(f"property 'scale' must be {', '.join(map(str, SCALES[:-1]))} or {SCALES[-1]}, got {scale}")
-    if mode not in MODES:
-        raise ValueError(f"property 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
-    if batch_size < 1 or batch_size > MAX_BATCH:
-        raise ValueError(f"property 'batch-size' must be in 1..{MAX_BATCH}, got {batch_size}")
-    if not (sc_threshold < 0 or 0.0 <= sc_threshold <= 1.0):
-        raise ValueError(f"property 'sc-threshold' must be in [0, 1] (or -1 for the default), "
-                         f"got {sc_threshold}")
+# StarOptions' fields (and the engine's arguments) that the element calls by another name.
+_PROPERTY_OF = {"batch_size": "batch-size", "sc_threshold": "sc-threshold", "scene_change": "scene-change",
+                "exact_time": "exact-time", "devices": "device"}
+_FIELD = re.compile(r"(?<![\w-])(" + "|".join(_PROPERTY_OF) + r")(?![\w-])")
+#: The StarOptions fields and engine arguments that are properties (a message opening with one is about it).
+_FIELDS = frozenset(("scale", "mode", "factor", "model", "quality", "device", "backend", "precision",
+                     *_PROPERTY_OF))
+
+
+def property_words(message: str) -> str:
+    """A message of StarOptions or the engine in the element's words: field names become property names
+    (``batch_size=0`` -> ``batch-size=0``), and one about a single option opens with that property,
+    e.g. "property 'scale': scale must be 2, 4 or 8, got 3"."""
+    first = re.match(r"\w+", message)
+    text = _FIELD.sub(lambda m: _PROPERTY_OF[m.group(1)], message)
+    if first is not None and first.group(0) in _FIELDS:
+        return f"property '{_PROPERTY_OF.get(first.group(0), first.group(0))}': {text}"
+    return text
+
+
+def star_options(props: Mapping[str, Any]) -> StarOptions:
+    """The element's properties (as :func:`normalise` keeps them) as :class:`vsstar.options.StarOptions`,
+    checked: ValueError naming the property. An emptied string property takes the table's default; the
+    rate is the 'factor' property's ('fps' needs the input caps: see :func:`rate_factor`), 'sc-threshold'
+    below 0 the detector's default."""
+    p = props
+    factor = rate_factor(p["mode"], p["factor"], "", None)
+    parse_fraction("fps", p["fps"])
+    batch = p["batch-size"]
+    # The element's own bound, not StarOptions': a batch is frames of latency in a live pipeline.
+    if not isinstance(batch, bool) and isinstance(batch, int) and batch > MAX_BATCH:
+        raise ValueError(f"property 'batch-size' must be in 1..{MAX_BATCH}, got {batch}")
+    thr = p["sc-threshold"]
+    try:
+        return StarOptions(
+            scale=p["scale"], mode=p["mode"], factor=factor, model=p["model"] or None,
+            quality=p["quality"] or DEFAULTS["quality"], devices=(p["device"] or None,),
+            backend=p["backend"] or DEFAULTS["backend"], precision=p["precision"] or DEFAULTS["precision"],
+            batch_size=batch, scene_change=p["scene-change"], exact_time=p["exact-time"],
+            sc_threshold=DEFAULT_SC_THRESHOLD if isinstance(thr, (int, float)) and thr < 0 else thr)
+    except ValueError as exc:
+        raise ValueError(property_words(str(exc))) from exc
 
 
 def debug_detail(exc: BaseException) -> str:
