@@ -166,8 +166,8 @@ def _float_convolutions(model: Any, hops: int = 3) -> list[Any]:
 
 def _warp_path(model: Any) -> set[str]:
     """Names of every operation feeding a GridSample (the flow-compensated blend of the global skip): 8-bit
-    sampling coordinates move the blend by up to 1/128 of the frame width (measured on bikes: -2.5 dB on
-    the in-between frames; -0.1 dB with this path in float32)."""
+    sampling coordinates move the blend by up to 1/128 of the frame width (what that costs the in-between
+    frames, with and without this path in float32: docs/openvino.md)."""
     names: set[str] = set()
     stack = [op for op in model.get_ordered_ops() if op.get_type_name() == "GridSample"]
     while stack:
@@ -186,9 +186,8 @@ def keep_float32(model: Any, core: Any = None) -> Any:
 
     Marked: every operation feeding a GridSample (_warp_path: the flow-warp sampling coordinates of the
     global skip). Measured by rounding the outputs of the float32 graph's operations to bfloat16
-    (benchmarks/bench_openvino.py precision --emulate, bundled x4, carphone, bikes and six footage clips):
-    every operation rounded cost 0.04-0.36 dB on the in-between frames, every operation but these at most
-    0.009 dB; bfloat16 resolves a sampling coordinate only to 1/512 of the picture's width near its edges.
+    (benchmarks/bench_openvino.py precision --emulate; the figures are in docs/openvino.md): rounding every
+    operation costs the in-between frames far more than rounding every operation but these; bfloat16 resolves a sampling coordinate only to 1/512 of the picture's width near its edges.
     The CPU plugin leaves that path in float32 on some CPUs (its graph-tail rule) but need not, so it is
     marked rather than left to the plugin.
 

@@ -5,8 +5,8 @@ On the CPU each image of a batch is an independent sequential problem, so the re
 cores. These kernels reproduce the C++ arithmetic pixel by pixel in the same operation order (the
 per-pixel denominators are only hoisted out of the sweeps, which leaves every rounding unchanged).
 Two or four images are swept in one loop where the batch allows: their dependency chains are independent,
-so the CPU overlaps them (per pixel-sweep, measured: 6.6 ns for one image, 4.5 ns for two, 3.5 ns
-for four interleaved; bit-identical results).
+so the CPU overlaps them (less time per pixel-sweep, bit-identical results; docs/flow.md has the
+measurement).
 numba is optional; without it the torch red-black solver is used.
 """
 from __future__ import annotations

@@ -86,8 +86,8 @@ def _upscale_phases(image: Tensor, scale: int) -> Tensor:
     """Bicubic upscaling as one small convolution per output phase and a pixel shuffle.
 
     The same numbers as F.interpolate(mode="bicubic") to float rounding (edge replication = torch's index
-    clamping), measured 3.3x faster with torch on the CPU; in an exported graph it becomes a convolution and a
-    DepthToSpace instead of OpenVINO's generic Interpolate, which took 9% of the x4 network's time there."""
+    clamping), and faster with torch on the CPU; in an exported graph it becomes a convolution and a
+    DepthToSpace instead of OpenVINO's generic Interpolate (docs/openvino.md has the per-layer profile)."""
     c = image.shape[1]
     taps = torch.tensor(_phase_taps(scale), dtype=torch.float64)
     kernel = (taps[:, None, :, None] * taps[None, :, None, :]).reshape(scale * scale, 1, 5, 5)

@@ -113,8 +113,8 @@ class Star(nn.Module):
     torch.inference_mode. A model with time input (config.time_input) takes the in-between frame's time t;
     :meth:`times` synthesises several times of the same pairs, running the t-independent parts once.
 
-    channels_last: keep the weights and activations in NHWC (measured 1.4-1.5x faster on the CPU, same
-    numbers to float rounding; docs/model.md). It converts `net`'s weights in place.
+    channels_last: keep the weights and activations in NHWC (faster on the CPU, the same numbers to float
+    rounding; docs/model.md has the measurement). It converts `net`'s weights in place.
     """
 
     def __init__(self, net: StarNet, *, channels_last: bool = True) -> None:
