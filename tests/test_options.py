@@ -83,7 +83,8 @@ def test_enhance_options_produce_star_options() -> None:
                        batch_size=3, tile=64, no_scene_detect=True, exact_time=True, backend="torch",
                        precision="f32", quality="fast", fast_flow=True)
     s = o.star_options()
-    assert (s.scale, s.mode, s.factor, s.devices, s.batch_size, s.tile) == (2, "t", Fr(5, 2), ("cuda:0", "cuda:1"), 3, 64)
+    assert (s.scale, s.mode, s.factor, s.devices, s.batch_size, s.tile) == (
+        2, "t", Fr(5, 2), ("cuda:0", "cuda:1"), 3, 64)
     assert (s.scene_change, s.exact_time, s.backend, s.precision) == (False, True, "torch", "f32")
     from vsstar.flow.settings import FAST_FLOW
 

@@ -143,7 +143,8 @@ def _count(flag: str, value: Any, lo: int) -> None:
 
 
 # STAR's keyword arguments that are options of the job, and the flag each one is.
-_FLAGS = {"device": "--device", "devices": "--device", "device_index": "--device", "factor": "--factor", "batch_size": "--batch-size", "tile": "--tile",
+_FLAGS = {"device": "--device", "devices": "--device", "device_index": "--device", "factor": "--factor",
+          "batch_size": "--batch-size", "tile": "--tile",
           "model": "--model", "scale": "--scale", "mode": "--mode", "quality": "--quality",
           "backend": "--backend", "precision": "--precision", "factor_num/factor_den/fps_num/fps_den":
           "--factor/--fps", "factor_num/factor_den": "--factor", "fps_num/fps_den": "--fps"}

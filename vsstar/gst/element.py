@@ -26,7 +26,8 @@ gi.require_version("GstVideo", "1.0")
 from gi.repository import GLib, GObject, Gst, GstVideo  # noqa: E402
 
 from . import frames  # noqa: E402
-from .props import DEFAULTS, PROPERTIES, debug_detail, normalise, property_words, rate_factor, star_options  # noqa: E402
+from .props import (  # noqa: E402
+    DEFAULTS, PROPERTIES, debug_detail, normalise, property_words, rate_factor, star_options)
 
 if TYPE_CHECKING:
     from vsstar.pairs import PairParts, PushStore, Ready
