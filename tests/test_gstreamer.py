@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -505,14 +506,48 @@ def test_quality_high_runs_the_bundled_quality_tier():
 def test_rate_beyond_the_bound_is_one_clear_error(runs, job, name):
     """Rates past vsstar.schedule.MAX_FACTOR stop the pipeline at once with an error naming the property
     (fps=1e9 used to hang with growing memory; factor=1000000000 printed tracebacks before a generic
-    not-negotiated error). Run through the probe like an application: gst-launch-1.0 1.22 itself sometimes
-    keeps waiting after an error posted this early (docs/gstreamer.md, known quirks)."""
+    not-negotiated error), here as an application that polls the bus sees it (the probe); gst-launch-1.0
+    below."""
     r = result(runs, job)
     err = r["error"]
     assert err is not None and err["source"].startswith("starnet"), err
     assert f"property {name}" in err["text"] and "at most" in err["text"]
     assert "Traceback" not in err["debug"]
     assert r["buffers"] == []
+
+
+GST_LAUNCH_RUNS = 8
+
+
+def test_fps_beyond_the_bound_ends_gst_launch_every_time(weights):
+    """gst-launch-1.0 exits with the element's error, every time, when 'fps' is refused as the caps arrive.
+
+    gst-launch-1.0 1.22 quits its main loop from the bus's sync handler; an error posted while the pipeline
+    prerolls can come before that loop runs, and the quit was lost: gst-launch waited forever in 4 of 20
+    runs one after the other, and this test saw 3 of its 8 runs wait (the element now posts such an error
+    again once the loop runs, see StarNetElement._post_again). The runs go at once, with a generous limit."""
+    cmd = ["gst-launch-1.0", *f"{source(3, 24, 16, 'RGB')} ! starnet scale=2 model={weights} device=cpu "
+                              "fps=1e9 ! fakesink".split()]
+    env = _env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for _ in range(GST_LAUNCH_RUNS)]
+    deadline = time.monotonic() + 300
+    outcomes = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            outcomes.append(("waited", out))
+            continue
+        outcomes.append((p.returncode, out))
+    waited = [out for rc, out in outcomes if rc == "waited"]
+    assert not waited, f"{len(waited)} of {GST_LAUNCH_RUNS} gst-launch-1.0 runs did not exit:\n{waited[0][-3000:]}"
+    for rc, out in outcomes:
+        assert rc == 1, out[-3000:]
+        assert "GstStarnet:starnet0: starnet: property 'fps'" in out and "at most" in out, out[-3000:]
+        assert "Setting pipeline to NULL" in out, out[-3000:]
 
 
 def test_backend_auto_runs_openvino_on_the_cpu(tmp_path, weights):

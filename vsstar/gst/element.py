@@ -134,9 +134,10 @@ class StarNetElement(Gst.Element):
         in the thread that posts the error. An error posted while the pipeline prerolls can come before
         gst-launch enters g_main_loop_run, which sets the loop running again: the quit is lost. GstBin
         aborts the preroll on the error, so no state change or EOS follows, and gst-launch waited forever
-        (about 1 run in 10 with an 'fps' refused when the caps arrive). The error is posted at once for
-        applications that poll the bus, and again from an idle source on the default context, which runs
-        only once gst-launch's loop does (an application that never runs that context never sees it)."""
+        (4 of 20 runs with an 'fps' refused when the caps arrive; docs/gstreamer.md). The error is posted
+        at once for applications that poll the bus, and again from an idle source on the default context,
+        which runs only once gst-launch's loop does (an application that never runs that context never
+        sees it)."""
         def again(*_: Any) -> bool:  # Source.set_callback passes its user data
             self._again = None
             if self.failed:
