@@ -42,7 +42,7 @@ setup(
     ],
     extras_require={
         "cuda": ["cupy-cuda13x"],
-        "train": ["tensorboard", "scikit-image"],
+        "train": ["tensorboard", "scikit-image", "psutil"],
         # vsstar enhance --ray / vsstar.distributed (docs/scaling.md)
         "ray": ["ray>=2.9"],
         # precision="int8": OpenVINO's post-training quantization (docs/openvino.md)

@@ -564,3 +564,12 @@ def test_time_budget_ends_the_schedule_in_time_and_resume_keeps_the_plan(footage
     assert again["step"] == 12 and again["args"]["planned_steps"] == first["args"]["planned_steps"]
     assert train_main(_args(footage, tmp_path / "bad", 10, "--time-budget", "0")) == 2
     assert "time_budget: expected a positive number of seconds, got 0.0" in capsys.readouterr().err
+
+
+def test_time_budget_counts_from_the_process_start():
+    """--time-budget's clock starts with the process (imports and start-up included), not with the Trainer."""
+    code = ("import time; time.sleep(1.5); from training.train import process_start; "
+            "print(time.monotonic() - process_start())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert float(out.stdout) >= 1.5

@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["FlowSettings", "check_params", "FAST_FLOW"]
 
 #: The fast-flow preset (``vsstar enhance --fast-flow``): changes to the settings that cut the iterations,
-#: for quicker flow and slightly softer in-between frames (measured in docs/cli.md).
+#: for quicker flow and slightly softer in-between frames.
 FAST_FLOW = {"n_outer": 3, "n_sor": 10}
 
 _NAMES = ("alpha", "ratio", "min_width", "n_outer", "n_inner", "n_sor", "col_type")
