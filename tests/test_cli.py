@@ -32,7 +32,7 @@ def assets(tmp_path_factory):
     out = {"dir": d, "model": d / "tiny_x2.safetensors"}
     if FFMPEG:
         # "long" must outlast the Ctrl-C test's wait on a fast, idle machine (60 frames did not).
-        for name, frames in (("short", 3), ("long", 1500)):
+        for name, frames in (("short", 3), ("ten", 10), ("long", 1500)):
             p = d / f"{name}.mp4"
             subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=48x32:rate=25",
                             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-frames:v", str(frames),
@@ -206,6 +206,21 @@ def test_file_lasts_exactly_the_frames_taken(assets, tmp_path, capfd, suffix: st
     assert r.returncode == 0, r.stderr
     assert probe(out)[3] == 16
     assert _duration(out) == Fraction("0.16")
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4", ".mov"])
+def test_last_frame_shorter_than_the_step_ends_with_the_input(assets, tmp_path, capfd, suffix: str) -> None:
+    """10 frames at 25 fps, factor 7/3: 24 frames of 3/175 s, the last one 1/175 s (it is cut by the end of
+    the input). ffmpeg 5.1 gave it the whole step: the file ended at 0.411 s (.mkv) / 0.412 s (.mp4, .mov)."""
+    out = tmp_path / f"o{suffix}"
+    r = run_cli(capfd, "enhance", str(assets["ten"]), str(out), "--scale", "2", "--model", str(assets["model"]),
+                "--fast-flow", "--factor", "7/3", "--no-audio", "-q")
+    assert r.returncode == 0, r.stderr
+    assert probe(out)[3] == 24
+    tick = Fraction(1, 1000) if suffix == ".mkv" else Fraction(1, 175)  # the file's video time base
+    assert abs(_duration(out) - Fraction("0.4")) <= tick
+    assert _pts(out)[-1] == pytest.approx(23 * 3 / 175, abs=float(tick))
 
 
 @needs_ffmpeg

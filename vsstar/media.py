@@ -29,7 +29,7 @@ __all__ = [
     "MediaError", "Colour", "VideoStream", "MediaInfo", "Timeline", "RawFormat", "RawVideoMuxer",
     "probe", "read_timeline", "raw_format", "encoder_pix_fmts", "pick_codec", "ffmpeg_version",
     "partial_path", "partial_dir", "stale_partials", "remove_stale_partials", "pid_alive", "FIELD_ORDERS",
-    "time_base", "run_ffmpeg", "full_chroma_copy_cmd", "passthrough_args",
+    "time_base", "run_ffmpeg", "full_chroma_copy_cmd", "passthrough_args", "last_duration_args",
 ]
 
 
@@ -409,6 +409,39 @@ def passthrough_args(ffmpeg: str) -> list[str]:
     """The output option that keeps every frame at its own time (no frames dropped or duplicated):
     ``-fps_mode passthrough`` from ffmpeg 5.1, ``-vsync passthrough`` before."""
     return ["-fps_mode", "passthrough"] if ffmpeg_version(ffmpeg) >= (5, 1) else ["-vsync", "passthrough"]
+
+
+# Output suffixes of muxers whose video time base is fixed at 1/1000 s (Matroska's default timestamp scale).
+_MS_CONTAINERS = {".mkv", ".mka", ".mk3d", ".webm"}
+# Output suffixes of the mov/mp4 muxers, whose video time base -video_track_timescale sets.
+_MOV_CONTAINERS = {".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".mj2", ".psp", ".ismv"}
+# Output suffixes of muxers that keep the encoder's time base (checked: AVI; NUT picks its own).
+_TB_CONTAINERS = {".avi"}
+
+
+def last_duration_args(ffmpeg: str, suffix: str, tb: Fraction, last: Fraction, end: Fraction) -> list[str]:
+    """Output options that make the video packet at time `last` (the last frame) last until `end`.
+
+    ffmpeg 5.1 hands the muxer encoded packets without a duration, and libavformat then gives each the
+    frame step it guesses from the stream's rate, so a last frame shorter than the step ran past `end`
+    (10 frames at 25 fps with --factor 7/3 ended at 0.411 s in .mkv, 0.412 s in .mp4, not 0.400 s). The
+    ``setts`` bitstream filter sets that packet's duration, found by its pts. It runs on packets already
+    in the muxer's time base, and its TB constant is the encoder's time base (stale for Matroska), so the
+    times are written here in the muxer's own units: 1/1000 s for Matroska, `tb` for mov/mp4 (whose track
+    timescale is set to `tb`) and AVI. Other containers get nothing (their units are not known here). pts
+    and dts are passed through explicitly: setts' default ``ts`` expression gave every packet its dts as pts.
+    """
+    if ffmpeg_version(ffmpeg) < (4, 4):  # setts appeared in 4.4
+        return []
+    suffix = suffix.lower()
+    if suffix not in _MS_CONTAINERS | _MOV_CONTAINERS | _TB_CONTAINERS:
+        return []
+    unit = Fraction(1, 1000) if suffix in _MS_CONTAINERS else tb
+    args = ["-video_track_timescale", str(tb.denominator)] if suffix in _MOV_CONTAINERS else []
+    pts, stop = (math.floor(t / unit + Fraction(1, 2)) for t in (last, end))  # as av_rescale_q rounds
+    if stop <= pts:
+        return args
+    return args + ["-bsf:v", f"setts=pts=PTS:dts=DTS:duration=if(eq(PTS\\,{pts})\\,{stop - pts}\\,DURATION)"]
 
 
 def ffmpeg_version(ffmpeg: str) -> tuple[int, int]:

@@ -65,13 +65,14 @@ def writable(clip: Any) -> Any:
 
 def encoder_cmd(ffmpeg: str, options: EnhanceOptions, tmp: Path, frames: int, audio: bool, codec: str,
                 pix_fmt: str, colour: media.Colour, tb: Fraction, offset: Fraction,
-                until: Fraction | None = None) -> list[str]:
+                until: Fraction | None = None, *, last: Fraction, end: Fraction) -> list[str]:
     """The encoder: `frames` video frames from the pipe (input 0, see :func:`pump`), audio, metadata and
     chapters from the source (input 1).
 
     The piped video carries the source's frame times moved by `offset`; the source is moved by the same
     offset and -copyts keeps both as they are, so audio and video stay in step and start at zero.
-    `until` (seconds) ends the output there, for --frames; otherwise the audio is kept whole.
+    `until` (seconds) ends the output there, for --frames; otherwise the audio is kept whole. The last
+    frame, at `last`, lasts until `end` (:func:`vsstar.media.last_duration_args`).
     """
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "matroska", "-i", "-",
            "-itsoffset", f"{float(offset):.9f}", "-i", options.input, "-map", "0:v:0",
@@ -87,6 +88,7 @@ def encoder_cmd(ffmpeg: str, options: EnhanceOptions, tmp: Path, frames: int, au
     if codec == "libx265":
         cmd += ["-x265-params", "log-level=error"]
     cmd += ["-pix_fmt", pix_fmt] + colour.ffmpeg_args()
+    cmd += media.last_duration_args(ffmpeg, tmp.suffix, tb, last, end)
     if until is not None:
         cmd += ["-t", f"{float(until):.9f}"]
     cmd.append(str(tmp))

@@ -229,7 +229,8 @@ def prepare(options: EnhanceOptions, device: str | None = None) -> Job:
     audio = not options.no_audio and info.audio_streams > 0
     # --frames: the output ends with the last frame taken (the audio too).
     until = end if options.frames and options.frames < len(timeline_all) else None
-    cmd = encoder_cmd(ffmpeg, options, tmp, clip.num_frames, audio, codec, pix_fmt, v.colour, tb, offset, until)
+    cmd = encoder_cmd(ffmpeg, options, tmp, clip.num_frames, audio, codec, pix_fmt, v.colour, tb, offset, until,
+                      last=times[-1], end=end)
     return Job(options, ffmpeg, output, tmp, v, src, back_to, timeline, result, clip, fmt, pix_fmt, codec,
                times, end, cmd, started, factor)
 
