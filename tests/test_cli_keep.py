@@ -234,6 +234,15 @@ def test_last_line_sums_the_job_up(model, tmp_path, capfd) -> None:
     assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, last
 
 
+def test_progress_line_names_the_backend_and_precision(model, tmp_path, capfd) -> None:
+    src, out = tmp_path / "a.mp4", tmp_path / "o.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "3", "-pix_fmt", "yuv420p", str(src))
+    code, err = run(capfd, "enhance", str(src), str(out), *FAST, "--model", str(model), "--mode", "s",
+                    "--backend", "torch")
+    assert code == 0, err
+    assert "torch f32: 100%" in err, err
+
+
 def test_unforeseen_failure_is_one_line_unless_debug(monkeypatch, capfd) -> None:
     import vsstar.cli as cli
 

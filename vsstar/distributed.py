@@ -196,7 +196,7 @@ def _run_chunk(spec: _Spec, chunk: Chunk, progress: Any) -> bytes:
             factor = None if spec.options.mode == "s" else spec.factor
             # The devices as this worker sees them (Ray numbers a task's GPUs from 0).
             options = dataclasses.replace(spec.options, device=spec.device)
-            _, out = plan.star_clip(options, clip, spec.video, back_to, on_note=lambda _t: None, factor=factor)
+            _, out, _ = plan.star_clip(options, clip, spec.video, back_to, on_note=lambda _t: None, factor=factor)
             part = out[wanted.start:wanted.stop]
             fmt = encode.raw_format(part)
             seg = Path(d) / "segment.mkv"

@@ -425,6 +425,10 @@ class StarEngine:
         self.backend, self.precision, self._runner = _make_runner(self.star, backend, precision, self.device)
         #: The model synthesises any t in (0, 1) (config.time_input); otherwise only t = 1/2.
         self.takes_time = bool(getattr(self.config, "time_input", False))
+        #: What runs the network, in words for logs and progress lines: backend and precision ("openvino bf16",
+        #: "torch fp16"), and why that precision ("asked for", or precision="auto"'s reason).
+        self.runs = f"{self.backend} {'fp16' if self.fp16 else self.precision}"
+        self.runs_why = getattr(self._runner, "precision_reason", "the torch backend")
         self.stats = EngineStats()
         # One device, one stream of work: calls from several threads are serialised.
         self._lock = threading.Lock()

@@ -114,7 +114,7 @@ def lossless_cmd(ffmpeg: str, codec: str, dst: Path, frames: int) -> list[str]:
 
 def pump(frames: Iterable[Sequence[Any]], n: int, width: int, height: int, times: list[Fraction],
          end: Fraction, cmd: list[str], fmt: media.RawFormat, colour: media.Colour, quiet: bool,
-         on_frame: Callable[[], None] | None = None) -> None:
+         on_frame: Callable[[], None] | None = None, desc: str | None = None) -> None:
     """Stream `n` frames (plane buffers in source order) with `times` as raw Matroska into ffmpeg (`cmd`,
     which must keep only the first `n`: :func:`encoder_cmd`, :func:`lossless_cmd`); frame i lasts until
     frame i+1 starts, the last one until `end`.
@@ -123,13 +123,13 @@ def pump(frames: Iterable[Sequence[Any]], n: int, width: int, height: int, times
     duration at all (the file ends where it starts), one followed by another gets the frame step. So a
     closing copy of the last frame follows at `end`, which the command keeps out of the file.
 
-    A progress bar unless `quiet`; `on_frame` is called after each frame written. Raises on failure
+    A progress bar unless `quiet`, headed by `desc` (what runs the network); `on_frame` is called after each frame written. Raises on failure
     (EnhanceError when ffmpeg fails or stops reading early), with ffmpeg stopped.
     """
     from tqdm import tqdm
 
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    bar = tqdm(total=n, unit="frame", disable=quiet, dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(total=n, unit="frame", disable=quiet, dynamic_ncols=True, smoothing=0.1, desc=desc)
     written = 0
     try:
         try:

@@ -20,7 +20,7 @@ def write_job(job: Job, frames: Iterable[Any], count: int, quiet: bool) -> float
     OUTPUT; returns the seconds it took (frames are produced while encoding)."""
     t0 = time.monotonic()
     pump(frames, count, job.clip.width, job.clip.height, job.times, job.end, job.cmd, job.fmt,
-         job.video.colour, quiet)
+         job.video.colour, quiet, desc=job.runs or None)
     encode_s = time.monotonic() - t0
     os.replace(job.tmp, job.output)
     return encode_s

@@ -127,8 +127,8 @@ def rate_factor(options: EnhanceOptions, timeline: media.Timeline) -> Fraction:
 
 def star_clip(options: EnhanceOptions, src: Any, video: media.VideoStream, back_to: Any,
               device: str | list[str] | None = None, on_note: Callable[[str], None] | None = None,
-              factor: Fraction | None = None) -> tuple[Any, Any]:
-    """STAR on `src` as the options ask: (STAR's result, the clip to write, as integers).
+              factor: Fraction | None = None) -> tuple[Any, Any, Any]:
+    """STAR on `src` as the options ask: (STAR's result, the clip to write, as integers, the engine that runs it).
 
     `device` overrides the options' (the Ray driver builds the clip on the CPU only to learn its format);
     `factor` is the output frame rate / input frame rate (None: --factor's, else 2; ignored in mode s).
@@ -140,13 +140,15 @@ def star_clip(options: EnhanceOptions, src: Any, video: media.VideoStream, back_
 
     on_note = note if on_note is None else on_note
     opts = options.star_options(factor, device)
-    devices = list(opts.devices) if len(opts.devices) > 1 else opts.devices[0]
     rate_kw = {} if opts.mode == "s" else {"factor_num": opts.factor.numerator, "factor_den": opts.factor.denominator}
     try:
-        result = STAR(src, scale=opts.scale, mode=opts.mode, model=opts.model, quality=opts.quality, **rate_kw,
-                      exact_time=opts.exact_time, device=devices, fp16=opts.fp16, batch_size=opts.batch_size,
-                      tile=opts.tile, scene_change=opts.scene_change, flow_options=opts.flow_options,
-                      backend=opts.backend, precision=opts.precision)
+        # Built here rather than inside STAR, so the job can say which backend and precision run.
+        engines = opts.engines()
+    except ValueError as exc:
+        raise EnhanceError(flag_words(str(exc).strip())) from exc
+    try:
+        result = STAR(src, scale=opts.scale, mode=opts.mode, **rate_kw, exact_time=opts.exact_time, engine=engines,
+                      batch_size=opts.batch_size, scene_change=opts.scene_change)
     except vs.Error as exc:
         raise EnhanceError(flag_words(str(exc).strip())) from exc
     if back_to is not None:
@@ -155,7 +157,7 @@ def star_clip(options: EnhanceOptions, src: Any, video: media.VideoStream, back_
                     "writing 4:4:4 (the whole picture, full chroma); --pix-fmt picks another")
         else:
             result = vs.core.resize.Spline36(result, format=back_to.id)
-    return result, writable(result)
+    return result, writable(result), engines[0]
 
 
 @dataclass
@@ -180,6 +182,7 @@ class Job:
     cmd: list[str]  # the final encoder, reading raw Matroska on its stdin
     started: float
     factor: Fraction = Fraction(2)  # output frames per input frame (1 in mode s)
+    runs: str = ""  # what runs the network ("openvino bf16"), heading the progress line
 
     @property
     def nframes(self) -> int:
@@ -211,7 +214,7 @@ def prepare(options: EnhanceOptions, device: str | None = None) -> Job:
     nframes = src.num_frames
     timeline = timeline_all.head(nframes)
     factor = rate_factor(options, timeline)
-    result, clip = star_clip(options, src, v, back_to, device=device, factor=factor)
+    result, clip, engine = star_clip(options, src, v, back_to, device=device, factor=factor)
     fmt = raw_format(clip)
     pix_fmt = options.pix_fmt or fmt.pix_fmt
     codec = media.pick_codec(ffmpeg, pix_fmt, output.suffix, options.codec)
@@ -232,7 +235,7 @@ def prepare(options: EnhanceOptions, device: str | None = None) -> Job:
     cmd = encoder_cmd(ffmpeg, options, tmp, clip.num_frames, audio, codec, pix_fmt, v.colour, tb, offset, until,
                       last=times[-1], end=end)
     return Job(options, ffmpeg, output, tmp, v, src, back_to, timeline, result, clip, fmt, pix_fmt, codec,
-               times, end, cmd, started, factor)
+               times, end, cmd, started, factor, engine.runs)
 
 
 def rate_text(tl: media.Timeline, factor: Fraction | int = 1) -> str:
