@@ -72,7 +72,7 @@ def test_cli_quality_option(capfd, tmp_path) -> None:
     sample = Path(__file__).resolve().parent.parent / "samples" / "bikes_320x136.mp4"
     code = main(["enhance", str(sample), str(tmp_path / "o.mkv"), "--scale", "2", "--quality", "high", "--frames", "2"])
     err = capfd.readouterr().err
-    assert code == 2 and "--quality 'high': no bundled weights of that tier for scale=2" in err
+    assert code == 2 and "--quality high: no bundled weights of that tier for --scale 2" in err  # in flag words
     assert not (tmp_path / "o.mkv").exists()
 
 

@@ -342,9 +342,9 @@ def process_start() -> float:
 class Trainer:
     """One training run (one process of a DDP group)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, started: float | None = None) -> None:
         self.args = args
-        self.t_created = process_start()  # --time-budget counts from here
+        self.t_created = time.monotonic() if started is None else started  # --time-budget counts from here
         self.rank, self.world, local_rank = _dist_info()
         self.main = self.rank == 0
         if args.threads:
@@ -755,10 +755,12 @@ class Trainer:
         return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, started: float | None = None) -> int:
+    """Train as the command line says; `started` (time.monotonic() clock) is when --time-budget starts
+    counting: the process's start when run as a command, else this call."""
     args = build_parser().parse_args(argv)
     try:
-        tr = Trainer(args)
+        tr = Trainer(args, started)
         if args.precompute_only:
             tr.setup()
             return 0
@@ -769,4 +771,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(started=process_start()))
