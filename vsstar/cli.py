@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from .backends import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from .enhance.options import DEFAULTS, EnhanceError, EnhanceOptions
-from .options import SCALES
+from .choices import QUALITIES, SCALES
 from .schedule import MODES
 
 __all__ = ["main", "build_parser", "enhance", "options_from_args", "CliError"]
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse in-between times the model cannot synthesise exactly (a model that knows only "
                         "t = 1/2 rounds them to 1/8 of a frame interval; models with time input are always exact)")
     e.add_argument("--model", default=None, help="bundled model name, .safetensors or official .pth (default: bundled for --scale)")
-    e.add_argument("--quality", default=DEFAULTS["quality"], choices=("fast", "high"),
+    e.add_argument("--quality", default=DEFAULTS["quality"], choices=QUALITIES,
                    help="tier of the bundled weights when no --model is given: fast (default) or high (larger "
                         "and slower, better pictures; --scale 4 only)")
     e.add_argument("--device", default=None, type=_device_arg,

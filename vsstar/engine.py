@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backends import DEFAULT_PRECISION
+from .choices import QUALITIES, SCALES
 from .pairs import PairParts
 from .schedule import DEFAULT_DEPTH, MODES, dyadic_path, dyadic_time
 
@@ -188,9 +189,6 @@ def _info_get(info: Any, key: str) -> Any:
     return None
 
 
-#: The tiers of bundled weights: "fast" (the defaults) and "high" (larger, slower, better pictures; metadata
-#: ``quality: high``). ``quality=`` picks among them when ``model=None``.
-QUALITIES = ("fast", "high")
 
 
 def _quality_of(info: Any) -> str:
@@ -384,8 +382,8 @@ class StarEngine:
         precision: str = DEFAULT_PRECISION,
         quality: str = "fast",
     ) -> None:
-        if scale not in (2, 4, 8) or isinstance(scale, bool):
-            raise ValueError(f"scale must be 2, 4 or 8, got {scale!r}")
+        if scale not in SCALES or isinstance(scale, bool):
+            raise ValueError(f"scale must be {', '.join(map(str, SCALES[:-1]))} or {SCALES[-1]}, got {scale!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.scale = int(scale)

@@ -12,6 +12,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .backends import BACKENDS, PRECISIONS
+from .choices import SCALES
 from .scene import DEFAULT_SC_THRESHOLD
 from .schedule import MAX_FACTOR, MODES
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["StarOptions", "SCALES"]
 
-#: Upscaling factors of the network (the bundled models and the authors' checkpoints).
-SCALES = (2, 4, 8)
 
 
 @dataclass(frozen=True)
